@@ -1,0 +1,1 @@
+"""Background-removal pipeline: storage trigger -> predictions API -> webhook -> processed bucket."""

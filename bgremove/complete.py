@@ -1,0 +1,198 @@
+"""The completion side: take a verified prediction, find its job, and settle the job by writing the
+cut-out (create-only) or a failure record. Shared by the webhook and the reconciler."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from bgremove import jobs, logs, naming, outputs, signatures, storage
+from bgremove.config import Config
+from bgremove.jobs import Job, JobStore
+from bgremove.predictions import Prediction
+from bgremove.submit import OUTPUT_MARKER
+
+FAILED_STATUSES = ("failed", "canceled", "aborted")
+
+
+class RetryLater(Exception):
+    """A transient failure (storage, download): answer 5xx so the sender retries."""
+
+
+class Outcome(enum.Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"  # a failure record was written
+    DUPLICATE = "duplicate"  # the job was settled before: no second effect
+    IGNORED = "ignored"  # a non-terminal status: nothing to do yet
+    UNAUTHORIZED = "unauthorized"
+    MALFORMED = "malformed"
+    UNKNOWN_JOB = "unknown_job"
+    MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    reason: str
+    job_id: str = ""
+    prediction_id: str = ""
+
+
+@dataclass(frozen=True)
+class Deps:
+    store: JobStore
+    session: requests.Session
+    keys: tuple[bytes, ...] = ()
+
+
+def handle_webhook(
+    headers: Mapping[str, str], body: bytes, cfg: Config, deps: Deps, now: Callable[[], float]
+) -> Result:
+    """Verify a delivery on its raw bytes, then parse it and settle its job."""
+    try:
+        signatures.verify(headers, body, deps.keys, cfg.webhook_tolerance_seconds, now)
+    except signatures.SignatureError as exc:
+        return _log(Result(Outcome.UNAUTHORIZED, str(exc)), {})
+    try:
+        prediction = Prediction.from_json(json.loads(body))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return _log(Result(Outcome.MALFORMED, f"body is not a valid prediction: {exc}"), {})
+    job_id = job_id_from_webhook(prediction.webhook)
+    if not job_id:
+        return _log(Result(Outcome.UNKNOWN_JOB, "signed body names no job", "", prediction.id), {})
+    return settle(job_id, prediction, cfg, deps, now())
+
+
+def job_id_from_webhook(webhook: str) -> str:
+    """The job id we put in the webhook URL, as echoed inside the signed prediction body."""
+    try:
+        values = parse_qs(urlsplit(webhook).query).get("job", [])
+    except ValueError:
+        return ""
+    job = values[0] if len(values) == 1 else ""
+    return job if len(job) == 64 and all(c in "0123456789abcdef" for c in job) else ""
+
+
+def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: float) -> Result:
+    fields = {"job_id": job_id, "prediction_id": prediction.id, "status": prediction.status}
+    loaded = deps.store.load(job_id)
+    if loaded is None:
+        return _log(Result(Outcome.UNKNOWN_JOB, "no job record for this prediction", job_id, prediction.id), fields)
+    job, generation = loaded
+    fields["object"] = f"gs://{job.source.bucket}/{job.source.name}"
+    fields["generation"] = job.source.generation
+    if job.is_final:
+        return _log(Result(Outcome.DUPLICATE, f"job is already {job.state}", job_id, prediction.id), fields)
+    if job.prediction_ids and prediction.id not in job.prediction_ids and job.state != jobs.CLAIMED:
+        return _log(Result(Outcome.MISMATCH, "prediction id is not one of the job's", job_id, prediction.id), fields)
+    if prediction.version and prediction.version != job.model_version:
+        return _log(Result(Outcome.MISMATCH, "model version differs from the job's", job_id, prediction.id), fields)
+    if prediction.status in FAILED_STATUSES:
+        error = prediction.error or f"prediction {prediction.status}"
+        return _record_failure(deps.store, job, generation, f"prediction_{prediction.status}", error, now, fields)
+    if prediction.status != "succeeded":
+        return _log(
+            Result(Outcome.IGNORED, f"status {prediction.status!r} is not final", job_id, prediction.id), fields
+        )
+    if not prediction.output:
+        return _record_failure(
+            deps.store, job, generation, "no_output", "prediction succeeded without output", now, fields
+        )
+    return _write_output(job, generation, prediction, cfg, deps, now, fields)
+
+
+def _write_output(
+    job: Job, generation: int, prediction: Prediction, cfg: Config, deps: Deps, now: float, fields: dict
+) -> Result:
+    target = naming.output_name(job.source.name, cfg.output_prefix)
+    fields["output"] = f"gs://{cfg.processed_bucket}/{target}"
+    metadata = {
+        OUTPUT_MARKER: "true",
+        "bgremove-source": f"gs://{job.source.bucket}/{job.source.name}",
+        "bgremove-source-generation": str(job.source.generation),
+        "bgremove-job": job.job_id,
+        "bgremove-prediction-id": prediction.id,
+        "bgremove-model-version": prediction.version or job.model_version,
+    }
+    try:
+        existing = storage.metadata(cfg.processed_bucket, target)
+        if existing is None:
+            stream = outputs.open_output(
+                prediction.output or "",
+                cfg.output_allowed_hosts,
+                cfg.output_max_bytes,
+                cfg.http_timeout_seconds,
+                deps.session,
+            )
+            try:
+                storage.create_object(cfg.processed_bucket, target, stream, stream.size, stream.content_type, metadata)
+            except storage.PreconditionFailed:
+                existing = storage.metadata(cfg.processed_bucket, target) or {}
+            finally:
+                stream.close()
+    except outputs.OutputRefused as exc:
+        return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields)
+    except outputs.OutputUnavailable as exc:
+        logs.warning("output download failed; asking the sender to retry", error=str(exc), **fields)
+        raise RetryLater(str(exc)) from exc
+    if existing is not None and existing.get("bgremove-job") != job.job_id:
+        # Another upload's output (or a user's file) holds the name: never overwrite it.
+        error = f"{target} exists and is not this job's output"
+        return _record_failure(deps.store, job, generation, "output_name_taken", error, now, fields)
+    return _save_final(deps.store, job, generation, jobs.completed(job, prediction.id, target, now), fields)
+
+
+def _record_failure(
+    store: JobStore, job: Job, generation: int, reason: str, error: str, now: float, fields: dict
+) -> Result:
+    return _save_final(
+        store, job, generation, jobs.failed(job, reason, error, now, fields.get("prediction_id", "")), fields
+    )
+
+
+def _save_final(store: JobStore, job: Job, generation: int, final: Job, fields: dict) -> Result:
+    """Write a final state; if another writer got there first, what it wrote stands."""
+    try:
+        store.save(final, generation)
+    except jobs.Conflict:
+        loaded = store.load(job.job_id)
+        if loaded is not None and loaded[0].is_final:
+            return _log(Result(Outcome.DUPLICATE, f"job was {loaded[0].state} meanwhile", job.job_id), fields)
+        # The submitter recorded its prediction meanwhile: apply the same final change to its record.
+        current, generation = loaded if loaded else (job, generation)
+        final = _reapply(current, final)
+        try:
+            store.save(final, generation)
+        except jobs.Conflict as exc:
+            raise RetryLater("job record keeps changing") from exc
+    outcome = Outcome.COMPLETED if final.state == jobs.COMPLETED else Outcome.FAILED
+    reason = final.output_name if outcome is Outcome.COMPLETED else final.reason
+    result = Result(outcome, reason, job.job_id, final.prediction_id)
+    if outcome is Outcome.FAILED:
+        logs.warning(f"job failed: {final.reason}", error=final.error, outcome=outcome.value, **fields)
+        return result
+    return _log(result, fields)
+
+
+def _reapply(current: Job, final: Job) -> Job:
+    now = final.updated_at
+    pid = final.prediction_ids[-1] if final.prediction_ids else ""
+    if final.state == jobs.COMPLETED:
+        return jobs.completed(current, pid, final.output_name, now)
+    return jobs.failed(current, final.reason, final.error, now, pid)
+
+
+def _log(result: Result, fields: dict) -> Result:
+    severity = "WARNING" if result.outcome in (Outcome.UNAUTHORIZED, Outcome.MALFORMED, Outcome.MISMATCH) else "INFO"
+    logs.log(
+        severity,
+        f"webhook {result.outcome.value}: {result.reason}",
+        outcome=result.outcome.value,
+        **{**fields, "job_id": result.job_id or fields.get("job_id"), "prediction_id": result.prediction_id or None},
+    )
+    return result

@@ -1,0 +1,175 @@
+"""Configuration, read once at cold start into one frozen dataclass.
+
+Every setting is an environment variable; the README has a table of them all. A missing or invalid
+value raises ConfigError naming the variable, so a bad deployment fails at start, not mid-request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
+DEFAULT_API_BASE_URL = "https://api.replicate.com/v1"
+INPUT_MODES = ("auto", "signed_url", "data_url")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    upload_bucket: str
+    processed_bucket: str
+    state_bucket: str
+    api_base_url: str
+    api_token: str
+    model_version: str
+    webhook_url: str
+    webhook_secrets: tuple[str, ...]
+    webhook_tolerance_seconds: int
+    webhook_max_body_bytes: int
+    allowed_content_types: tuple[str, ...]
+    max_upload_bytes: int
+    include_prefixes: tuple[str, ...]
+    exclude_prefixes: tuple[str, ...]
+    output_prefix: str
+    input_mode: str
+    data_url_max_bytes: int
+    signed_url_ttl_seconds: int
+    signing_service_account: str
+    cancel_after: str
+    output_allowed_hosts: tuple[str, ...]
+    output_max_bytes: int
+    http_timeout_seconds: float
+    api_max_attempts: int
+    api_backoff_seconds: float
+    api_backoff_max_seconds: float
+    claim_ttl_seconds: int
+    max_event_age_seconds: int
+    max_prediction_attempts: int
+    reconcile_after_seconds: int
+    reconcile_batch_size: int
+    log_level: str
+
+
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[hms])+$")
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from the environment (os.environ unless given)."""
+    env = _Env(os.environ if environ is None else environ)
+    input_mode = env.str("INPUT_MODE", "auto")
+    if input_mode not in INPUT_MODES:
+        raise ConfigError(f"INPUT_MODE must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
+    cancel_after = env.str("CANCEL_AFTER", "15m")
+    if cancel_after and not _DURATION.match(cancel_after):
+        raise ConfigError(f"CANCEL_AFTER must be a duration such as 30s, 5m or 1h30m, not {cancel_after!r}")
+    secrets = env.list("WEBHOOK_SECRETS", "")
+    for secret in secrets:
+        if not secret.startswith("whsec_"):
+            raise ConfigError("WEBHOOK_SECRETS entries must start with whsec_")
+    log_level = env.str("LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+    return Config(
+        upload_bucket=env.required("UPLOAD_BUCKET"),
+        processed_bucket=env.required("PROCESSED_BUCKET"),
+        state_bucket=env.required("STATE_BUCKET"),
+        api_base_url=env.url("PREDICTIONS_BASE_URL", DEFAULT_API_BASE_URL).rstrip("/"),
+        api_token=env.str("PREDICTIONS_API_TOKEN", ""),
+        model_version=env.str("MODEL_VERSION", DEFAULT_MODEL_VERSION),
+        webhook_url=env.url("WEBHOOK_URL", "") if env.str("WEBHOOK_URL", "") else "",
+        webhook_secrets=secrets,
+        webhook_tolerance_seconds=env.int("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
+        webhook_max_body_bytes=env.int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
+        allowed_content_types=env.list("ALLOWED_CONTENT_TYPES", "image/jpeg,image/png,image/webp"),
+        max_upload_bytes=env.int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1),
+        include_prefixes=env.list("INCLUDE_PREFIXES", ""),
+        exclude_prefixes=env.list("EXCLUDE_PREFIXES", ""),
+        output_prefix=_prefix(env.str("OUTPUT_PREFIX", "")),
+        input_mode=input_mode,
+        data_url_max_bytes=env.int("DATA_URL_MAX_BYTES", 256 * 1024, minimum=0),
+        signed_url_ttl_seconds=env.int("SIGNED_URL_TTL_SECONDS", 3600, minimum=60, maximum=604800),
+        signing_service_account=env.str("SIGNING_SERVICE_ACCOUNT", ""),
+        cancel_after=cancel_after,
+        output_allowed_hosts=tuple(h.lower() for h in env.list("OUTPUT_ALLOWED_HOSTS", "replicate.delivery")),
+        output_max_bytes=env.int("OUTPUT_MAX_BYTES", 128 * 1024 * 1024, minimum=1),
+        http_timeout_seconds=env.float("HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        api_max_attempts=env.int("API_MAX_ATTEMPTS", 4, minimum=1, maximum=20),
+        api_backoff_seconds=env.float("API_BACKOFF_SECONDS", 0.5, minimum=0.0),
+        api_backoff_max_seconds=env.float("API_BACKOFF_MAX_SECONDS", 8.0, minimum=0.0),
+        claim_ttl_seconds=env.int("CLAIM_TTL_SECONDS", 300, minimum=1),
+        max_event_age_seconds=env.int("MAX_EVENT_AGE_SECONDS", 6 * 3600, minimum=1),
+        max_prediction_attempts=env.int("MAX_PREDICTION_ATTEMPTS", 3, minimum=1, maximum=20),
+        reconcile_after_seconds=env.int("RECONCILE_AFTER_SECONDS", 900, minimum=0),
+        reconcile_batch_size=env.int("RECONCILE_BATCH_SIZE", 100, minimum=1, maximum=10000),
+        log_level=log_level,
+    )
+
+
+def duration_seconds(value: str) -> float:
+    """`1h30m` -> 5400.0; the same grammar the predictions API takes in Cancel-After."""
+    return sum(
+        float(n) * {"h": 3600, "m": 60, "s": 1}[unit] for n, unit in re.findall(r"(\d+(?:\.\d+)?)([hms])", value)
+    )
+
+
+def _prefix(value: str) -> str:
+    value = value.strip("/")
+    return f"{value}/" if value else ""
+
+
+class _Env:
+    """Typed readers over an environment mapping; each error names its variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def str(self, name: str, default: str) -> str:
+        return self._environ.get(name, default).strip()
+
+    def required(self, name: str) -> str:
+        value = self.str(name, "")
+        if not value:
+            raise ConfigError(f"{name} is required but not set")
+        return value
+
+    def list(self, name: str, default: str) -> tuple[str, ...]:
+        raw = self.str(name, default)
+        return tuple(item for item in re.split(r"[,\s]+", raw) if item)
+
+    def int(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self.str(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        return self._bounded(name, value, minimum, maximum)
+
+    def float(self, name: str, default: float, minimum: float | None = None) -> float:
+        raw = self.str(name, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        return self._bounded(name, value, minimum, None)
+
+    def url(self, name: str, default: str) -> str:
+        value = self.str(name, default)
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{name} must be an http(s) URL, not {value!r}")
+        return value
+
+    @staticmethod
+    def _bounded(name: str, value, minimum, maximum):  # type: ignore[no-untyped-def]
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, not {value}")
+        return value

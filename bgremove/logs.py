@@ -1,0 +1,62 @@
+"""Structured JSON log lines for Cloud Logging.
+
+Cloud Logging parses a JSON line on stdout into a structured entry: `severity` and `message` are
+recognised, other keys become jsonPayload fields. Callers pass only non-secret fields; URLs pass
+through `redact_url` so signed-URL signatures and query tokens never reach the log.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+_state = {"level": 20}
+
+
+def set_level(level: str) -> None:
+    _state["level"] = _LEVELS.get(level.upper(), 20)
+
+
+def redact_url(url: str) -> str:
+    """Keep scheme, host and path; drop the query and fragment (where signatures live)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.scheme == "data":
+        return "data:<redacted>"
+    query = "<redacted>" if parts.query else ""
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
+
+
+def log(severity: str, message: str, **fields: Any) -> None:
+    if _LEVELS.get(severity, 20) < _state["level"]:
+        return
+    entry: dict[str, Any] = {"severity": severity, "message": message, "time": _now()}
+    entry.update({key: value for key, value in fields.items() if value is not None})
+    sys.stdout.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def debug(message: str, **fields: Any) -> None:
+    log("DEBUG", message, **fields)
+
+
+def info(message: str, **fields: Any) -> None:
+    log("INFO", message, **fields)
+
+
+def warning(message: str, **fields: Any) -> None:
+    log("WARNING", message, **fields)
+
+
+def error(message: str, **fields: Any) -> None:
+    log("ERROR", message, **fields)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"

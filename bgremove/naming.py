@@ -1,0 +1,52 @@
+"""Names derived from an upload: the job key, state-record paths and the output object name.
+
+Object names are flat in Cloud Storage, but people download them into directories, so an output
+name never keeps `.`/`..` segments or empty segments, stays within the 1,024-byte limit and always
+lands inside the configured prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import unicodedata
+
+MAX_OBJECT_NAME_BYTES = 1024
+JOBS_PREFIX = "jobs/"
+OUTPUT_EXTENSION = ".png"
+
+
+def job_key(bucket: str, name: str, generation: str | int) -> str:
+    """The identity of one upload: one object generation gets at most one job."""
+    return f"{bucket}/{name}#{generation}"
+
+
+def job_id(bucket: str, name: str, generation: str | int) -> str:
+    """A fixed-length id for the job key, safe in object names and URLs."""
+    return hashlib.sha256(job_key(bucket, name, generation).encode()).hexdigest()
+
+
+def job_record_name(job: str) -> str:
+    return f"{JOBS_PREFIX}{job}.json"
+
+
+def output_name(source_name: str, prefix: str = "") -> str:
+    """The processed object name: the same path under `prefix`, with the extension `.png`."""
+    cleaned = "".join(ch for ch in source_name if unicodedata.category(ch) != "Cc")
+    segments = [seg for seg in cleaned.split("/") if seg not in ("", ".", "..")]
+    if not segments:
+        segments = ["image"]
+    stem, _ = posixpath.splitext(segments[-1])
+    segments[-1] = (stem or segments[-1]) + OUTPUT_EXTENSION
+    name = prefix + "/".join(segments)
+    if len(name.encode()) <= MAX_OBJECT_NAME_BYTES:
+        return name
+    # Too long: keep a readable head and add a digest of the full source name, so two long names
+    # that share a head still get different outputs and the same name always maps the same way.
+    digest = hashlib.sha256(source_name.encode()).hexdigest()[:16]
+    tail = f"-{digest}{OUTPUT_EXTENSION}"
+    budget = MAX_OBJECT_NAME_BYTES - len(prefix.encode()) - len(tail.encode())
+    head = "/".join(segments)[:budget]
+    while len(head.encode()) > budget:
+        head = head[:-1]
+    return prefix + head.rstrip("/") + tail

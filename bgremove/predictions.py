@@ -1,0 +1,184 @@
+"""Client for a Replicate-style predictions API (the official one or a compatible proxy).
+
+Transient answers (429, 5xx, connection errors, timeouts) are retried here with capped exponential
+backoff and full jitter, honouring Retry-After; when the budget is spent, TransientError tells the
+caller to let the platform retry later. Answers that will not change on retry (401, 402, 413,
+422, other 4xx) raise PermanentError at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+TERMINAL_STATUSES = ("succeeded", "failed", "canceled", "aborted")
+RETRYABLE_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+class PredictionsError(Exception):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PermanentError(PredictionsError):
+    """The API refused the request in a way a retry cannot fix."""
+
+
+class TransientError(PredictionsError):
+    """The API was unavailable or throttled us past the retry budget."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    status: str
+    version: str = ""
+    output: str | None = None
+    error: str = ""
+    webhook: str = ""
+    data_removed: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, data: Any) -> Prediction:
+        """Parse defensively: unknown fields and statuses are accepted, wrong types refused."""
+        if not isinstance(data, dict):
+            raise ValueError("prediction is not a JSON object")
+        pid, status = data.get("id"), data.get("status")
+        if not isinstance(pid, str) or not pid or len(pid) > 128:
+            raise ValueError("prediction id is missing or not a string")
+        if not isinstance(status, str) or not status:
+            raise ValueError("prediction status is missing or not a string")
+        version = data.get("version") or ""
+        if not isinstance(version, str):
+            raise ValueError("prediction version is not a string")
+        output = data.get("output")
+        # The model returns one URL; accept a one-item list too.
+        if isinstance(output, list) and len(output) == 1:
+            output = output[0]
+        if output is not None and not isinstance(output, str):
+            raise ValueError("prediction output is not a URL string")
+        error = data.get("error")
+        webhook = data.get("webhook") or ""
+        return cls(
+            id=pid,
+            status=status,
+            version=version,
+            output=output,
+            error="" if error is None else str(error),
+            webhook=webhook if isinstance(webhook, str) else "",
+            data_removed=bool(data.get("data_removed")),
+            raw=data,
+        )
+
+
+class PredictionsClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        backoff_max_seconds: float = 8.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self.session = session or requests.Session()
+        self._sleep = sleep
+
+    def create(self, version: str, image: str, webhook: str, cancel_after: str = "") -> Prediction:
+        body = {
+            "version": version,
+            "input": {"image": image},
+            "webhook": webhook,
+            "webhook_events_filter": ["completed"],
+        }
+        headers = {"Cancel-After": cancel_after} if cancel_after else {}
+        return Prediction.from_json(self._call("POST", "/predictions", json=body, headers=headers))
+
+    def get(self, prediction_id: str) -> Prediction | None:
+        """The prediction, or None when the API no longer knows it (404)."""
+        try:
+            return Prediction.from_json(self._call("GET", f"/predictions/{prediction_id}"))
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def cancel(self, prediction_id: str) -> Prediction:
+        return Prediction.from_json(self._call("POST", f"/predictions/{prediction_id}/cancel"))
+
+    def webhook_secret(self) -> str:
+        return str(self._call("GET", "/webhooks/default/secret")["key"])
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
+        url = self.base_url + path
+        last = ""
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = self.session.request(
+                    method, url, headers=headers, timeout=self.timeout, allow_redirects=False, **kwargs
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last = f"{type(exc).__name__} calling {method} {path}"
+            else:
+                if response.status_code < 300:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        last = f"{method} {path} answered {response.status_code} with a body that is not JSON"
+                elif response.status_code in RETRYABLE_STATUSES:
+                    last = f"{method} {path} answered {response.status_code}: {_detail(response)}"
+                    retry_after = _retry_after(response)
+                else:
+                    raise PermanentError(
+                        f"{method} {path} answered {response.status_code}: {_detail(response)}",
+                        response.status_code,
+                    )
+            if attempt < self.max_attempts:
+                self._sleep(self._delay(attempt, retry_after))
+        raise TransientError(f"gave up after {self.max_attempts} attempts; last: {last}")
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max_seconds * 4)
+        cap = min(self.backoff_max_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return random.uniform(0, cap)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _detail(response: requests.Response) -> str:
+    """The problem-details text of an error answer, shortened for a log line."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(data, dict):
+        return str(data.get("detail") or data.get("title") or data)[:200]
+    return str(data)[:200]

