@@ -1,0 +1,45 @@
+# The two commands a new machine needs: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+REQS := requirements.txt offline_cloud/requirements.txt requirements-dev.txt constraints.txt
+STAMP := $(VENV)/.installed
+ENV ?= dev
+IMAGES ?=
+
+.PHONY: help venv test lint demo stack soak bench plan deploy clean
+
+help:
+	@echo "make demo     run the pipeline end to end on the offline stack (IMAGES=\"a.jpg b.png\" to use your own)"
+	@echo "make test     run the test suite (sets up .venv first)"
+	@echo "make stack    start the offline cloud in the foreground until Ctrl-C"
+	@echo "make lint     ruff check and format check"
+	@echo "make soak     the fault-injected soak at full size"
+	@echo "make bench    benchmarks, written to bench/results.json and bench/RESULTS.md"
+	@echo "make plan ENV=dev | make deploy ENV=dev   Terraform (needs terraform and gcloud credentials)"
+
+venv: $(STAMP)
+
+$(STAMP): $(REQS)
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Cloud Functions python311); set PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r offline_cloud/requirements.txt -r requirements-dev.txt
+	@touch $(STAMP)
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+demo: venv
+	$(PY) -m offline_cloud.demo $(IMAGES)
+
+stack: venv
+	$(PY) -m offline_cloud
+
+clean:
+	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""Duplicates have no second effect: the same CloudEvent or webhook delivered again changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from bgremove import jobs, naming
+from bgremove.submit import webhook_url_for
+from tests.support import StackClient, cloud_event_headers, photo, post_webhook
+
+
+def test_same_cloud_event_delivered_three_times_creates_one_prediction(stack: StackClient) -> None:
+    name = f"dup-event/{uuid.uuid4().hex}.jpg"
+    # Upload outside the trigger's view first: the relay delivers it once; we then replay the very
+    # same event (same id, same data) twice more, concurrently, as at-least-once delivery may.
+    generation = stack.upload(name, photo("coffee", "JPEG", (120, 80)), "image/jpeg")
+    first = stack.wait_job(name, generation)
+    delivered = stack.final_deliveries(f"objects/{name}")
+    assert len(delivered) == 1 and delivered[0]["result"] == "delivered"
+    blob = stack.gcs.bucket(stack.info.upload_bucket).get_blob(name)
+    data = json.dumps(blob._properties).encode()
+    headers = cloud_event_headers(delivered[0]["id"], stack.info.upload_bucket, name)
+    created_before = stack.stats()["predictions_created"]
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(lambda _: requests.post(stack.info.trigger_url, data=data, headers=headers, timeout=30), range(2))
+        )
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert stack.stats()["predictions_created"] == created_before
+    job = stack.job(stack.info.upload_bucket, name, generation)
+    assert job is not None and job["prediction_ids"] == first["prediction_ids"] and job["attempts"] == 1
+
+
+def test_same_webhook_delivered_three_times_writes_once(stack: StackClient) -> None:
+    name = f"dup-webhook/{uuid.uuid4().hex}.jpg"
+    generation = stack.upload(name, photo("coffee", "JPEG", (120, 80)), "image/jpeg")
+    job = stack.wait_job(name, generation)
+    assert job["state"] == "completed"
+    output = stack.processed(job["output_name"])
+    prediction = stack.api("GET", f"/v1/predictions/{job['prediction_ids'][-1]}").json()
+    body = json.dumps(prediction).encode()
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda i: post_webhook(stack.info, body, f"msg_dup_{i}"), range(3)))
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert {a.json()["message"] for a in answers} == {"duplicate"}
+    again = stack.processed(job["output_name"])
+    assert again is not None and again.generation == output.generation
+    final = stack.job(stack.info.upload_bucket, name, generation)
+    assert final is not None and [h["state"] for h in final["history"]].count("completed") == 1
+
+
+def test_webhook_arriving_before_the_submission_is_recorded_still_completes_the_job(stack: StackClient) -> None:
+    # Reproduce the race deterministically: a job that is only `claimed` (the submitter has not yet
+    # recorded its prediction), and a prediction created for it whose webhook then arrives.
+    name = f"race/{uuid.uuid4().hex}.jpg"
+    generation = stack.upload(name, photo("coffee", "JPEG", (120, 80)), "text/plain")  # skipped by the trigger
+    source = jobs.Source(stack.info.upload_bucket, name, generation, "image/jpeg", 1)
+    claim = jobs.new_claim(source, "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1", 0, 600)
+    record = stack.gcs.bucket(stack.info.state_bucket).blob(naming.job_record_name(claim.job_id))
+    record.upload_from_string(json.dumps(claim.to_json()), if_generation_match=0)
+    image = stack.gcs.bucket(stack.info.upload_bucket).blob(name).download_as_bytes()
+    created = stack.api(
+        "POST",
+        "/v1/predictions",
+        json={
+            "version": claim.model_version,
+            "input": {"image": "data:image/jpeg;base64," + base64.b64encode(image).decode()},
+            "webhook": webhook_url_for(stack.info.webhook_url, claim.job_id),
+            "webhook_events_filter": ["completed"],
+        },
+    )
+    assert created.status_code == 201
+
+    job = stack.wait_job(name, generation)
+    assert job["state"] == "completed"
+    assert job["prediction_ids"] == [created.json()["id"]]
+    assert stack.processed(job["output_name"]) is not None

@@ -1,0 +1,146 @@
+"""Helpers shared by the tests that run against the offline stack."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from PIL import Image
+
+from offline_cloud.stack import StackInfo
+
+T = TypeVar("T")
+
+
+class StackClient:
+    """What a test needs to drive a running stack through its real wire protocols."""
+
+    def __init__(self, info: StackInfo) -> None:
+        self.info = info
+        self.gcs = storage.Client(
+            project="offline-project",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": info.storage_emulator_host},
+        )
+        self.http = requests.Session()
+
+    # storage
+    def upload(self, name: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> int:
+        blob = self.gcs.bucket(self.info.upload_bucket).blob(name)
+        blob.metadata = metadata
+        blob.upload_from_string(data, content_type=content_type)
+        return int(blob.generation)
+
+    def processed(self, name: str) -> storage.Blob | None:
+        return self.gcs.bucket(self.info.processed_bucket).get_blob(name)
+
+    def processed_names(self) -> list[str]:
+        return [b.name for b in self.gcs.list_blobs(self.info.processed_bucket)]
+
+    def job(self, bucket: str, name: str, generation: int) -> dict[str, Any] | None:
+        from bgremove import naming
+
+        blob = self.gcs.bucket(self.info.state_bucket).get_blob(
+            naming.job_record_name(naming.job_id(bucket, name, generation))
+        )
+        return json.loads(blob.download_as_bytes()) if blob else None
+
+    def wait_job(
+        self, name: str, generation: int, states: tuple[str, ...] = ("completed", "failed"), timeout: float = 60
+    ) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            job = self.job(self.info.upload_bucket, name, generation)
+            return job if job and job["state"] in states else None
+
+        return wait_for(final, timeout, f"job for {name} to reach {states}")
+
+    # predictions service
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.info.api_token}", **kwargs.pop("headers", {})}
+        url = self.info.predictions_service_url + path
+        # verify per request: a session-level value loses to REQUESTS_CA_BUNDLE from the environment.
+        return self.http.request(method, url, headers=headers, timeout=30, verify=self.info.ca_bundle, **kwargs)
+
+    def set_faults(self, **knobs: Any) -> None:
+        self.api("POST", "/_admin/faults", json=knobs).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        return self.api("GET", "/_admin/stats").json()
+
+    # eventarc relay
+    def deliveries(self) -> list[dict[str, Any]]:
+        return requests.get(self.info.relay_admin_url + "/deliveries", timeout=10).json()["log"]
+
+    def final_deliveries(self, subject: str) -> list[dict[str, Any]]:
+        return [d for d in self.deliveries() if d["kind"] == "final" and d["subject"] == subject]
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def photo(name: str, fmt: str = "JPEG", size: tuple[int, int] | None = None) -> bytes:
+    """A real photograph from skimage.data, encoded as `fmt`."""
+    import skimage.data
+
+    image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    if size:
+        image = image.resize(size)
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue()
+
+
+def assert_cutout(png: bytes) -> None:
+    """An RGBA PNG whose corners are transparent and whose centre is opaque."""
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    assert image.mode == "RGBA"
+    alpha = np.asarray(image)[:, :, 3]
+    h, w = alpha.shape
+    for y, x in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)):
+        assert alpha[y, x] < 20, f"corner {(y, x)} alpha {alpha[y, x]}"
+    assert alpha[h // 2, w // 2] > 200, f"centre alpha {alpha[h // 2, w // 2]}"
+
+
+def post_webhook(
+    info: StackInfo, body: bytes, webhook_id: str = "msg_test", timestamp: int | None = None
+) -> requests.Response:
+    """Deliver `body` to the webhook function, signed with the stack's secret as the API would."""
+    from bgremove import signatures
+
+    ts = int(time.time()) if timestamp is None else timestamp
+    key = signatures.decode_secret(info.webhook_secret)
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": signatures.sign(key, webhook_id, ts, body),
+        "Content-Type": "application/json",
+    }
+    return requests.post(info.webhook_url, data=body, headers=headers, timeout=30)
+
+
+def cloud_event_headers(event_id: str, bucket: str, name: str) -> dict[str, str]:
+    """Binary-mode CloudEvent headers as Eventarc sends them for a finalized object."""
+    return {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-type": "google.cloud.storage.object.v1.finalized",
+        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+        "ce-subject": f"objects/{name}",
+        "ce-time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "Content-Type": "application/json",
+    }
