@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from offline_cloud.stack import Stack, StackError
+from offline_cloud.stack import ROOT, Stack, StackError, StackOptions
 
 
 def main() -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    stack = Stack()
+    # OFFLINE_STACK_DIR lets a second stack (a test's) run beside the one in .stack/.
+    directory = Path(os.environ.get("OFFLINE_STACK_DIR") or ROOT / ".stack")
+    stack = Stack(StackOptions(directory=directory))
     try:
         info = stack.start()
     except StackError as exc:

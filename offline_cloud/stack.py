@@ -147,16 +147,10 @@ class Stack:
         )  # fmt: skip
         self._spawn(
             "storage-emulator",
-            [
-                str(fake_gcs_binary()),
-                "-scheme", "http", "-host", "127.0.0.1", "-port", str(ports["gcs"]), "-backend", "memory",
-                "-public-host", f"127.0.0.1:{ports['gcs']}", "-external-url", gcs_url, "-log-level", "warn",
-                "-event.pubsub-project-id", PUBSUB_PROJECT, "-event.pubsub-topic", PUBSUB_TOPIC,
-                "-event.bucket", o.upload_bucket, "-event.list", "finalize",
-            ],
+            storage_emulator_command(ports["gcs"], o.upload_bucket),
             logs_dir,
             env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}"},
-        )  # fmt: skip
+        )
         self._spawn(
             "predictions-service",
             [
@@ -297,6 +291,19 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.processes.clear()
+
+
+def storage_emulator_command(port: int, event_bucket: str) -> list[str]:
+    """fake-gcs-server in memory on 127.0.0.1:port, publishing finalize notifications of
+    `event_bucket` to the Pub/Sub endpoint named by PUBSUB_EMULATOR_HOST."""
+    url = f"http://127.0.0.1:{port}"
+    return [
+        str(fake_gcs_binary()),
+        "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
+        "-public-host", f"127.0.0.1:{port}", "-external-url", url, "-log-level", "warn",
+        "-event.pubsub-project-id", PUBSUB_PROJECT, "-event.pubsub-topic", PUBSUB_TOPIC,
+        "-event.bucket", event_bucket, "-event.list", "finalize",
+    ]  # fmt: skip
 
 
 def fake_gcs_binary() -> Path:

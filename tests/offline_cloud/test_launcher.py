@@ -1,0 +1,48 @@
+"""`make stack`'s launcher: it writes stack.json, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import requests
+
+from offline_cloud.stack import ROOT
+from tests.support import wait_for
+
+REQUIRED_KEYS = {
+    "storage_emulator_host", "upload_bucket", "processed_bucket", "state_bucket", "predictions_base_url",
+    "api_token", "webhook_url", "webhook_secret", "trigger_url",
+}  # fmt: skip
+
+
+def test_launcher_writes_stack_json_and_sigint_stops_every_child(tmp_path: Path) -> None:
+    env = {**os.environ, "OFFLINE_STACK_DIR": str(tmp_path)}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "offline_cloud"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        stack_json = tmp_path / "stack.json"
+        wait_for(stack_json.exists, 120, "stack.json")
+        info = json.loads(stack_json.read_text())
+        assert info.keys() >= REQUIRED_KEYS
+        assert info["webhook_secret"].startswith("whsec_")
+        children = [psutil.Process(pid) for pid in info["pids"].values()]
+        descendants = psutil.Process(launcher.pid).children(recursive=True)
+        assert len(children) == 5 and all(c.is_running() for c in children)
+        # Everything answers on 127.0.0.1.
+        assert requests.get(info["storage_emulator_host"] + "/storage/v1/b", timeout=5).status_code == 200
+        assert requests.get(info["trigger_url"], timeout=5).status_code in (200, 400, 405, 415, 500)
+
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    gone, alive = psutil.wait_procs(descendants, timeout=10)
+    assert alive == [], f"left behind: {[p.pid for p in alive]}"
