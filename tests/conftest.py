@@ -40,8 +40,4 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
 def faults(stack: StackClient) -> Iterator[StackClient]:
     """The stack, with predictions-service faults cleared after the test."""
     yield stack
-    stack.set_faults(
-        model_latency_seconds=0, fail_rate=0, create_429_rate=0, create_5xx_rate=0, get_429_rate=0,
-        get_5xx_rate=0, webhook_drop_rate=0, webhook_duplicate_rate=0, webhook_delay_seconds=0,
-        webhook_reorder_rate=0,
-    )  # fmt: skip
+    stack.api("DELETE", "/_admin/faults").raise_for_status()

@@ -1,0 +1,93 @@
+"""Fault-injection knobs, so clients can be tested against a misbehaving service."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from typing import Any
+
+DEFAULT_KNOBS: dict[str, Any] = {
+    "model_latency_seconds": 0.0,
+    "fail_rate": 0.0,
+    "create_429_rate": 0.0,
+    "create_5xx_rate": 0.0,
+    "get_429_rate": 0.0,
+    "get_5xx_rate": 0.0,
+    "retry_after_seconds": 1.0,
+    "webhook_drop_rate": 0.0,
+    "webhook_duplicate_rate": 0.0,
+    "webhook_delay_seconds": 0.0,
+    "webhook_reorder_rate": 0.0,
+    "seed": None,
+}
+RATE_KNOBS = frozenset(name for name in DEFAULT_KNOBS if name.endswith("_rate"))
+SECONDS_KNOBS = frozenset(name for name in DEFAULT_KNOBS if name.endswith("_seconds"))
+
+
+def _validate(name: str, value: Any) -> Any:
+    if name not in DEFAULT_KNOBS:
+        raise ValueError(f"unknown fault knob {name!r}; known: {sorted(DEFAULT_KNOBS)}")
+    if name == "seed":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError("seed must be an integer or null")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number")
+    if name in RATE_KNOBS and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1")
+    if name in SECONDS_KNOBS and value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return float(value)
+
+
+class Faults:
+    """Current knobs plus one random stream per rate knob.
+
+    Separate streams keep each knob's sequence of decisions reproducible under a seed even when
+    decisions for different knobs interleave across threads.
+    """
+
+    def __init__(self, initial: dict[str, Any] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._knobs = dict(DEFAULT_KNOBS)
+        self._rngs: dict[str, random.Random] = {}
+        self._reseed(None)
+        if initial:
+            self.update(initial)
+
+    def _reseed(self, seed: int | None) -> None:
+        self._rngs = {name: random.Random(None if seed is None else f"{seed}:{name}") for name in RATE_KNOBS}
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._knobs)
+
+    def update(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``changes`` (all validated first, so a bad body changes nothing)."""
+        validated = {name: _validate(name, value) for name, value in changes.items()}
+        with self._lock:
+            self._knobs.update(validated)
+            if "seed" in validated:
+                self._reseed(validated["seed"])
+            return dict(self._knobs)
+
+    def reset(self) -> dict[str, Any]:
+        with self._lock:
+            self._knobs = dict(DEFAULT_KNOBS)
+            self._reseed(None)
+            return dict(self._knobs)
+
+    def seconds(self, name: str) -> float:
+        with self._lock:
+            return float(self._knobs[name])
+
+    def roll(self, name: str) -> bool:
+        """True with probability ``knob``; rates 0 and 1 are exact and consume no randomness."""
+        with self._lock:
+            rate = float(self._knobs[name])
+            if rate <= 0.0:
+                return False
+            if rate >= 1.0:
+                return True
+            return self._rngs[name].random() < rate

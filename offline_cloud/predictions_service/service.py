@@ -1,0 +1,127 @@
+"""Wiring: model, store, workers, webhooks and the HTTP(S) server."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import ssl
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .app import create_app
+from .config import Settings
+from .faults import Faults
+from .model import BackgroundRemover, default_threads
+from .outputs import OutputFiles
+from .runner import Runner
+from .stats import Stats
+from .store import PredictionStore
+from .webhooks import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+
+class _RequestHandler(WSGIRequestHandler):
+    # Idle connections (or a TLS handshake that never finishes) must not hold a thread forever.
+    timeout = 60
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Plain lines: werkzeug's own adds terminal colour codes even when stderr is a file.
+        log.info('%s "%s" %s', self.address_string(), self.requestline, code)
+
+
+def _wrap_tls(server: BaseWSGIServer, certfile: Path, keyfile: Path) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certfile), str(keyfile))
+    # Without do_handshake_on_connect=False the handshake runs in the accept loop, where one
+    # silent client (a port probe) would stall every other connection.
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    server.ssl_context = context  # werkzeug reads this for wsgi.url_scheme and SSL errors
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.faults = Faults(settings.faults)
+        self.stats = Stats()
+        self._temp_dir: Path | None = None
+        data_dir = settings.data_dir
+        if data_dir is None:
+            data_dir = self._temp_dir = Path(tempfile.mkdtemp(prefix="predictions-"))
+        self.outputs = OutputFiles(Path(data_dir) / "outputs")
+
+        began = time.perf_counter()
+        threads = settings.model_threads or default_threads(settings.workers)
+        self.model = BackgroundRemover(threads=threads)
+        self.model.warm_up()
+        log.info(
+            "model %s loaded in %.2f s (%d intra-op thread(s), %d worker(s))",
+            self.model.model_path,
+            time.perf_counter() - began,
+            threads,
+            settings.workers,
+        )
+
+        self.webhooks = WebhookDispatcher(
+            secret=settings.webhook_secret,
+            retry_delays=settings.webhook_retry_delays,
+            timeout=settings.webhook_timeout_seconds,
+            faults=self.faults,
+            stats=self.stats,
+            stopping=self.stopping,
+        )
+        self.store = PredictionStore(public_base="", on_event=self.webhooks.emit)
+        self.runner = Runner(settings, self.store, self.model, self.outputs, self.faults, self.stats, self.stopping)
+        self.app = create_app(self)
+        self.server = make_server(
+            settings.host,
+            settings.port,
+            self.app,
+            threaded=True,
+            request_handler=_RequestHandler,
+        )
+        if settings.certfile is not None and settings.keyfile is not None:
+            _wrap_tls(self.server, settings.certfile, settings.keyfile)
+        self.port = self.server.server_port
+        scheme = "https" if settings.tls else "http"
+        self.url = f"{scheme}://{settings.host}:{self.port}"
+        self.store.public_base = settings.public_base_url or self.url
+        self._thread: threading.Thread | None = None
+
+    @property
+    def public_base(self) -> str:
+        return self.store.public_base
+
+    def serve_forever(self) -> None:
+        self.runner.start()
+        log.info("serving on %s (public base %s)", self.url, self.public_base)
+        self.server.serve_forever()
+
+    def start(self) -> None:
+        """Serve from a background thread (for in-process use)."""
+        self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop a service started with ``start``."""
+        if self._thread is not None:
+            self.server.shutdown()  # blocks until serve_forever returns, so only from another thread
+            self._thread.join(timeout=5)
+        self.close()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.server_close()
+        self.runner.shutdown()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+def build_service(settings: Settings) -> Service:
+    """Load the model and bind the socket; the service answers once ``serve_forever`` runs."""
+    return Service(settings)

@@ -1,0 +1,194 @@
+"""Predictions in memory, with every status change made under one lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+ALL_EVENTS = ("start", "output", "logs", "completed")
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_prediction_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Prediction:
+    id: str
+    model: str
+    version: str
+    input: dict[str, Any]
+    prefix: str
+    webhook: str | None
+    webhook_events_filter: list[str]
+    created_at: float = field(default_factory=time.time)
+    status: str = "starting"
+    logs: str = ""
+    output: str | None = None
+    error: str | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    data_removed: bool = False
+    # Set when the prediction is canceled or aborted, to wake a worker sleeping on it.
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_json(self, public_base: str) -> dict[str, Any]:
+        base = f"{public_base}{self.prefix}/predictions/{self.id}"
+        predict_time = total_time = None
+        if self.completed_at is not None:
+            total_time = round(self.completed_at - self.created_at, 6)
+            if self.started_at is not None:
+                predict_time = round(self.completed_at - self.started_at, 6)
+        return {
+            "id": self.id,
+            "model": self.model,
+            "version": self.version,
+            "input": self.input,
+            "logs": self.logs,
+            "output": self.output,
+            "error": self.error,
+            "status": self.status,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "completed_at": iso(self.completed_at),
+            "urls": {"get": base, "cancel": f"{base}/cancel"},
+            "metrics": {"predict_time": predict_time, "total_time": total_time},
+            "data_removed": self.data_removed,
+            "webhook": self.webhook,
+            "webhook_events_filter": list(self.webhook_events_filter),
+        }
+
+
+EventListener = Callable[[str, dict[str, Any]], None]
+
+
+class PredictionStore:
+    """``on_event(event, snapshot)`` is called under the lock, so listeners see events in the
+    order of the changes; it must not block (the webhook dispatcher only queues)."""
+
+    def __init__(self, public_base: str, on_event: EventListener | None = None) -> None:
+        self.public_base = public_base
+        self.on_event = on_event
+        self._lock = threading.Lock()
+        self._items: dict[str, Prediction] = {}
+
+    def _emit(self, event: str, prediction: Prediction) -> dict[str, Any]:
+        snapshot = prediction.to_json(self.public_base)
+        if self.on_event is not None:
+            self.on_event(event, snapshot)
+        return snapshot
+
+    def add(self, prediction: Prediction) -> dict[str, Any]:
+        with self._lock:
+            self._items[prediction.id] = prediction
+            return prediction.to_json(self.public_base)
+
+    def get(self, prediction_id: str) -> Prediction | None:
+        with self._lock:
+            return self._items.get(prediction_id)
+
+    def snapshot(self, prediction_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            prediction = self._items.get(prediction_id)
+            return None if prediction is None else prediction.to_json(self.public_base)
+
+    def status_of(self, prediction_id: str) -> str | None:
+        with self._lock:
+            prediction = self._items.get(prediction_id)
+            return None if prediction is None else prediction.status
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items = sorted(self._items.values(), key=lambda p: p.created_at, reverse=True)
+            return [p.to_json(self.public_base) for p in items]
+
+    def start(self, prediction_id: str) -> dict[str, Any] | None:
+        """starting -> processing; None when it was canceled or aborted meanwhile."""
+        with self._lock:
+            prediction = self._items[prediction_id]
+            if prediction.status != "starting":
+                return None
+            prediction.status = "processing"
+            prediction.started_at = time.time()
+            return self._emit("start", prediction)
+
+    def log(self, prediction_id: str, line: str) -> dict[str, Any] | None:
+        with self._lock:
+            prediction = self._items[prediction_id]
+            if prediction.terminal:
+                return None
+            prediction.logs += line + "\n"
+            return self._emit("logs", prediction)
+
+    def succeed(self, prediction_id: str, output: str) -> dict[str, Any] | None:
+        """Set the output, then finish, under one lock so no cancel can slip in between."""
+        with self._lock:
+            prediction = self._items[prediction_id]
+            if prediction.terminal:
+                return None
+            prediction.output = output
+            self._emit("output", prediction)
+            prediction.status = "succeeded"
+            prediction.completed_at = time.time()
+            prediction.stop.set()
+            return self._emit("completed", prediction)
+
+    def finish(
+        self,
+        prediction_id: str,
+        status: str,
+        error: str | None = None,
+        only_if: frozenset[str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Move to a terminal ``status`` unless already terminal (or not in ``only_if``)."""
+        assert status in TERMINAL_STATUSES
+        with self._lock:
+            prediction = self._items.get(prediction_id)
+            if prediction is None or prediction.terminal:
+                return None
+            if only_if is not None and prediction.status not in only_if:
+                return None
+            prediction.status = status
+            prediction.error = error
+            prediction.completed_at = time.time()
+            prediction.stop.set()
+            return self._emit("completed", prediction)
+
+    def expire(self, now: float, ttl: float, prediction_id: str | None = None) -> list[str]:
+        """Mark data removed on terminal predictions older than ``ttl``; returns their ids."""
+        with self._lock:
+            if prediction_id is None:
+                candidates = list(self._items.values())
+            else:
+                found = self._items.get(prediction_id)
+                candidates = [] if found is None else [found]
+            expired = []
+            for prediction in candidates:
+                if (
+                    prediction.terminal
+                    and not prediction.data_removed
+                    and prediction.completed_at is not None
+                    and now - prediction.completed_at >= ttl
+                ):
+                    prediction.output = None
+                    prediction.data_removed = True
+                    expired.append(prediction.id)
+            return expired

@@ -1,0 +1,597 @@
+"""The offline predictions service, driven over real HTTPS as a subprocess.
+
+Every test talks to the command-line server through its public API; webhooks land on a small
+receiver in this process, which also serves input images over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from skimage import data as skdata
+from standardwebhooks import Webhook
+
+from offline_cloud.tls import TlsFiles, make_certificates
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-123"
+SECRET = "whsec_" + base64.b64encode(b"offline-cloud-test-secret-key!!!").decode()
+VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
+TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def encode(array: np.ndarray, fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format=fmt)
+    return out.getvalue()
+
+
+def data_url(payload: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(payload).decode()
+
+
+# A small image for tests where the mask itself does not matter (the model still runs on it).
+TINY_URL = data_url(encode(np.full((48, 64, 3), 200, dtype=np.uint8), "PNG"), "image/png")
+
+
+def parse_time(value: str) -> float:
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Webhook receiver (scripted answers per path) and static file server on 127.0.0.1."""
+
+    server: ThreadingHTTPServer
+    deliveries: list[Delivery] = field(default_factory=list)
+    scripts: dict[str, list[int]] = field(default_factory=dict)
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def new_hook(self, *answers: int) -> str:
+        path = f"/hook/{uuid.uuid4().hex}"
+        self.scripts[path] = list(answers)
+        return path
+
+    def at(self, path: str) -> list[Delivery]:
+        with self.changed:
+            return [d for d in self.deliveries if d.path == path]
+
+    def wait(self, path: str, count: int = 1, timeout: float = 15.0, terminal: bool = False) -> list[Delivery]:
+        """Deliveries to ``path`` once there are ``count`` (and a terminal one, if asked)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                got = [d for d in self.deliveries if d.path == path]
+                done = not terminal or any(d.json["status"] in TERMINAL for d in got)
+                if len(got) >= count and done:
+                    return got
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"expected {count} deliveries to {path}, got {len(got)}")
+                self.changed.wait(remaining)
+
+
+def make_receiver() -> Receiver:
+    receiver: Receiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            delivery = Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+            with receiver.changed:
+                receiver.deliveries.append(delivery)
+                script = receiver.scripts.get(self.path)
+                status = script.pop(0) if script else 200
+                receiver.changed.notify_all()
+            self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", "/redirected")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            found = receiver.files.get(self.path)
+            if found is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            payload, mime = found
+            self.send_response(200)
+            self.send_header("Content-Type", mime)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    receiver = Receiver(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return receiver
+
+
+@dataclass
+class Api:
+    base: str
+    ca: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def call(self, method: str, path: str, token: str | None = TOKEN, **kwargs: Any) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        # verify= per call: a Session's verify is overridden by REQUESTS_CA_BUNDLE in the environment.
+        return requests.request(method, self.base + path, headers=headers, verify=self.ca, timeout=15, **kwargs)
+
+    def create(
+        self,
+        image: str = TINY_URL,
+        prefix: str = "/v1",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> requests.Response:
+        body = {"version": VERSION, "input": {"image": image}, **extra}
+        return self.call("POST", f"{prefix}/predictions", json=body, headers=headers)
+
+    def created(self, **kwargs: Any) -> dict[str, Any]:
+        response = self.create(**kwargs)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def get(self, prediction_id: str, prefix: str = "/v1") -> dict[str, Any]:
+        response = self.call("GET", f"{prefix}/predictions/{prediction_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait(self, prediction_id: str, until: set[str] = TERMINAL, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            prediction = self.get(prediction_id)
+            if prediction["status"] in until:
+                return prediction
+            assert time.monotonic() < deadline, f"still {prediction['status']}: {prediction}"
+            time.sleep(0.05)
+
+    def faults(self, **knobs: Any) -> dict[str, Any]:
+        response = self.call("POST", "/_admin/faults", json=knobs)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def stats(self) -> dict[str, Any]:
+        return self.call("GET", "/_admin/stats").json()
+
+    def download(self, url: str) -> requests.Response:
+        return requests.get(url, verify=self.ca, timeout=15)
+
+
+def start_server(tls: TlsFiles, tmp: Path, *extra: str) -> Api:
+    port = free_port()
+    base = f"https://localhost:{port}"
+    log_path = tmp / f"server-{port}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "offline_cloud.predictions_service",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--public-base-url", base,
+        "--prefix", "/v1",
+        "--prefix", "/replicate/v1",
+        "--api-token", TOKEN,
+        "--webhook-secret", SECRET,
+        "--model-version", VERSION,
+        "--certfile", str(tls.cert),
+        "--keyfile", str(tls.key),
+        "--data-dir", str(tmp / f"data-{port}"),
+        "--workers", "2",
+        "--webhook-retry-delays", "0.2,0.3,0.5",
+        *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = Api(base, str(tls.ca_cert), process, log_path)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if api.call("GET", "/health", token=None).json() == {"ok": True}:
+                return api
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server not ready:\n{log_path.read_text()}")
+        time.sleep(0.1)
+
+
+def stop_server(api: Api) -> None:
+    api.process.terminate()
+    try:
+        api.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        api.process.kill()
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    receiver = make_receiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    api = start_server(tls, tmp_path_factory.mktemp("server"))
+    yield api
+    stop_server(api)
+
+
+@pytest.fixture
+def api(server: Api) -> Api:
+    """The shared server with default knobs and zeroed counters."""
+    assert server.call("DELETE", "/_admin/faults").status_code == 200
+    assert server.call("POST", "/_admin/reset-stats").status_code == 200
+    return server
+
+
+def assert_cutout(png: bytes) -> None:
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    assert image.mode == "RGBA"
+    alpha = np.asarray(image.getchannel("A"))
+    h, w = alpha.shape
+    corners = [alpha[0, 0], alpha[0, w - 1], alpha[h - 1, 0], alpha[h - 1, w - 1]]
+    assert max(corners) < 20, corners
+    assert alpha[h // 2, w // 2] > 200
+
+
+def verified(delivery: Delivery) -> dict[str, Any]:
+    return Webhook(SECRET).verify(delivery.body, delivery.headers)
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+
+def test_coffee_data_url_succeeds_with_signed_webhooks(api: Api, receiver: Receiver) -> None:
+    hook = receiver.new_hook()
+    image = data_url(encode(skdata.coffee(), "JPEG"), "image/jpeg")
+    created = api.created(image=image, webhook=receiver.url(hook))
+    assert created["status"] == "starting"
+    assert created["model"] == "lucataco/remove-bg"
+    assert created["urls"]["get"] == f"{api.base}/v1/predictions/{created['id']}"
+    assert created["id"].isalnum() and created["id"].islower() and len(created["id"]) >= 20
+
+    done = api.wait(created["id"])
+    assert done["status"] == "succeeded", done
+    assert done["output"] == f"{api.base}/delivery/{created['id']}/output.png"
+    assert done["completed_at"].endswith("Z") and done["metrics"]["predict_time"] > 0
+    output = api.download(done["output"])
+    assert output.status_code == 200
+    assert output.headers["Content-Type"] == "image/png"
+    assert_cutout(output.content)
+
+    # Default filter: start, logs, output and completed, in order, all signed.
+    bodies = [verified(d) for d in receiver.wait(hook, terminal=True)]
+    assert bodies[0]["status"] == "processing"
+    assert bodies[-1]["status"] == "succeeded" and bodies[-1]["output"] == done["output"]
+    assert any(b["status"] == "processing" and b["output"] == done["output"] for b in bodies)
+    assert all(b["status"] == "processing" for b in bodies[:-1])
+
+
+def test_astronaut_http_url_succeeds(api: Api, receiver: Receiver) -> None:
+    receiver.files["/astronaut.png"] = (encode(skdata.astronaut(), "PNG"), "image/png")
+    created = api.created(image=receiver.url("/astronaut.png"))
+    done = api.wait(created["id"])
+    assert done["status"] == "succeeded", done
+    image = Image.open(io.BytesIO(api.download(done["output"]).content))
+    assert image.mode == "RGBA" and image.size == (512, 512)
+    alpha = np.asarray(image.getchannel("A"))
+    # The top corners are background (flag, wall). The bottom corners are not checked: the
+    # model rightly keeps parts of the suit and helmet that touch the bottom edge.
+    assert alpha[0, 0] < 20 and alpha[0, 511] < 20
+    assert alpha[40, 330] < 20  # wall between the head and the shuttle model
+    assert alpha[256, 256] > 200 and alpha[100, 230] > 200  # body and face
+
+
+def test_input_fetch_and_decode_errors_fail_the_prediction(api: Api, receiver: Receiver) -> None:
+    missing = api.created(image=receiver.url("/no-such-image.png"))
+    garbage = api.created(image=data_url(b"this is not an image", "image/png"))
+    failed_fetch = api.wait(missing["id"])
+    failed_decode = api.wait(garbage["id"])
+    assert failed_fetch["status"] == "failed" and "HTTP 404" in failed_fetch["error"]
+    assert failed_decode["status"] == "failed" and "could not decode" in failed_decode["error"]
+
+
+def test_terminal_webhook_is_retried_with_the_same_id(api: Api, receiver: Receiver) -> None:
+    hook = receiver.new_hook(500, 302, 200)  # a redirect is a failure, never followed
+    created = api.created(webhook=receiver.url(hook), webhook_events_filter=["completed"])
+    deliveries = receiver.wait(hook, 3)
+    assert len({d.headers["webhook-id"] for d in deliveries}) == 1
+    assert all(verified(d)["status"] == "succeeded" for d in deliveries)
+    assert all(d.json["id"] == created["id"] for d in deliveries)
+    assert receiver.at("/redirected") == []
+    attempts = [d for d in api.stats()["webhook_deliveries"] if d["prediction_id"] == created["id"]]
+    assert [(d["attempt"], d["status_code"]) for d in attempts] == [(1, 500), (2, 302), (3, 200)]
+    time.sleep(0.6)
+    assert len(receiver.at(hook)) == 3  # no further attempts after the 2xx
+
+
+def test_auth_is_required(api: Api) -> None:
+    for token in (None, "wrong-token"):
+        for method, path in [
+            ("POST", "/v1/predictions"),
+            ("GET", "/v1/predictions"),
+            ("GET", "/v1/predictions/abc"),
+            ("POST", "/v1/predictions/abc/cancel"),
+            ("GET", "/v1/webhooks/default/secret"),
+            ("GET", "/_admin/faults"),
+            ("GET", "/_admin/stats"),
+        ]:
+            response = api.call(method, path, token=token, json={})
+            assert response.status_code == 401, (method, path, token)
+            problem = response.json()
+            assert problem["status"] == 401 and problem["title"] and problem["detail"]
+    assert api.call("GET", "/v1/webhooks/default/secret").json() == {"key": SECRET}
+    assert api.stats()["predictions_created"] == 0
+
+
+def test_invalid_requests_are_rejected(api: Api) -> None:
+    unknown = api.call("POST", "/v1/predictions", json={"version": "0" * 64, "input": {"image": TINY_URL}})
+    assert unknown.status_code == 422 and unknown.json()["status"] == 422
+    for body in [
+        {"version": VERSION, "input": {}},
+        {"version": VERSION, "input": {"image": 5}},
+        {"version": VERSION, "input": {"image": "ftp://example.com/a.png"}},
+        {"version": VERSION, "input": "nope"},
+        {"version": VERSION, "input": {"image": TINY_URL}, "webhook_events_filter": ["bogus"]},
+    ]:
+        assert api.call("POST", "/v1/predictions", json=body).status_code == 422, body
+    bad_json = api.call("POST", "/v1/predictions", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert bad_json.status_code in (400, 422)
+    assert api.create(headers={"Cancel-After": "soon"}).status_code == 422
+    assert api.call("GET", "/v1/predictions/doesnotexist").status_code == 404
+    assert api.stats()["predictions_created"] == 0
+
+
+def test_cancel_queued_running_and_terminal(api: Api) -> None:
+    api.faults(model_latency_seconds=5.0)
+    running = [api.created()["id"] for _ in range(2)]
+    for prediction_id in running:
+        api.wait(prediction_id, until={"processing"})
+    queued = api.created()["id"]  # both workers are busy
+
+    canceled = api.call("POST", f"/v1/predictions/{queued}/cancel").json()
+    assert canceled["status"] == "canceled" and canceled["started_at"] is None
+    began = time.monotonic()
+    for prediction_id in running:
+        answer = api.call("POST", f"/v1/predictions/{prediction_id}/cancel").json()
+        assert answer["status"] == "canceled" and answer["started_at"] is not None
+    again = api.call("POST", f"/v1/predictions/{running[0]}/cancel").json()
+    assert again["status"] == "canceled" and again["completed_at"] == api.get(running[0])["completed_at"]
+
+    # The latency is interrupted: the workers are free again at once.
+    api.faults(model_latency_seconds=0.0)
+    assert api.wait(api.created()["id"])["status"] == "succeeded"
+    assert time.monotonic() - began < 4
+    assert api.get(queued)["status"] == "canceled" and api.get(queued)["started_at"] is None
+    assert all(api.get(p)["output"] is None for p in running)
+    assert api.stats()["by_status"] == {"canceled": 3, "succeeded": 1}
+
+
+def test_replicate_prefix_and_list(api: Api) -> None:
+    created = api.created(prefix="/replicate/v1")
+    assert created["urls"]["get"] == f"{api.base}/replicate/v1/predictions/{created['id']}"
+    assert created["urls"]["cancel"].endswith(f"/replicate/v1/predictions/{created['id']}/cancel")
+    response = api.call("GET", f"/replicate/v1/predictions/{created['id']}")
+    assert response.status_code == 200 and response.json()["id"] == created["id"]
+    listing = api.call("GET", "/replicate/v1/predictions").json()
+    assert listing["next"] is None and listing["results"][0]["id"] == created["id"]
+    assert api.call("GET", "/replicate/v1/webhooks/default/secret").json() == {"key": SECRET}
+    assert api.wait(created["id"])["status"] == "succeeded"
+
+
+def test_outputs_expire(tls: TlsFiles, tmp_path: Path) -> None:
+    short = start_server(tls, tmp_path, "--output-ttl-seconds", "1", "--faults", '{"retry_after_seconds": 5}')
+    try:
+        assert short.call("GET", "/_admin/faults").json()["retry_after_seconds"] == 5
+        done = short.wait(short.created()["id"])
+        assert done["status"] == "succeeded" and done["data_removed"] is False
+        assert short.download(done["output"]).status_code == 200
+        deadline = time.monotonic() + 5
+        while short.download(done["output"]).status_code != 404:
+            assert time.monotonic() < deadline, "output never expired"
+            time.sleep(0.1)
+        expired = short.get(done["id"])
+        assert expired["output"] is None and expired["data_removed"] is True
+        files = list((tmp_path / f"data-{short.base.rsplit(':', 1)[1]}").rglob("*.png"))
+        assert files == []
+    finally:
+        stop_server(short)
+
+
+def test_cancel_after_aborts_queued_and_cancels_running(api: Api) -> None:
+    api.faults(model_latency_seconds=3.0)
+    running = api.created(headers={"Cancel-After": "800ms"})["id"]
+    blocker = api.created()["id"]
+    api.wait(running, until={"processing"})
+    api.wait(blocker, until={"processing"})
+    queued = api.created(headers={"Cancel-After": "0.3s"})["id"]
+
+    aborted = api.wait(queued)
+    assert aborted["status"] == "aborted" and aborted["started_at"] is None
+    canceled = api.wait(running)
+    assert canceled["status"] == "canceled" and canceled["started_at"] is not None
+    assert canceled["metrics"]["predict_time"] < 2.5  # cut short, not run to the end
+    api.call("POST", f"/v1/predictions/{blocker}/cancel")
+
+
+# --- fault knobs -------------------------------------------------------------------------------
+
+
+def test_model_latency(api: Api) -> None:
+    api.faults(model_latency_seconds=1.0)
+    done = api.wait(api.created()["id"])
+    assert done["status"] == "succeeded"
+    assert done["metrics"]["predict_time"] >= 1.0
+
+
+def test_fail_rate(api: Api) -> None:
+    api.faults(fail_rate=1.0)
+    done = api.wait(api.created()["id"])
+    assert done["status"] == "failed" and done["error"] == "injected failure"
+    stats = api.stats()
+    assert stats["faults"]["failed_predictions"] == 1
+    assert stats["by_status"] == {"failed": 1}
+
+
+@pytest.mark.parametrize(
+    ("knob", "code", "counter"), [("create_429_rate", 429, "create_429"), ("create_5xx_rate", 503, "create_5xx")]
+)
+def test_create_faults_create_nothing(api: Api, knob: str, code: int, counter: str) -> None:
+    before = len(api.call("GET", "/v1/predictions").json()["results"])
+    api.faults(**{knob: 1.0, "retry_after_seconds": 2})
+    for _ in range(3):
+        response = api.create()
+        assert response.status_code == code
+        assert response.json()["status"] == code
+        if code == 429:
+            assert response.headers["Retry-After"] == "2"
+    assert len(api.call("GET", "/v1/predictions").json()["results"]) == before
+    stats = api.stats()
+    assert stats["faults"][counter] == 3 and stats["predictions_created"] == 0
+
+
+def test_get_faults(api: Api) -> None:
+    prediction_id = api.created()["id"]
+    api.faults(get_429_rate=1.0, retry_after_seconds=3)
+    throttled = api.call("GET", f"/v1/predictions/{prediction_id}")
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"
+    api.faults(get_429_rate=0.0, get_5xx_rate=1.0)
+    assert api.call("GET", f"/v1/predictions/{prediction_id}").status_code == 503
+    api.faults(get_5xx_rate=0.0)
+    assert api.wait(prediction_id)["status"] == "succeeded"
+    faults = api.stats()["faults"]
+    assert faults["get_429"] == 1 and faults["get_5xx"] == 1
+
+
+def test_seed_makes_faults_reproducible(api: Api) -> None:
+    def pattern() -> list[int]:
+        api.faults(seed=1234, get_429_rate=0.5)
+        return [api.call("GET", "/v1/predictions/nosuchid").status_code for _ in range(16)]
+
+    first = pattern()
+    assert set(first) == {404, 429}
+    assert pattern() == first
+
+
+def test_webhook_drop(api: Api, receiver: Receiver) -> None:
+    api.faults(webhook_drop_rate=1.0)
+    hook = receiver.new_hook()
+    done = api.wait(api.created(webhook=receiver.url(hook), webhook_events_filter=["completed"])["id"])
+    assert done["status"] == "succeeded"
+    time.sleep(0.5)
+    assert receiver.at(hook) == []
+    assert api.stats()["faults"]["webhooks_dropped"] == 1
+
+
+def test_webhook_duplicate(api: Api, receiver: Receiver) -> None:
+    api.faults(webhook_duplicate_rate=1.0)
+    hook = receiver.new_hook()
+    api.created(webhook=receiver.url(hook), webhook_events_filter=["completed"])
+    first, second = receiver.wait(hook, 2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert verified(first)["status"] == verified(second)["status"] == "succeeded"
+    stats = api.stats()
+    assert stats["faults"]["webhooks_duplicated"] == 1
+    assert [d["kind"] for d in stats["webhook_deliveries"]] == ["delivery", "duplicate"]
+    time.sleep(0.3)
+    assert len(receiver.at(hook)) == 2
+
+
+def test_webhook_delay(api: Api, receiver: Receiver) -> None:
+    api.faults(webhook_delay_seconds=1.0)
+    hook = receiver.new_hook()
+    created = api.created(webhook=receiver.url(hook), webhook_events_filter=["completed"])
+    (delivery,) = receiver.wait(hook, 1)
+    done = api.get(created["id"])
+    assert delivery.received_at - parse_time(done["completed_at"]) >= 0.95
+    assert api.stats()["faults"]["webhooks_delayed"] == 1
+
+
+def test_webhook_reorder(api: Api, receiver: Receiver) -> None:
+    api.faults(webhook_reorder_rate=1.0)
+    hook = receiver.new_hook()
+    api.created(webhook=receiver.url(hook), webhook_events_filter=["completed"])
+    terminal, stale = receiver.wait(hook, 2)
+    assert verified(terminal)["status"] == "succeeded" and terminal.json["output"]
+    stale_body = verified(stale)
+    assert stale_body["status"] == "processing" and stale_body["output"] is None
+    assert stale.headers["webhook-id"] != terminal.headers["webhook-id"]
+    assert api.stats()["faults"]["webhooks_reordered"] == 1
+
+
+def test_faults_knobs_api(api: Api) -> None:
+    assert api.call("GET", "/_admin/faults").json()["fail_rate"] == 0.0
+    merged = api.faults(fail_rate=0.25)
+    assert merged["fail_rate"] == 0.25 and merged["retry_after_seconds"] == 1.0
+    assert api.call("POST", "/_admin/faults", json={"no_such_knob": 1}).status_code == 422
+    assert api.call("POST", "/_admin/faults", json={"fail_rate": 2}).status_code == 422
+    assert api.call("GET", "/_admin/faults").json()["fail_rate"] == 0.25
