@@ -11,6 +11,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from bgremove import complete, logs, runtime, submit
+from bgremove import reconcile as reconciler
 
 # Read and check the configuration at cold start, so a bad deployment fails before any request.
 CONFIG = runtime.config()
@@ -63,6 +64,16 @@ def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturn
     status = _WEBHOOK_STATUS[result.outcome]
     # The answer names the outcome but never which signature check failed.
     return _answer(status, result.outcome.value if status != 401 else "unauthorized")
+
+
+@functions_framework.http
+def reconcile(request: flask.Request) -> flask.typing.ResponseReturnValue:
+    """Settle overdue jobs, a bounded batch per call (Cloud Scheduler, authenticated by OIDC)."""
+    if request.method != "POST":
+        return _answer(405, "method not allowed", {"Allow": "POST"})
+    deps = complete.Deps(runtime.job_store(), runtime.http_session())
+    report = reconciler.reconcile(CONFIG, deps, runtime.predictions_client(), time.time())
+    return flask.jsonify(report.to_json())
 
 
 def _answer(status: int, message: str, headers: dict[str, str] | None = None) -> flask.Response:

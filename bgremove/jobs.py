@@ -75,6 +75,15 @@ class Job:
     def lease_expired(self, now: float) -> bool:
         return self.state == CLAIMED and now >= self.lease_expires_at
 
+    @property
+    def due_at(self) -> float:
+        """When this job needs attention if nothing else has moved it; 0 for final jobs."""
+        if self.state == CLAIMED:
+            return self.lease_expires_at
+        if self.state == SUBMITTED:
+            return self.deadline_at
+        return 0.0
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["prediction_ids"] = list(self.prediction_ids)
@@ -130,6 +139,11 @@ def submitted(job: Job, prediction_id: str, now: float, deadline_seconds: float)
     )
 
 
+def extend_deadline(job: Job, deadline: float, now: float) -> Job:
+    """A submitted job whose prediction is still running: look again at `deadline`."""
+    return dataclasses.replace(job, deadline_at=deadline, updated_at=now)
+
+
 def completed(job: Job, prediction_id: str, output_name: str, now: float) -> Job:
     ids = job.prediction_ids if prediction_id in job.prediction_ids else (*job.prediction_ids, prediction_id)
     return _move(job, COMPLETED, now, "output written", output_name=output_name, prediction_ids=ids)
@@ -161,10 +175,7 @@ class JobStore:
 
     def create(self, job: Job) -> int:
         """Create-only: raises Conflict when a record for this upload exists already."""
-        try:
-            return storage.write_json(self.bucket, naming.job_record_name(job.job_id), job.to_json(), 0)
-        except storage.PreconditionFailed as exc:
-            raise Conflict(job.job_id) from exc
+        return self.save(job, 0)
 
     def load(self, job_id: str) -> tuple[Job, int] | None:
         found = storage.read_json(self.bucket, naming.job_record_name(job_id))
@@ -175,14 +186,27 @@ class JobStore:
 
     def save(self, job: Job, generation: int) -> int:
         """Replace the record only if it is still at `generation`."""
+        name = naming.job_record_name(job.job_id)
+        summary = {"state": job.state, "due_at": f"{job.due_at:.3f}"}
         try:
-            return storage.write_json(self.bucket, naming.job_record_name(job.job_id), job.to_json(), generation)
+            return storage.write_json(self.bucket, name, job.to_json(), generation, summary)
         except storage.PreconditionFailed as exc:
             raise Conflict(job.job_id) from exc
 
-    def job_ids(self, limit: int | None = None) -> list[str]:
-        names = storage.list_names(self.bucket, naming.JOBS_PREFIX, max_results=limit)
-        return [name[len(naming.JOBS_PREFIX) : -len(".json")] for name in names if name.endswith(".json")]
+    def overdue(self, now: float, limit: int) -> list[str]:
+        """Ids of up to `limit` unfinished jobs whose lease or deadline has passed, oldest first.
+        Reads only the listing (state and due time are in each record's metadata)."""
+        due: list[tuple[float, str]] = []
+        for name, meta in storage.list_with_metadata(self.bucket, naming.JOBS_PREFIX):
+            if meta.get("state") in FINAL_STATES or not name.endswith(".json"):
+                continue
+            try:
+                due_at = float(meta.get("due_at", "0"))
+            except ValueError:
+                due_at = 0.0
+            if due_at <= now:
+                due.append((due_at, name[len(naming.JOBS_PREFIX) : -len(".json")]))
+        return [job_id for _, job_id in sorted(due)[:limit]]
 
 
 def now() -> float:

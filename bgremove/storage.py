@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 from google.api_core import exceptions as gexc
@@ -92,9 +93,15 @@ def read_json(bucket: str, name: str) -> tuple[dict[str, Any], int] | None:
     return json.loads(data), int(blob.generation)
 
 
-def write_json(bucket: str, name: str, record: dict[str, Any], if_generation_match: int) -> int:
-    """Write a record only if its generation is still `if_generation_match` (0: only if absent)."""
+def write_json(
+    bucket: str, name: str, record: dict[str, Any], if_generation_match: int, metadata: dict[str, str] | None = None
+) -> int:
+    """Write a record only if its generation is still `if_generation_match` (0: only if absent).
+
+    `metadata` is copied into the object's custom metadata, so a listing can filter records
+    without reading each one."""
     blob = _blob(bucket, name)
+    blob.metadata = metadata
     body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     try:
         blob.upload_from_string(body, content_type="application/json", if_generation_match=if_generation_match)
@@ -103,8 +110,10 @@ def write_json(bucket: str, name: str, record: dict[str, Any], if_generation_mat
     return int(blob.generation)
 
 
-def list_names(bucket: str, prefix: str, max_results: int | None = None) -> list[str]:
-    return [blob.name for blob in client().list_blobs(bucket, prefix=prefix, max_results=max_results)]
+def list_with_metadata(bucket: str, prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """(name, custom metadata) of every object under `prefix`, page by page."""
+    for blob in client().list_blobs(bucket, prefix=prefix):
+        yield blob.name, dict(blob.metadata or {})
 
 
 def create_object(

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bgremove import images, jobs, logs, storage
-from bgremove.config import Config, duration_seconds
+from bgremove.config import Config
 from bgremove.jobs import Job, JobStore, Source
 from bgremove.predictions import PermanentError, PredictionsClient, TransientError
 
@@ -131,7 +131,7 @@ def submit_job(
         raise RetryLater(str(exc)) from exc
     fields["prediction_id"] = prediction.id
 
-    deadline = max(cfg.reconcile_after_seconds, duration_seconds(cfg.cancel_after) + 60)
+    deadline = cfg.reconcile_after_seconds
     updated = jobs.submitted(job, prediction.id, now, deadline)
     while True:
         try:
@@ -158,6 +158,10 @@ def _claim(source: Source, cfg: Config, store: JobStore, now: float) -> tuple[Jo
     if loaded is None:  # deleted between our create and load: let the retry decide
         raise RetryLater("job record vanished while claiming")
     existing, generation = loaded
+    if existing.state == jobs.CLAIMED and not existing.lease_expired(now):
+        # Another delivery is working on it right now. Ask for a redelivery rather than answering
+        # 2xx: if that run dies, the retry finds the lease expired and takes over.
+        raise RetryLater("another delivery holds the claim")
     if not existing.lease_expired(now):
         return Result(Outcome.DUPLICATE, f"job is already {existing.state}", existing.job_id, existing.prediction_id)
     taken = jobs.reclaim(existing, now, cfg.claim_ttl_seconds, "claim expired; taken over by a new delivery")

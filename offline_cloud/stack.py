@@ -71,6 +71,7 @@ class StackInfo:
     webhook_url: str
     webhook_secret: str
     trigger_url: str
+    reconcile_url: str
     relay_admin_url: str
     ca_bundle: str
     service_account_key: str
@@ -124,12 +125,15 @@ class Stack:
         ca_bundle = _ca_bundle(certs.ca_cert, o.directory / "tls" / "bundle.pem")
         api_token = "r8_offline_" + secrets.token_hex(16)
         webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        ports = {name: free_port() for name in ("gcs", "pubsub", "relay", "predictions", "trigger", "webhook")}
+        ports = {
+            name: free_port() for name in ("gcs", "pubsub", "relay", "predictions", "trigger", "webhook", "reconciler")
+        }
         gcs_url = f"http://127.0.0.1:{ports['gcs']}"
         predictions_url = f"https://localhost:{ports['predictions']}"
         trigger_url = f"http://127.0.0.1:{ports['trigger']}/"
         webhook_url = f"http://127.0.0.1:{ports['webhook']}/"
         relay_url = f"http://127.0.0.1:{ports['relay']}"
+        reconcile_url = f"http://127.0.0.1:{ports['reconciler']}/"
 
         # The relay answers Pub/Sub before the emulator starts publishing to it.
         self._spawn(
@@ -196,6 +200,7 @@ class Stack:
         for name, target, port in (
             ("trigger", "on_upload", ports["trigger"]),
             ("webhook", "on_prediction_webhook", ports["webhook"]),
+            ("reconciler", "reconcile", ports["reconciler"]),
         ):
             self._spawn(
                 f"function-{name}",
@@ -207,6 +212,7 @@ class Stack:
         self._wait("predictions-service", predictions_url + "/health", verify=str(certs.ca_cert), timeout=120)
         self._wait("function-trigger", trigger_url, method="GET")
         self._wait("function-webhook", webhook_url, method="GET")
+        self._wait("function-reconciler", reconcile_url, method="GET")
 
         self.info = StackInfo(
             storage_emulator_host=gcs_url,
@@ -219,6 +225,7 @@ class Stack:
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             trigger_url=trigger_url,
+            reconcile_url=reconcile_url,
             relay_admin_url=relay_url,
             ca_bundle=str(ca_bundle),
             service_account_key=str(key_file),

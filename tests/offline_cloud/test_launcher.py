@@ -17,7 +17,7 @@ from tests.support import wait_for
 
 REQUIRED_KEYS = {
     "storage_emulator_host", "upload_bucket", "processed_bucket", "state_bucket", "predictions_base_url",
-    "api_token", "webhook_url", "webhook_secret", "trigger_url",
+    "api_token", "webhook_url", "webhook_secret", "trigger_url", "reconcile_url",
 }  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def test_launcher_writes_stack_json_and_sigint_stops_every_child(tmp_path: Path)
         assert info["webhook_secret"].startswith("whsec_")
         children = [psutil.Process(pid) for pid in info["pids"].values()]
         descendants = psutil.Process(launcher.pid).children(recursive=True)
-        assert len(children) == 5 and all(c.is_running() for c in children)
+        assert len(children) == 6 and all(c.is_running() for c in children)
         # Everything answers on 127.0.0.1.
         assert requests.get(info["storage_emulator_host"] + "/storage/v1/b", timeout=5).status_code == 200
         assert requests.get(info["trigger_url"], timeout=5).status_code in (200, 400, 405, 415, 500)

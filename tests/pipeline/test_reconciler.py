@@ -1,0 +1,127 @@
+"""The reconciler settles what no webhook or event delivery will: dropped webhooks, expired
+outputs and claims left by a killed submitter."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from bgremove import jobs, naming
+from tests.conftest import start_stack
+from tests.support import StackClient, photo, wait_for
+
+MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
+
+
+@pytest.fixture(scope="module")
+def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
+    """A stack whose jobs become overdue after a second, with outputs that expire after 4 s."""
+    running = start_stack(
+        tmp_path_factory.mktemp("reconcile-stack"),
+        output_ttl_seconds=4.0,
+        function_env={"RECONCILE_AFTER_SECONDS": "1", "CLAIM_TTL_SECONDS": "2"},
+    )
+    client = StackClient(running.info)
+    try:
+        yield client
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def rfaults(rstack: StackClient) -> Iterator[StackClient]:
+    yield rstack
+    rstack.api("DELETE", "/_admin/faults").raise_for_status()
+
+
+def reconcile(stack: StackClient) -> dict:
+    answer = requests.post(stack.info.reconcile_url, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _submitted_with_dropped_webhook(stack: StackClient) -> tuple[str, int, dict]:
+    stack.set_faults(webhook_drop_rate=1.0)
+    name = f"reconcile/{uuid.uuid4().hex}.jpg"
+    generation = stack.upload(name, photo("coffee", "JPEG", (150, 100)), "image/jpeg")
+    job = stack.wait_job(name, generation, ("submitted",))
+    prediction_id = job["prediction_ids"][-1]
+    wait_for(
+        lambda: stack.api("GET", f"/v1/predictions/{prediction_id}").json()["status"] == "succeeded",
+        60,
+        "the prediction to succeed",
+    )
+    assert stack.stats()["faults"]["webhooks_dropped"] >= 1
+    return name, generation, job
+
+
+def test_dropped_webhook_is_settled_by_the_reconciler(rfaults: StackClient) -> None:
+    stack = rfaults
+    name, generation, job = _submitted_with_dropped_webhook(stack)
+    time.sleep(max(0.0, job["deadline_at"] - time.time()) + 0.1)
+
+    report = reconcile(stack)
+
+    assert report["outcomes"].get("settled_completed", 0) >= 1
+    final = stack.job(stack.info.upload_bucket, name, generation)
+    assert final is not None and final["state"] == "completed" and final["attempts"] == 1
+    assert stack.processed(final["output_name"]).metadata["bgremove-prediction-id"] == job["prediction_ids"][-1]
+
+
+def test_expired_output_is_resubmitted_and_then_completed(rfaults: StackClient) -> None:
+    stack = rfaults
+    name, generation, job = _submitted_with_dropped_webhook(stack)
+    prediction_id = job["prediction_ids"][-1]
+    wait_for(
+        lambda: stack.api("GET", f"/v1/predictions/{prediction_id}").json()["data_removed"],
+        30,
+        "the output to expire",
+    )
+    stack.set_faults(webhook_drop_rate=0.0)
+
+    report = reconcile(stack)
+
+    assert report["outcomes"].get("resubmitted", 0) >= 1
+    final = stack.wait_job(name, generation)
+    assert final["state"] == "completed" and final["attempts"] == 2
+    assert final["prediction_ids"][0] == prediction_id and len(final["prediction_ids"]) == 2
+
+
+def test_claim_left_by_a_killed_submitter_is_settled_by_the_reconciler(rstack: StackClient) -> None:
+    stack = rstack
+    # What a submitter killed between claiming and creating its prediction leaves behind: the upload
+    # (its event already answered) and a claim whose lease has run out.
+    name = f"killed/{uuid.uuid4().hex}.jpg"
+    generation = stack.upload(name, photo("coffee", "JPEG", (150, 100)), "text/plain")  # the trigger skips it
+    source = jobs.Source(stack.info.upload_bucket, name, generation, "image/jpeg", 1)
+    claim = jobs.new_claim(source, MODEL_VERSION, time.time() - 60, 2)
+    record = stack.gcs.bucket(stack.info.state_bucket).blob(naming.job_record_name(claim.job_id))
+    record.metadata = {"state": claim.state, "due_at": str(claim.due_at)}
+    record.upload_from_string(json.dumps(claim.to_json()), if_generation_match=0)
+
+    report = reconcile(stack)
+
+    assert report["outcomes"].get("resubmitted", 0) >= 1
+    final = stack.wait_job(name, generation)
+    assert final["state"] == "completed" and final["attempts"] == 1
+    assert "reconciler: claim expired" in [h.get("why") for h in final["history"]]
+
+
+def test_reconciler_leaves_jobs_that_are_not_due_alone(rstack: StackClient) -> None:
+    name = f"fresh/{uuid.uuid4().hex}.jpg"
+    generation = rstack.upload(name, photo("coffee", "JPEG", (150, 100)), "image/jpeg")
+    done = rstack.wait_job(name, generation)
+
+    reconcile(rstack)
+
+    again = rstack.job(rstack.info.upload_bucket, name, generation)
+    assert again == done
+
+
+def test_reconciler_answers_only_post(rstack: StackClient) -> None:
+    assert requests.get(rstack.info.reconcile_url, timeout=10).status_code == 405
