@@ -122,29 +122,40 @@ def _write_output(
     try:
         existing = storage.metadata(cfg.processed_bucket, target)
         if existing is None:
-            stream = outputs.open_output(
-                prediction.output or "",
-                cfg.output_allowed_hosts,
-                cfg.output_max_bytes,
-                cfg.http_timeout_seconds,
-                deps.session,
-            )
-            try:
-                storage.create_object(cfg.processed_bucket, target, stream, stream.size, stream.content_type, metadata)
-            except storage.PreconditionFailed:
-                existing = storage.metadata(cfg.processed_bucket, target) or {}
-            finally:
-                stream.close()
+            existing = _put_output(prediction.output or "", target, metadata, cfg, deps)
     except outputs.OutputRefused as exc:
         return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields)
     except outputs.OutputUnavailable as exc:
         logs.warning("output download failed; asking the sender to retry", error=str(exc), **fields)
         raise RetryLater(str(exc)) from exc
-    if existing is not None and existing.get("bgremove-job") != job.job_id:
+    written, output_generation = existing
+    if written.get("bgremove-job") != job.job_id:
         # Another upload's output (or a user's file) holds the name: never overwrite it.
         error = f"{target} exists and is not this job's output"
         return _record_failure(deps.store, job, generation, "output_name_taken", error, now, fields)
-    return _save_final(deps.store, job, generation, jobs.completed(job, prediction.id, target, now), fields)
+    # If an earlier delivery wrote the object and died before recording it, its prediction stands.
+    winner = written.get("bgremove-prediction-id") or prediction.id
+    final = jobs.completed(job, winner, target, output_generation, now)
+    return _save_final(deps.store, job, generation, final, fields)
+
+
+def _put_output(url: str, target: str, metadata: dict[str, str], cfg: Config, deps: Deps) -> tuple[dict[str, str], int]:
+    """Stream the output into the processed bucket, create-only; return what is there after."""
+    stream = outputs.open_output(
+        url, cfg.output_allowed_hosts, cfg.output_max_bytes, cfg.http_timeout_seconds, deps.session
+    )
+    try:
+        return metadata, storage.create_object(
+            cfg.processed_bucket, target, stream, stream.size, stream.content_type, metadata
+        )
+    except storage.PreconditionFailed:
+        # A concurrent delivery created it first; report what it wrote.
+        existing = storage.metadata(cfg.processed_bucket, target)
+        if existing is None:
+            raise RetryLater("output vanished after a create-only conflict") from None
+        return existing
+    finally:
+        stream.close()
 
 
 def _record_failure(
@@ -183,7 +194,7 @@ def _reapply(current: Job, final: Job) -> Job:
     now = final.updated_at
     pid = final.prediction_ids[-1] if final.prediction_ids else ""
     if final.state == jobs.COMPLETED:
-        return jobs.completed(current, pid, final.output_name, now)
+        return jobs.completed(current, pid, final.output_name, final.output_generation, now)
     return jobs.failed(current, final.reason, final.error, now, pid)
 
 

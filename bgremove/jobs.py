@@ -60,6 +60,7 @@ class Job:
     attempts: int = 0
     prediction_ids: tuple[str, ...] = ()
     output_name: str = ""
+    output_generation: int = 0
     reason: str = ""
     error: str = ""
     history: tuple[dict[str, Any], ...] = field(default=())
@@ -144,9 +145,17 @@ def extend_deadline(job: Job, deadline: float, now: float) -> Job:
     return dataclasses.replace(job, deadline_at=deadline, updated_at=now)
 
 
-def completed(job: Job, prediction_id: str, output_name: str, now: float) -> Job:
+def completed(job: Job, prediction_id: str, output_name: str, output_generation: int, now: float) -> Job:
     ids = job.prediction_ids if prediction_id in job.prediction_ids else (*job.prediction_ids, prediction_id)
-    return _move(job, COMPLETED, now, "output written", output_name=output_name, prediction_ids=ids)
+    return _move(
+        job,
+        COMPLETED,
+        now,
+        "output written",
+        output_name=output_name,
+        output_generation=output_generation,
+        prediction_ids=ids,
+    )
 
 
 def failed(job: Job, reason: str, error: str, now: float, prediction_id: str = "") -> Job:

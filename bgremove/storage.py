@@ -76,11 +76,12 @@ def exists(bucket: str, name: str) -> bool:
     return _blob(bucket, name).exists()
 
 
-def metadata(bucket: str, name: str) -> dict[str, str] | None:
+def metadata(bucket: str, name: str) -> tuple[dict[str, str], int] | None:
+    """An object's custom metadata and generation, or None when absent."""
     blob = client().bucket(bucket).get_blob(name)
     if blob is None:
         return None
-    return dict(blob.metadata or {})
+    return dict(blob.metadata or {}), int(blob.generation)
 
 
 def read_json(bucket: str, name: str) -> tuple[dict[str, Any], int] | None:

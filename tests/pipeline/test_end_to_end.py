@@ -31,6 +31,7 @@ def test_small_jpeg_goes_as_data_url_and_comes_back_as_transparent_png(stack: St
 
     assert job["output_name"] == name.removesuffix(".jpg") + ".png"
     assert blob.content_type == "image/png"
+    assert job["output_generation"] == blob.generation
     assert blob.metadata == {
         "bgremove-output": "true",
         "bgremove-source": f"gs://{stack.info.upload_bucket}/{name}",
