@@ -7,14 +7,15 @@ STAMP := $(VENV)/.installed
 ENV ?= dev
 IMAGES ?=
 
-.PHONY: help venv test lint demo stack soak bench plan deploy clean
+.PHONY: help venv test lint demo stack soak reconcile bench plan deploy clean
 
 help:
 	@echo "make demo     run the pipeline end to end on the offline stack (IMAGES=\"a.jpg b.png\" to use your own)"
 	@echo "make test     run the test suite (sets up .venv first)"
 	@echo "make stack    start the offline cloud in the foreground until Ctrl-C"
 	@echo "make lint     ruff check and format check"
-	@echo "make soak     the fault-injected soak at full size"
+	@echo "make soak     the fault-injected soak, 500 images (SOAK_IMAGES=N to change)"
+	@echo "make reconcile  run one reconciler pass against the running 'make stack'"
 	@echo "make bench    benchmarks, written to bench/results.json and bench/RESULTS.md"
 	@echo "make plan ENV=dev | make deploy ENV=dev   Terraform (needs terraform and gcloud credentials)"
 
@@ -40,6 +41,12 @@ demo: venv
 
 stack: venv
 	$(PY) -m offline_cloud
+
+soak: venv
+	$(PY) -m offline_cloud.soak --images $(or $(SOAK_IMAGES),500) --json soak-results.json
+
+reconcile: venv
+	$(PY) -m offline_cloud.reconcile
 
 clean:
 	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache

@@ -62,11 +62,11 @@ def reconcile_job(job_id: str, cfg: Config, deps: complete.Deps, client: Predict
         return _resubmit(job, generation, "prediction or its output is gone", cfg, deps.store, client, now, fields)
     if prediction.is_terminal:
         return "settled_" + complete.settle(job_id, prediction, cfg, deps, now).outcome.value
-    if now - job.updated_at < duration_seconds(cfg.cancel_after) + STUCK_GRACE_SECONDS:
-        # Still running within its deadline: look again after it.
-        later = job.updated_at + duration_seconds(cfg.cancel_after) + STUCK_GRACE_SECONDS
+    submitted_at = _submitted_at(job)
+    if now - submitted_at < duration_seconds(cfg.cancel_after) + STUCK_GRACE_SECONDS:
+        # Still queued or running within its Cancel-After deadline: look again a period later.
         try:
-            deps.store.save(jobs.extend_deadline(job, later, now), generation)
+            deps.store.save(jobs.extend_deadline(job, now + cfg.reconcile_after_seconds, now), generation)
         except jobs.Conflict:
             return "raced"
         return "waiting"
@@ -95,3 +95,9 @@ def _resubmit(
     logs.info(f"reconcile: resubmitting ({why})", attempts=job.attempts, **fields)
     result = submit.submit_job(taken, generation, cfg, store, client, now, dict(fields))
     return "resubmitted" if result.outcome is submit.Outcome.SUBMITTED else "settled_" + result.outcome.value
+
+
+def _submitted_at(job: Job) -> float:
+    """When the job's current prediction was created (the last `submitted` transition)."""
+    times = [entry["at"] for entry in job.history if entry.get("state") == jobs.SUBMITTED]
+    return times[-1] if times else job.created_at
