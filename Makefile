@@ -48,5 +48,11 @@ soak: venv
 reconcile: venv
 	$(PY) -m offline_cloud.reconcile
 
+plan:
+	bash infra/tf.sh plan $(ENV)
+
+deploy:
+	bash infra/tf.sh deploy $(ENV)
+
 clean:
 	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache

@@ -1,0 +1,43 @@
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = "~> 6.0"
+    }
+    archive = {
+      source  = "hashicorp/archive"
+      version = "~> 2.4"
+    }
+  }
+
+  # Remote state. "CHANGE-ME-tfstate" is a placeholder: create the bucket once
+  # (infra/README.md) and put its name here, or keep the placeholder and run
+  # infra/tf.sh with TF_STATE_BUCKET=<bucket>, which passes -backend-config.
+  backend "gcs" {
+    bucket = "CHANGE-ME-tfstate"
+    prefix = "bgremove/prod"
+  }
+}
+
+provider "google" {
+  project = var.project_id
+  region  = var.region
+
+  default_labels = {
+    env = "prod"
+  }
+}
+
+module "pipeline" {
+  source = "../../modules/pipeline"
+
+  project_id  = var.project_id
+  region      = var.region
+  name_prefix = var.name_prefix
+
+  # Production keeps the module defaults (buckets kept on destroy, secrets
+  # protected, INFO logs); raise the instance caps here for more throughput.
+  state_retention_days = 30
+}

@@ -1,0 +1,224 @@
+# Three Cloud Functions (2nd gen) built from the same source archive. The
+# entry points are the functions of the same name in main.py.
+
+# Public HTTP endpoint for the prediction webhooks. Its authentication is the
+# Standard Webhooks signature, checked in code with WEBHOOK_SECRETS.
+resource "google_cloudfunctions2_function" "webhook" {
+  # checkov:skip=CKV_GCP_124: the predictions API calls this endpoint from the internet; requests are authenticated by signature.
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name_prefix}-webhook"
+  description = "Receives signed prediction webhooks and stores the outputs."
+  labels      = local.labels
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "on_prediction_webhook"
+    service_account = google_service_account.build.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.webhook.email
+    ingress_settings                 = "ALLOW_ALL"
+    available_memory                 = var.webhook_function_memory
+    timeout_seconds                  = var.webhook_function_timeout_seconds
+    max_instance_count               = var.webhook_max_instances
+    max_instance_request_concurrency = 1
+    all_traffic_on_latest_revision   = true
+    environment_variables            = local.app_env
+
+    secret_environment_variables {
+      key        = "WEBHOOK_SECRETS"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.webhook_secret.secret_id
+      version    = "latest"
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_gcf_buckets,
+    google_storage_bucket_iam_member.build_source_viewer,
+    google_secret_manager_secret_iam_member.webhook_secret_accessor,
+  ]
+}
+
+# Anyone may call the webhook endpoint: the signature is its authentication.
+resource "google_cloud_run_service_iam_member" "webhook_public" {
+  # checkov:skip=CKV_GCP_102: public by design; every request must carry a valid Standard Webhooks signature.
+  project  = var.project_id
+  location = google_cloudfunctions2_function.webhook.location
+  service  = google_cloudfunctions2_function.webhook.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+# Storage trigger: one event per finalized object in the uploads bucket.
+resource "google_cloudfunctions2_function" "upload" {
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name_prefix}-on-upload"
+  description = "Starts a background-removal prediction for each new upload."
+  labels      = local.labels
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "on_upload"
+    service_account = google_service_account.build.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.upload.email
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    available_memory                 = var.upload_function_memory
+    timeout_seconds                  = var.upload_function_timeout_seconds
+    max_instance_count               = var.upload_max_instances
+    max_instance_request_concurrency = 1
+    all_traffic_on_latest_revision   = true
+    environment_variables = merge(local.app_env, {
+      WEBHOOK_URL             = google_cloudfunctions2_function.webhook.service_config[0].uri
+      SIGNING_SERVICE_ACCOUNT = google_service_account.upload.email
+    })
+
+    secret_environment_variables {
+      key        = "PREDICTIONS_API_TOKEN"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.api_token.secret_id
+      version    = "latest"
+    }
+  }
+
+  event_trigger {
+    event_type            = "google.cloud.storage.object.v1.finalized"
+    trigger_region        = lower(google_storage_bucket.uploads.location)
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.trigger.email
+
+    event_filters {
+      attribute = "bucket"
+      value     = google_storage_bucket.uploads.name
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_gcf_buckets,
+    google_storage_bucket_iam_member.build_source_viewer,
+    google_project_iam_member.gcs_pubsub_publisher,
+    google_project_iam_member.trigger_event_receiver,
+    google_secret_manager_secret_iam_member.api_token_accessor,
+    google_service_account_iam_member.upload_signs_as_itself,
+  ]
+}
+
+resource "google_cloud_run_service_iam_member" "upload_trigger_invoker" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.upload.location
+  service  = google_cloudfunctions2_function.upload.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.trigger.member
+}
+
+# Reconciler: internal HTTP, called by Cloud Scheduler with an OIDC token.
+resource "google_cloudfunctions2_function" "reconcile" {
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name_prefix}-reconcile"
+  description = "Finishes or restarts stuck work; run by Cloud Scheduler."
+  labels      = local.labels
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "reconcile"
+    service_account = google_service_account.build.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.reconcile.email
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    available_memory                 = var.reconcile_function_memory
+    timeout_seconds                  = var.reconcile_function_timeout_seconds
+    max_instance_count               = var.reconcile_max_instances
+    max_instance_request_concurrency = 1
+    all_traffic_on_latest_revision   = true
+    environment_variables = merge(local.app_env, {
+      WEBHOOK_URL             = google_cloudfunctions2_function.webhook.service_config[0].uri
+      SIGNING_SERVICE_ACCOUNT = google_service_account.reconcile.email
+    })
+
+    secret_environment_variables {
+      key        = "PREDICTIONS_API_TOKEN"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.api_token.secret_id
+      version    = "latest"
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_gcf_buckets,
+    google_storage_bucket_iam_member.build_source_viewer,
+    google_secret_manager_secret_iam_member.api_token_accessor,
+    google_service_account_iam_member.reconcile_signs_as_itself,
+  ]
+}
+
+resource "google_cloud_run_service_iam_member" "reconcile_scheduler_invoker" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.reconcile.location
+  service  = google_cloudfunctions2_function.reconcile.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.scheduler.member
+}
+
+resource "google_cloud_scheduler_job" "reconcile" {
+  project          = var.project_id
+  region           = var.region
+  name             = "${var.name_prefix}-reconcile"
+  description      = "Runs the bgremove reconciler."
+  schedule         = var.reconcile_schedule
+  time_zone        = var.reconcile_time_zone
+  attempt_deadline = "${var.reconcile_function_timeout_seconds + 30}s"
+
+  # The next tick is the retry.
+  retry_config {
+    retry_count = 0
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = google_cloudfunctions2_function.reconcile.service_config[0].uri
+    body        = base64encode("{}")
+    headers = {
+      "Content-Type" = "application/json"
+    }
+
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = google_cloudfunctions2_function.reconcile.service_config[0].uri
+    }
+  }
+
+  depends_on = [google_cloud_run_service_iam_member.reconcile_scheduler_invoker]
+}

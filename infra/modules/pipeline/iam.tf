@@ -1,0 +1,168 @@
+# Service accounts: one runtime identity per function, so each gets only what
+# it needs, plus the Eventarc trigger, the scheduler and the build identities.
+
+resource "google_service_account" "upload" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-upload"
+  display_name = "bgremove on_upload runtime"
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "webhook" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-webhook"
+  display_name = "bgremove webhook runtime"
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "reconcile" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-reconcile"
+  display_name = "bgremove reconcile runtime"
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "trigger" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-trigger"
+  display_name = "bgremove Eventarc storage trigger"
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "scheduler" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-scheduler"
+  display_name = "bgremove Cloud Scheduler (reconcile)"
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "build" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-build"
+  display_name = "bgremove Cloud Build (function builds)"
+  depends_on   = [google_project_service.enabled]
+}
+
+# ---------------------------------------------------------------------------
+# Buckets
+# ---------------------------------------------------------------------------
+
+# uploads: read-only, for the functions that hand images to the model (the
+# webhook function never reads uploads).
+resource "google_storage_bucket_iam_member" "uploads_viewer" {
+  for_each = {
+    upload    = google_service_account.upload.member
+    reconcile = google_service_account.reconcile.member
+  }
+  bucket = google_storage_bucket.uploads.name
+  role   = "roles/storage.objectViewer"
+  member = each.value
+}
+
+# processed: outputs are created, never overwritten (objectCreator cannot
+# overwrite or delete); objectViewer to see whether an output exists. Only the
+# functions that store outputs get either.
+resource "google_storage_bucket_iam_member" "processed_viewer" {
+  for_each = {
+    webhook   = google_service_account.webhook.member
+    reconcile = google_service_account.reconcile.member
+  }
+  bucket = google_storage_bucket.processed.name
+  role   = "roles/storage.objectViewer"
+  member = each.value
+}
+
+resource "google_storage_bucket_iam_member" "processed_creator" {
+  for_each = {
+    webhook   = google_service_account.webhook.member
+    reconcile = google_service_account.reconcile.member
+  }
+  bucket = google_storage_bucket.processed.name
+  role   = "roles/storage.objectCreator"
+  member = each.value
+}
+
+# state: records are rewritten under generation preconditions (update, delete).
+resource "google_storage_bucket_iam_member" "state_admin" {
+  for_each = {
+    upload    = google_service_account.upload.member
+    webhook   = google_service_account.webhook.member
+    reconcile = google_service_account.reconcile.member
+  }
+  bucket = google_storage_bucket.state.name
+  role   = "roles/storage.objectAdmin"
+  member = each.value
+}
+
+# ---------------------------------------------------------------------------
+# V4 signed URLs through IAM SignBlob: the functions that start predictions
+# sign as themselves.
+# ---------------------------------------------------------------------------
+
+resource "google_service_account_iam_member" "upload_signs_as_itself" {
+  service_account_id = google_service_account.upload.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.upload.member
+}
+
+resource "google_service_account_iam_member" "reconcile_signs_as_itself" {
+  service_account_id = google_service_account.reconcile.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.reconcile.member
+}
+
+# ---------------------------------------------------------------------------
+# Storage trigger (Eventarc)
+# ---------------------------------------------------------------------------
+
+data "google_storage_project_service_account" "gcs" {
+  project    = var.project_id
+  depends_on = [google_project_service.enabled]
+}
+
+# The Cloud Storage service agent publishes the bucket notifications.
+resource "google_project_iam_member" "gcs_pubsub_publisher" {
+  project = var.project_id
+  role    = "roles/pubsub.publisher"
+  member  = data.google_storage_project_service_account.gcs.member
+}
+
+resource "google_project_iam_member" "trigger_event_receiver" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = google_service_account.trigger.member
+}
+
+# ---------------------------------------------------------------------------
+# Function builds: the documented roles of a user-specified build service
+# account (logs, images, source), storage limited to what builds read/write.
+# ---------------------------------------------------------------------------
+
+resource "google_project_iam_member" "build" {
+  for_each = toset([
+    "roles/logging.logWriter",
+    "roles/artifactregistry.writer",
+  ])
+  project = var.project_id
+  role    = each.value
+  member  = google_service_account.build.member
+}
+
+resource "google_storage_bucket_iam_member" "build_source_viewer" {
+  bucket = google_storage_bucket.source.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.build.member
+}
+
+# Cloud Functions stages sources and build caches in its own gcf-v2-* buckets.
+resource "google_project_iam_member" "build_gcf_buckets" {
+  project = var.project_id
+  role    = "roles/storage.objectAdmin"
+  member  = google_service_account.build.member
+
+  condition {
+    title       = "gcf-v2 buckets only"
+    description = "Cloud Functions staging buckets (gcf-v2-sources-*, gcf-v2-uploads-*)."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-\")"
+  }
+}

@@ -1,0 +1,64 @@
+locals {
+  bucket_prefix = coalesce(var.bucket_prefix, "${var.project_id}-${var.name_prefix}")
+  labels        = merge({ app = "bgremove" }, var.labels)
+
+  # Application settings shared by the three functions: the environment variables
+  # read by bgremove/config.py. Per-function additions (WEBHOOK_URL,
+  # SIGNING_SERVICE_ACCOUNT) and the secrets are set on each function.
+  app_env = {
+    UPLOAD_BUCKET             = google_storage_bucket.uploads.name
+    PROCESSED_BUCKET          = google_storage_bucket.processed.name
+    STATE_BUCKET              = google_storage_bucket.state.name
+    PREDICTIONS_BASE_URL      = var.predictions_base_url
+    MODEL_VERSION             = var.model_version
+    WEBHOOK_TOLERANCE_SECONDS = var.webhook_tolerance_seconds
+    WEBHOOK_MAX_BODY_BYTES    = var.webhook_max_body_bytes
+    ALLOWED_CONTENT_TYPES     = var.allowed_content_types
+    MAX_UPLOAD_BYTES          = var.max_upload_bytes
+    INCLUDE_PREFIXES          = var.include_prefixes
+    EXCLUDE_PREFIXES          = var.exclude_prefixes
+    OUTPUT_PREFIX             = var.output_prefix
+    INPUT_MODE                = var.input_mode
+    DATA_URL_MAX_BYTES        = var.data_url_max_bytes
+    SIGNED_URL_TTL_SECONDS    = var.signed_url_ttl_seconds
+    CANCEL_AFTER              = var.cancel_after
+    OUTPUT_ALLOWED_HOSTS      = var.output_allowed_hosts
+    OUTPUT_MAX_BYTES          = var.output_max_bytes
+    HTTP_TIMEOUT_SECONDS      = var.http_timeout_seconds
+    API_MAX_ATTEMPTS          = var.api_max_attempts
+    API_BACKOFF_SECONDS       = var.api_backoff_seconds
+    API_BACKOFF_MAX_SECONDS   = var.api_backoff_max_seconds
+    CLAIM_TTL_SECONDS         = var.claim_ttl_seconds
+    MAX_EVENT_AGE_SECONDS     = var.max_event_age_seconds
+    MAX_PREDICTION_ATTEMPTS   = var.max_prediction_attempts
+    RECONCILE_AFTER_SECONDS   = var.reconcile_after_seconds
+    RECONCILE_BATCH_SIZE      = var.reconcile_batch_size
+    LOG_LEVEL                 = var.log_level
+  }
+}
+
+# ---------------------------------------------------------------------------
+# APIs
+# ---------------------------------------------------------------------------
+
+resource "google_project_service" "enabled" {
+  for_each = toset([
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "eventarc.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "logging.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "storage.googleapis.com",
+  ])
+
+  project                    = var.project_id
+  service                    = each.value
+  disable_on_destroy         = false
+  disable_dependent_services = false
+}

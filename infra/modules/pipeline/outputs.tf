@@ -1,0 +1,68 @@
+output "uploads_bucket" {
+  description = "Bucket that receives the images to process."
+  value       = google_storage_bucket.uploads.name
+}
+
+output "processed_bucket" {
+  description = "Bucket that receives the transparent PNGs."
+  value       = google_storage_bucket.processed.name
+}
+
+output "state_bucket" {
+  description = "Bucket of the pipeline's state records."
+  value       = google_storage_bucket.state.name
+}
+
+output "source_bucket" {
+  description = "Bucket of the function source archives."
+  value       = google_storage_bucket.source.name
+}
+
+output "access_logs_bucket" {
+  description = "Bucket of the other buckets' usage logs."
+  value       = google_storage_bucket.access_logs.name
+}
+
+output "webhook_url" {
+  description = "Public URL the predictions API posts its webhooks to."
+  value       = google_cloudfunctions2_function.webhook.service_config[0].uri
+}
+
+output "reconcile_url" {
+  description = "Internal URL of the reconcile function."
+  value       = google_cloudfunctions2_function.reconcile.service_config[0].uri
+}
+
+output "function_names" {
+  description = "Names of the three functions."
+  value = {
+    upload    = google_cloudfunctions2_function.upload.name
+    webhook   = google_cloudfunctions2_function.webhook.name
+    reconcile = google_cloudfunctions2_function.reconcile.name
+  }
+}
+
+output "service_accounts" {
+  description = "Emails of the service accounts the module created."
+  value = {
+    upload    = google_service_account.upload.email
+    webhook   = google_service_account.webhook.email
+    reconcile = google_service_account.reconcile.email
+    trigger   = google_service_account.trigger.email
+    scheduler = google_service_account.scheduler.email
+    build     = google_service_account.build.email
+  }
+}
+
+output "secret_ids" {
+  description = "Secret Manager secrets whose versions are added out of band."
+  value = {
+    predictions_api_token = google_secret_manager_secret.api_token.secret_id
+    webhook_secrets       = google_secret_manager_secret.webhook_secret.secret_id
+  }
+}
+
+output "scheduler_job" {
+  description = "Cloud Scheduler job that runs the reconciler."
+  value       = google_cloud_scheduler_job.reconcile.name
+}

@@ -1,0 +1,180 @@
+# Buckets. All of them: uniform bucket-level access, public access prevention
+# enforced, usage logs written to the access-logs bucket. Encryption is
+# Google-managed (see infra/README.md, "Encryption").
+
+resource "google_storage_bucket" "access_logs" {
+  # checkov:skip=CKV_GCP_62: this bucket is the access-log sink; logging it into itself would recurse.
+  # checkov:skip=CKV_GCP_78: access logs are write-once objects deleted by age; versions add nothing.
+  name                        = "${local.bucket_prefix}-logs"
+  project                     = var.project_id
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  labels                      = local.labels
+
+  lifecycle_rule {
+    condition {
+      age = var.access_log_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Cloud Storage writes usage logs as this Google group.
+resource "google_storage_bucket_iam_member" "access_logs_writer" {
+  bucket = google_storage_bucket.access_logs.name
+  role   = "roles/storage.objectCreator"
+  member = "group:cloud-storage-analytics@google.com"
+}
+
+resource "google_storage_bucket" "uploads" {
+  name                        = "${local.bucket_prefix}-uploads"
+  project                     = var.project_id
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  labels                      = local.labels
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_version_retention_days
+      with_state                 = "ARCHIVED"
+      send_age_if_zero           = false
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  logging {
+    log_bucket        = google_storage_bucket.access_logs.name
+    log_object_prefix = "uploads/"
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_storage_bucket" "processed" {
+  name                        = "${local.bucket_prefix}-processed"
+  project                     = var.project_id
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  labels                      = local.labels
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_version_retention_days
+      with_state                 = "ARCHIVED"
+      send_age_if_zero           = false
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  logging {
+    log_bucket        = google_storage_bucket.access_logs.name
+    log_object_prefix = "processed/"
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# State records: small JSON objects rewritten under generation preconditions.
+# Versioned so a bad write can be undone; both live records and old versions
+# expire.
+resource "google_storage_bucket" "state" {
+  name                        = "${local.bucket_prefix}-state"
+  project                     = var.project_id
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  labels                      = local.labels
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      age        = var.state_retention_days
+      with_state = "LIVE"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 1
+      with_state                 = "ARCHIVED"
+      send_age_if_zero           = false
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  logging {
+    log_bucket        = google_storage_bucket.access_logs.name
+    log_object_prefix = "state/"
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Function source archives, one object per code version (named by hash).
+resource "google_storage_bucket" "source" {
+  name                        = "${local.bucket_prefix}-source"
+  project                     = var.project_id
+  location                    = var.region
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  labels                      = local.labels
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = var.noncurrent_version_retention_days
+      with_state                 = "ARCHIVED"
+      send_age_if_zero           = false
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  logging {
+    log_bucket        = google_storage_bucket.access_logs.name
+    log_object_prefix = "source/"
+  }
+
+  depends_on = [google_project_service.enabled]
+}
