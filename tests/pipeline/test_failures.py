@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
-from tests.support import StackClient, photo, wait_for
+import requests
+
+from tests.support import StackClient, cloud_event_headers, photo, wait_for
 
 
 def test_failed_prediction_leaves_a_failure_record_and_no_output(faults: StackClient) -> None:
@@ -46,4 +49,21 @@ def test_content_type_that_lies_about_the_bytes_ends_in_a_failure_record(stack: 
     job = stack.wait_job(name, generation)
 
     assert job["state"] == "failed" and job["reason"] == "not_an_image"
+    assert stack.stats()["predictions_created"] == created_before
+
+
+def test_event_older_than_the_maximum_age_ends_in_a_failure_record_not_a_retry(stack: StackClient) -> None:
+    name = f"stale/{uuid.uuid4().hex}.jpg"
+    generation = stack.upload(name, photo("coffee", "JPEG", (120, 80)), "text/plain")  # the trigger skips it
+    blob = stack.gcs.bucket(stack.info.upload_bucket).get_blob(name)
+    data = {**blob._properties, "contentType": "image/jpeg"}
+    headers = cloud_event_headers("stale-1", stack.info.upload_bucket, name)
+    headers["ce-time"] = "2020-01-01T00:00:00Z"  # far beyond MAX_EVENT_AGE_SECONDS
+    created_before = stack.stats()["predictions_created"]
+
+    answer = requests.post(stack.info.trigger_url, data=json.dumps(data), headers=headers, timeout=30)
+
+    assert answer.status_code == 200  # answered, so the platform stops retrying
+    job = stack.job(stack.info.upload_bucket, name, generation)
+    assert job is not None and job["state"] == "failed" and job["reason"] == "event_too_old"
     assert stack.stats()["predictions_created"] == created_before
