@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from offline_cloud.stack import ROOT
@@ -46,3 +48,21 @@ def test_launcher_writes_stack_json_and_sigint_stops_every_child(tmp_path: Path)
             launcher.kill()
     gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == [], f"left behind: {[p.pid for p in alive]}"
+
+
+def test_a_taken_port_fails_the_start_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offline_cloud import stack as stack_module
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])  # the storage emulator's port is the first one drawn
+        real = stack_module.free_port
+        monkeypatch.setattr(stack_module, "free_port", lambda: next(ports, None) or real())
+        launcher = stack_module.Stack(stack_module.StackOptions(directory=tmp_path))
+
+        with pytest.raises(stack_module.StackError, match="storage-emulator") as caught:
+            launcher.start()
+
+    assert "address already in use" in str(caught.value)
+    assert launcher.processes == {}  # what had started was stopped
