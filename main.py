@@ -10,7 +10,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import complete, logs, runtime, submit
+from bgremove import complete, logs, runtime, storage, submit
 from bgremove import reconcile as reconciler
 
 # Read and check the configuration at cold start, so a bad deployment fails before any request.
@@ -36,7 +36,7 @@ def on_upload(cloud_event: CloudEvent) -> None:
     """
     event = _upload_event(cloud_event)
     if event is None:
-        logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"))
+        logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
         return
     submit.handle_upload(event, CONFIG, runtime.job_store(), runtime.predictions_client, time.time())
 
@@ -45,21 +45,21 @@ def on_upload(cloud_event: CloudEvent) -> None:
 def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturnValue:
     """Completion callback from the predictions API, authenticated by its Standard Webhooks signature."""
     if request.method != "POST":
-        logs.warning("webhook refused: method not allowed", method=request.method)
+        logs.warning("webhook refused: method not allowed", method=request.method, outcome="method_not_allowed")
         return _answer(405, "method not allowed", {"Allow": "POST"})
     limit = CONFIG.webhook_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        logs.warning("webhook refused: body too large", content_length=request.content_length)
-        return _answer(413, "body too large")
+        logs.warning("webhook refused: body too large", content_length=request.content_length, outcome="too_large")
+        return _too_large()
     body = request.stream.read(limit + 1)
     if len(body) > limit:
-        logs.warning("webhook refused: body too large", read=len(body))
-        return _answer(413, "body too large")
+        logs.warning("webhook refused: body too large", read=len(body), outcome="too_large")
+        return _too_large()
     deps = complete.Deps(runtime.job_store(), runtime.http_session(), runtime.webhook_keys())
     try:
         result = complete.handle_webhook(request.headers, body, CONFIG, deps, time.time)
-    except complete.RetryLater as exc:
-        logs.warning("webhook not settled yet; sender will retry", error=str(exc))
+    except (complete.RetryLater, *storage.TRANSIENT_ERRORS) as exc:
+        logs.warning("webhook not settled yet; sender will retry", error=f"{type(exc).__name__}: {exc}")
         return _answer(503, "try again later")
     status = _WEBHOOK_STATUS[result.outcome]
     # The answer names the outcome but never which signature check failed.
@@ -80,6 +80,17 @@ def _answer(status: int, message: str, headers: dict[str, str] | None = None) ->
     response = flask.jsonify({"status": status, "message": message})
     response.status_code = status
     response.headers.update(headers or {})
+    return response
+
+
+def _too_large() -> flask.Response:
+    """413, answered without reading the rest of the body.
+
+    functions-framework reads the whole request before it answers, unless the answer is streamed;
+    so this one is, or a refused body of any size would still be read into memory first.
+    """
+    response = _answer(413, "body too large")
+    response.response = iter([response.get_data()])
     return response
 
 

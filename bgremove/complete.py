@@ -93,6 +93,12 @@ def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: fl
     if prediction.version and prediction.version != job.model_version:
         return _log(Result(Outcome.MISMATCH, "model version differs from the job's", job_id, prediction.id), fields)
     if prediction.status in FAILED_STATUSES:
+        if prediction.id != job.prediction_id:
+            if job.state == jobs.CLAIMED and prediction.id not in job.prediction_ids:
+                # Its submitter has not recorded it yet: ask again shortly rather than guess.
+                raise RetryLater("failure of a prediction the job has not recorded yet")
+            # An earlier attempt the reconciler replaced (and maybe canceled): not the outcome.
+            return _log(Result(Outcome.IGNORED, "a superseded prediction ended", job_id, prediction.id), fields)
         error = prediction.error or f"prediction {prediction.status}"
         return _record_failure(deps.store, job, generation, f"prediction_{prediction.status}", error, now, fields)
     if prediction.status != "succeeded":

@@ -1,14 +1,15 @@
 """Names derived from an upload: the job key, state-record paths and the output object name.
 
 Object names are flat in Cloud Storage, but people download them into directories, so an output
-name never keeps `.`/`..` segments or empty segments, stays within the 1,024-byte limit and always
-lands inside the configured prefix.
+name never keeps `.`/`..` segments or empty segments (a backslash counts as a separator too, as it
+does on Windows), stays within the 1,024-byte limit and always lands inside the configured prefix.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 import unicodedata
 
 MAX_OBJECT_NAME_BYTES = 1024
@@ -33,7 +34,7 @@ def job_record_name(job: str) -> str:
 def output_name(source_name: str, prefix: str = "") -> str:
     """The processed object name: the same path under `prefix`, with the extension `.png`."""
     cleaned = "".join(ch for ch in source_name if unicodedata.category(ch) != "Cc")
-    segments = [seg for seg in cleaned.split("/") if seg not in ("", ".", "..")]
+    segments = [seg for seg in re.split(r"[/\\]", cleaned) if seg not in ("", ".", "..")]
     if not segments:
         segments = ["image"]
     stem, _ = posixpath.splitext(segments[-1])
@@ -46,6 +47,8 @@ def output_name(source_name: str, prefix: str = "") -> str:
     digest = hashlib.sha256(source_name.encode()).hexdigest()[:16]
     tail = f"-{digest}{OUTPUT_EXTENSION}"
     budget = MAX_OBJECT_NAME_BYTES - len(prefix.encode()) - len(tail.encode())
+    if budget < 1:
+        raise ValueError(f"the output prefix is too long to leave room for a name ({len(prefix.encode())} bytes)")
     head = "/".join(segments)[:budget]
     while len(head.encode()) > budget:
         head = head[:-1]

@@ -61,6 +61,7 @@ class OutputStream:
     max_bytes: int
     _head: bytes = b""
     _read: int = 0  # bytes taken from the network so far, the sniffed head included
+    _position: int = 0  # bytes handed to the reader so far
 
     def read(self, n: int = -1) -> bytes:
         """Up to `n` bytes (all that is left when n < 0); fewer only at the end of the body."""
@@ -82,7 +83,13 @@ class OutputStream:
                 raise OutputRefused(f"output is larger than {self.max_bytes} bytes")
             parts.append(chunk)
             want -= len(chunk)
-        return b"".join(parts)
+        data = b"".join(parts)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        """The read position: a resumable upload (the one used when the length is unknown) asks."""
+        return self._position
 
     def close(self) -> None:
         self.response.close()

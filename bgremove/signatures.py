@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 MAX_HEADER_LENGTH = 4096
+# Unix seconds have 10 digits until the year 2286; a longer value cannot be fresh, and one of
+# hundreds of digits would overflow the float arithmetic below.
+MAX_TIMESTAMP_DIGITS = 12
 
 
 class SignatureError(Exception):
@@ -46,7 +49,7 @@ def verify(
     webhook_id = _header(headers, "webhook-id")
     raw_timestamp = _header(headers, "webhook-timestamp")
     signatures = _header(headers, "webhook-signature")
-    if not raw_timestamp.isascii() or not raw_timestamp.isdigit():
+    if not raw_timestamp.isascii() or not raw_timestamp.isdigit() or len(raw_timestamp) > MAX_TIMESTAMP_DIGITS:
         raise SignatureError("webhook-timestamp is not a unix time")
     timestamp = int(raw_timestamp)
     skew = now() - timestamp

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,8 @@ import requests
 from bgremove import jobs, naming
 from bgremove.submit import webhook_url_for
 from tests.support import StackClient, cloud_event_headers, photo, post_webhook
+
+MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 
 
 def test_same_cloud_event_delivered_three_times_creates_one_prediction(stack: StackClient) -> None:
@@ -64,7 +67,7 @@ def test_webhook_arriving_before_the_submission_is_recorded_still_completes_the_
     name = f"race/{uuid.uuid4().hex}.jpg"
     generation = stack.upload(name, photo("coffee", "JPEG", (120, 80)), "text/plain")  # skipped by the trigger
     source = jobs.Source(stack.info.upload_bucket, name, generation, "image/jpeg", 1)
-    claim = jobs.new_claim(source, "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1", 0, 600)
+    claim = jobs.new_claim(source, MODEL_VERSION, 0, 600)
     record = stack.gcs.bucket(stack.info.state_bucket).blob(naming.job_record_name(claim.job_id))
     record.upload_from_string(json.dumps(claim.to_json()), if_generation_match=0)
     image = stack.gcs.bucket(stack.info.upload_bucket).blob(name).download_as_bytes()
@@ -84,3 +87,26 @@ def test_webhook_arriving_before_the_submission_is_recorded_still_completes_the_
     assert job["state"] == "completed"
     assert job["prediction_ids"] == [created.json()["id"]]
     assert stack.processed(job["output_name"]) is not None
+
+
+def test_end_of_a_superseded_prediction_does_not_decide_the_job(stack: StackClient) -> None:
+    # A job the reconciler resubmitted: its first prediction was replaced (and canceled).
+    name = f"superseded/{uuid.uuid4().hex}.jpg"
+    source = jobs.Source(stack.info.upload_bucket, name, 1, "image/jpeg", 1)
+    job = jobs.new_claim(source, MODEL_VERSION, time.time(), 600)
+    job = jobs.submitted(jobs.submitted(job, "p_old", time.time(), 600), "p_new", time.time(), 600)
+    blob = stack.gcs.bucket(stack.info.state_bucket).blob(naming.job_record_name(job.job_id))
+    blob.upload_from_string(json.dumps(job.to_json()), if_generation_match=0)
+    webhook = webhook_url_for(stack.info.webhook_url, job.job_id)
+
+    def deliver(pid: str, status: str) -> requests.Response:
+        body = {"id": pid, "status": status, "version": MODEL_VERSION, "webhook": webhook, "error": "canceled"}
+        return post_webhook(stack.info, json.dumps(body).encode(), f"msg_{pid}")
+
+    old = deliver("p_old", "canceled")
+    assert (old.status_code, old.json()["message"]) == (200, "ignored")
+    assert stack.job(stack.info.upload_bucket, name, 1)["state"] == "submitted"
+
+    current = deliver("p_new", "failed")
+    assert (current.status_code, current.json()["message"]) == (200, "failed")
+    assert stack.job(stack.info.upload_bucket, name, 1)["reason"] == "prediction_failed"
