@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ENV ?= dev
 IMAGES ?=
 
-.PHONY: help venv test lint demo stack soak reconcile bench plan deploy clean
+.PHONY: help venv test lint demo stack soak fuzz reconcile bench plan deploy clean
 
 help:
 	@echo "make demo     run the pipeline end to end on the offline stack (IMAGES=\"a.jpg b.png\" to use your own)"
@@ -15,6 +15,7 @@ help:
 	@echo "make stack    start the offline cloud in the foreground until Ctrl-C"
 	@echo "make lint     ruff check and format check"
 	@echo "make soak     the fault-injected soak, 500 images (SOAK_IMAGES=N to change)"
+	@echo "make fuzz     the webhook fuzz run with new random cases (FUZZ_EXAMPLES=5000)"
 	@echo "make reconcile  run one reconciler pass against the running 'make stack'"
 	@echo "make bench    benchmarks, written to bench/results.json and bench/RESULTS.md"
 	@echo "make plan ENV=dev | make deploy ENV=dev   Terraform (needs terraform and gcloud credentials)"
@@ -44,6 +45,10 @@ stack: venv
 
 soak: venv
 	$(PY) -m offline_cloud.soak --images $(or $(SOAK_IMAGES),500) --json soak-results.json
+
+FUZZ_EXAMPLES ?= 5000
+fuzz: venv
+	BGREMOVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) BGREMOVE_FUZZ_RANDOM=1 $(PY) -m pytest tests/hostile/test_fuzz_webhook.py -q --timeout=0
 
 reconcile: venv
 	$(PY) -m offline_cloud.reconcile

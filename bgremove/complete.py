@@ -60,7 +60,7 @@ def handle_webhook(
         return _log(Result(Outcome.UNAUTHORIZED, str(exc)), {})
     try:
         prediction = Prediction.from_json(json.loads(body))
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError) as exc:  # JSON and Unicode errors are ValueErrors; deep nesting recurses
         return _log(Result(Outcome.MALFORMED, f"body is not a valid prediction: {exc}"), {})
     job_id = job_id_from_webhook(prediction.webhook)
     if not job_id:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 DEFAULT_MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 DEFAULT_API_BASE_URL = "https://api.replicate.com/v1"
 INPUT_MODES = ("auto", "signed_url", "data_url")
+# Leaves at least half of Cloud Storage's 1,024-byte name limit for the path under the prefix.
+MAX_OUTPUT_PREFIX_BYTES = 512
 
 
 class ConfigError(ValueError):
@@ -91,7 +93,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         max_upload_bytes=env.int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1),
         include_prefixes=env.list("INCLUDE_PREFIXES", ""),
         exclude_prefixes=env.list("EXCLUDE_PREFIXES", ""),
-        output_prefix=_prefix(env.str("OUTPUT_PREFIX", "")),
+        output_prefix=_output_prefix(env.str("OUTPUT_PREFIX", "")),
         input_mode=input_mode,
         data_url_max_bytes=env.int("DATA_URL_MAX_BYTES", 256 * 1024, minimum=0),
         signed_url_ttl_seconds=env.int("SIGNED_URL_TTL_SECONDS", 3600, minimum=60, maximum=604800),
@@ -119,8 +121,10 @@ def duration_seconds(value: str) -> float:
     )
 
 
-def _prefix(value: str) -> str:
+def _output_prefix(value: str) -> str:
     value = value.strip("/")
+    if len(value.encode()) > MAX_OUTPUT_PREFIX_BYTES:
+        raise ConfigError(f"OUTPUT_PREFIX must be at most {MAX_OUTPUT_PREFIX_BYTES} bytes")
     return f"{value}/" if value else ""
 
 

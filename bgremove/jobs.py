@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgremove import naming, storage
+from bgremove import logs, naming, storage
 
 CLAIMED = "claimed"
 SUBMITTED = "submitted"
@@ -162,7 +162,7 @@ def failed(job: Job, reason: str, error: str, now: float, prediction_id: str = "
     ids = job.prediction_ids
     if prediction_id and prediction_id not in ids:
         ids = (*ids, prediction_id)
-    return _move(job, FAILED, now, reason, reason=reason, error=error[:2000], prediction_ids=ids)
+    return _move(job, FAILED, now, reason, reason=reason, error=logs.scrub_urls(error)[:2000], prediction_ids=ids)
 
 
 def _move(job: Job, state: str, now: float, why: str, **changes: Any) -> Job:

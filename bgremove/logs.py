@@ -8,6 +8,7 @@ through `redact_url` so signed-URL signatures and query tokens never reach the l
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -33,11 +34,28 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, query, ""))
 
 
+_URL = re.compile(r"""(?:https?|data):[^\s'"<>]+""", re.IGNORECASE)
+
+
+# Query parameters that carry credentials, also when quoted without scheme and host
+# (requests says "Max retries exceeded with url: /bucket/object?X-Goog-Signature=...").
+_SECRET_PARAM = re.compile(r"(?i)\b(x-goog-signature|x-goog-credential|signature|token|access_token|key)=[^&\s'\"]+")
+
+
+def scrub_urls(text: str) -> str:
+    """Redact every URL inside free text (an error message may quote a signed URL)."""
+    return _SECRET_PARAM.sub(r"\1=<redacted>", _URL.sub(lambda m: redact_url(m.group(0)), text))
+
+
 def log(severity: str, message: str, **fields: Any) -> None:
     if _LEVELS.get(severity, 20) < _state["level"]:
         return
     entry: dict[str, Any] = {"severity": severity, "message": message, "time": _now()}
     entry.update({key: value for key, value in fields.items() if value is not None})
+    # Free text (error messages from libraries and the API) may quote a URL with a signature.
+    for key in ("message", "error"):
+        if isinstance(entry.get(key), str):
+            entry[key] = scrub_urls(entry[key])
     sys.stdout.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 

@@ -14,6 +14,7 @@ import unicodedata
 
 MAX_OBJECT_NAME_BYTES = 1024
 JOBS_PREFIX = "jobs/"
+INPUTS_PREFIX = "inputs/"
 OUTPUT_EXTENSION = ".png"
 
 
@@ -29,6 +30,17 @@ def job_id(bucket: str, name: str, generation: str | int) -> str:
 
 def job_record_name(job: str) -> str:
     return f"{JOBS_PREFIX}{job}.json"
+
+
+def input_copy_name(job: str) -> str:
+    """Where an upload whose name cannot travel in a URL is copied for the model to read."""
+    return f"{INPUTS_PREFIX}{job}"
+
+
+def survives_urls(name: str) -> bool:
+    """False when HTTP clients would rewrite the name's URL path: they remove `.` and `..`
+    segments (RFC 3986 5.2.4) before sending, so a signed URL would ask for another object."""
+    return not any(segment in (".", "..") for segment in name.split("/"))
 
 
 def output_name(source_name: str, prefix: str = "") -> str:

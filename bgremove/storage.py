@@ -72,6 +72,15 @@ def read_bytes(bucket: str, name: str, generation: int) -> bytes:
         raise NotFound(f"gs://{bucket}/{name}#{generation}") from exc
 
 
+def copy(bucket: str, name: str, generation: int, to_bucket: str, to_name: str) -> None:
+    """Server-side copy of one object generation (the bytes never pass through the function)."""
+    source = client().bucket(bucket)
+    try:
+        source.copy_blob(source.blob(name), client().bucket(to_bucket), to_name, source_generation=generation)
+    except gexc.NotFound as exc:
+        raise NotFound(f"gs://{bucket}/{name}#{generation}") from exc
+
+
 def exists(bucket: str, name: str) -> bool:
     return _blob(bucket, name).exists()
 
@@ -136,8 +145,8 @@ def create_object(
     return int(blob.generation)
 
 
-def signed_url(bucket: str, name: str, generation: int, ttl_seconds: int, signer_email: str) -> str:
-    """A V4 signed GET URL for one object generation.
+def signed_url(bucket: str, name: str, generation: int | None, ttl_seconds: int, signer_email: str) -> str:
+    """A V4 signed GET URL for one object generation (the live one when `generation` is None).
 
     With a key that can sign (a service-account key file, as the offline stack uses) it signs
     locally; with metadata-server credentials (Cloud Functions) it signs through IAM SignBlob,

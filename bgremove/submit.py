@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from bgremove import images, jobs, logs, storage
+from bgremove import images, jobs, logs, naming, storage
 from bgremove.config import Config
 from bgremove.jobs import Job, JobStore, Source
 from bgremove.predictions import PermanentError, PredictionsClient, TransientError
@@ -176,9 +176,14 @@ def _image_reference(source: Source, content_type: str, cfg: Config) -> str:
     if use_data_url:
         data = storage.read_bytes(source.bucket, source.name, source.generation)
         return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
-    return storage.signed_url(
-        source.bucket, source.name, source.generation, cfg.signed_url_ttl_seconds, cfg.signing_service_account
-    )
+    bucket, name, generation = source.bucket, source.name, source.generation
+    if not naming.survives_urls(name):
+        # Sign a copy under a plain name instead (in the state bucket, where the lifecycle rule
+        # removes it), since the URL of the original would reach another object.
+        bucket, name = cfg.state_bucket, naming.input_copy_name(source.job_id)
+        storage.copy(source.bucket, source.name, source.generation, bucket, name)
+        generation = None
+    return storage.signed_url(bucket, name, generation, cfg.signed_url_ttl_seconds, cfg.signing_service_account)
 
 
 def _fail(store: JobStore, job: Job, generation: int, reason: str, error: str, now: float, fields: dict) -> Result:

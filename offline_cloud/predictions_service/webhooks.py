@@ -159,6 +159,7 @@ class WebhookDispatcher:
                 "status_code": None,
                 "error": None,
             }
+            began = time.monotonic()
             try:
                 # A redirect is a failed delivery, as on the real service.
                 response = requests.post(url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
@@ -169,6 +170,7 @@ class WebhookDispatcher:
                 record["error"] = f"{type(exc).__name__}: {exc}"
                 ok = False
             record["at"] = iso(time.time())
+            record["duration_seconds"] = round(time.monotonic() - began, 6)
             self.stats.delivery(record)
             log.info(
                 "webhook %s (%s %s, %s) attempt %d -> %s",

@@ -28,3 +28,9 @@ def test_overlong_names_stay_within_the_limit_and_distinct() -> None:
 def test_job_id_depends_on_the_generation() -> None:
     assert naming.job_id("b", "n", 1) != naming.job_id("b", "n", 2)
     assert len(naming.job_id("b", "n", 1)) == 64
+
+
+def test_names_with_dot_segments_do_not_survive_urls() -> None:
+    assert naming.survives_urls("a/b.c/..d/e.jpg")
+    assert not naming.survives_urls("a/../b.jpg")
+    assert not naming.survives_urls("./b.jpg")

@@ -1,0 +1,80 @@
+"""Fixtures for the hostile-input tests: a second stack with tight limits, pools of jobs whose real
+webhook was dropped, and hostile HTTPS output hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import start_stack
+from tests.hostile.support import STACKS, HostileHost, JobPool
+from tests.support import StackClient
+
+# The second stack: outputs under a prefix, two excluded prefixes, and small size caps. A 32x24
+# photo's cut-out (about 2.5 KB) fits under OUTPUT_MAX_BYTES; a 160x120 one (about 43 KB) does not.
+LIMITS_ENV = {
+    "OUTPUT_PREFIX": "cutouts",
+    "EXCLUDE_PREFIXES": "private/, tmp/",
+    "MAX_UPLOAD_BYTES": "20000",
+    "OUTPUT_MAX_BYTES": "32768",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The secrets test reads every log and answer, so it runs after everything else."""
+    last = [item for item in items if item.nodeid.startswith("tests/hostile/test_secrets.py")]
+    if last:
+        items[:] = [item for item in items if item not in last] + last
+
+
+@pytest.fixture(scope="session")
+def main_stack(stack: StackClient) -> StackClient:
+    if stack.info not in STACKS:
+        STACKS.append(stack.info)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def limits_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
+    running = start_stack(tmp_path_factory.mktemp("limits-stack"), function_env=LIMITS_ENV)
+    try:
+        assert running.info is not None
+        STACKS.append(running.info)
+        yield StackClient(running.info)
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def job_pool(main_stack: StackClient) -> JobPool:
+    """Real jobs on the main stack, each left `submitted` with a succeeded prediction."""
+    return JobPool(main_stack)
+
+
+@pytest.fixture(scope="session")
+def limits_job_pool(limits_stack: StackClient) -> JobPool:
+    return JobPool(limits_stack, batch=2, fast_batch=2)
+
+
+def _tls_dir(stack: StackClient) -> Path:
+    return Path(stack.info.ca_bundle).parent
+
+
+@pytest.fixture(scope="session")
+def hostile_host(main_stack: StackClient) -> Iterator[HostileHost]:
+    host = HostileHost(_tls_dir(main_stack))
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+@pytest.fixture(scope="session")
+def limits_hostile_host(limits_stack: StackClient) -> Iterator[HostileHost]:
+    host = HostileHost(_tls_dir(limits_stack))
+    try:
+        yield host
+    finally:
+        host.close()
