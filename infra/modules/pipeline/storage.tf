@@ -126,6 +126,19 @@ resource "google_storage_bucket" "state" {
     }
   }
 
+  # Copies of uploads whose names cannot travel in a signed URL (bgremove/naming.py,
+  # input_copy_name): needed only while the model reads them.
+  lifecycle_rule {
+    condition {
+      age            = 1
+      matches_prefix = ["inputs/"]
+      with_state     = "LIVE"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   lifecycle_rule {
     condition {
       days_since_noncurrent_time = 1
