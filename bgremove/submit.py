@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlencode
 
 from bgremove import images, jobs, logs, naming, storage
@@ -74,7 +74,11 @@ def filter_reason(event: UploadEvent, cfg: Config) -> str:
     return ""
 
 
-def handle_upload(event: UploadEvent, cfg: Config, store: JobStore, client_factory: Any, now: float) -> Result:
+def handle_upload(
+    event: UploadEvent, cfg: Config, store: JobStore, client_factory: Callable[[], PredictionsClient], now: float
+) -> Result:
+    """Decide, claim and submit one upload event. `client_factory` is called only when a prediction
+    is really to be created, so skipped events never need the API token."""
     fields = {"object": f"gs://{event.bucket}/{event.name}", "generation": event.generation, "event_id": event.event_id}
     if event.event_type != FINALIZED:
         return _log(Result(Outcome.IGNORED, f"event type {event.event_type!r} is not {FINALIZED}"), fields)
@@ -105,6 +109,8 @@ def submit_job(
 ) -> Result:
     """Create a prediction for a claimed job and record it. Shared with the reconciler."""
     source = job.source
+    if job.attempts >= cfg.max_prediction_attempts:
+        return _fail(store, job, generation, "attempts_exhausted", f"{job.attempts} predictions created", now, fields)
     try:
         head = storage.read_head(source.bucket, source.name, source.generation, images.SNIFF_BYTES)
         sniffed = images.sniff(head)
@@ -117,8 +123,6 @@ def submit_job(
         _release(store, job, generation, now, f"storage: {type(exc).__name__}")
         raise RetryLater(f"storage unavailable: {type(exc).__name__}") from exc
 
-    if job.attempts >= cfg.max_prediction_attempts:
-        return _fail(store, job, generation, "attempts_exhausted", f"{job.attempts} predictions created", now, fields)
     try:
         prediction = client.create(
             cfg.model_version, image, webhook_url_for(cfg.webhook_url, job.job_id), cfg.cancel_after
