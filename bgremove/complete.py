@@ -126,9 +126,9 @@ def _write_output(
         "bgremove-model-version": prediction.version or job.model_version,
     }
     try:
-        existing = storage.metadata(cfg.processed_bucket, target)
-        if existing is None:
-            existing = _put_output(prediction.output or "", target, metadata, cfg, deps)
+        # No existence check first: the create is conditional anyway, and a duplicate whose job is
+        # already final never gets here. Saves a storage call on every webhook.
+        existing = _put_output(prediction.output or "", target, metadata, cfg, deps)
     except outputs.OutputRefused as exc:
         return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields)
     except outputs.OutputUnavailable as exc:

@@ -122,7 +122,6 @@ class Stack:
         o = self.options
         certs = tls.make_certificates(o.directory / "tls")
         key_file = _service_account_key(o.directory / "service-account.json")
-        ca_bundle = _ca_bundle(certs.ca_cert, o.directory / "tls" / "bundle.pem")
         api_token = "r8_offline_" + secrets.token_hex(16)
         webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         ports = {
@@ -192,7 +191,9 @@ class Stack:
             "STORAGE_EMULATOR_HOST": gcs_url,
             "GOOGLE_APPLICATION_CREDENTIALS": str(key_file),
             "GOOGLE_CLOUD_PROJECT": PUBSUB_PROJECT,
-            "REQUESTS_CA_BUNDLE": str(ca_bundle),
+            # Only the stack's own CA: offline there is nothing else to trust, and requests reads the
+            # bundle on every new connection (the full public bundle costs 24-46 ms each time).
+            "REQUESTS_CA_BUNDLE": str(certs.ca_cert),
             "WORKERS": str(o.function_workers),
             "PYTHONUNBUFFERED": "1",
         }
@@ -227,7 +228,7 @@ class Stack:
             trigger_url=trigger_url,
             reconcile_url=reconcile_url,
             relay_admin_url=relay_url,
-            ca_bundle=str(ca_bundle),
+            ca_bundle=str(certs.ca_cert),
             service_account_key=str(key_file),
             function_env={**platform_env, **function_env},
             logs={name: str(logs_dir / f"{name}.log") for name in self.processes},
@@ -350,14 +351,6 @@ def _service_account_key(path: Path) -> Path:
     }
     path.write_text(json.dumps(data))
     path.chmod(0o600)
-    return path
-
-
-def _ca_bundle(ca_cert: Path, path: Path) -> Path:
-    """The public roots plus the stack's own CA: what the functions trust via REQUESTS_CA_BUNDLE."""
-    import certifi
-
-    path.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca_cert.read_bytes())
     return path
 
 
