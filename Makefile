@@ -46,6 +46,9 @@ stack: venv
 soak: venv
 	$(PY) -m offline_cloud.soak --images $(or $(SOAK_IMAGES),500) --json soak-results.json
 
+bench: venv
+	$(PY) -m bench
+
 FUZZ_EXAMPLES ?= 5000
 fuzz: venv
 	BGREMOVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) BGREMOVE_FUZZ_RANDOM=1 $(PY) -m pytest tests/hostile/test_fuzz_webhook.py -q --timeout=0
@@ -60,4 +63,4 @@ deploy:
 	bash infra/tf.sh deploy $(ENV)
 
 clean:
-	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache soak-results.json

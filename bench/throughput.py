@@ -1,0 +1,229 @@
+"""Figure 5: webhooks completed per second by one webhook function instance at concurrency 1, 8
+and 32, against the storage emulator's own create-object rate at the same concurrency (the ceiling:
+every completed webhook creates one object).
+
+For each level the bench prepares N job records in state `submitted` (written with bgremove.jobs,
+exactly as the trigger writes them) and N prediction bodies whose output is a real 128x96 RGBA PNG
+served from https://localhost by bench/output_server.py; then it fires the signed webhooks from a
+thread pool of that size. The ceiling is N create-only uploads of the same PNG, with the same
+metadata, through the google-cloud-storage client from a thread pool of the same size. The two run
+back to back for each level.
+
+The stack runs the webhook function as functions-framework does by default: one gunicorn worker
+with 4 threads per core (8 here). In production each instance takes one request at a time
+(max_instance_request_concurrency = 1 in infra/), so there concurrency means more instances.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from bench import common
+from bgremove import jobs, naming, submit
+from bgremove.jobs import Source
+from offline_cloud.stack import MODEL_VERSION
+
+TARGET_SHARE = 0.5
+
+
+def run(ctx: common.Context) -> dict[str, Any]:
+    info = ctx.info
+    levels = (1, 8, 32)
+    count = 8 if ctx.quick else 150
+    files_dir = ctx.work_dir / "throughput-outputs"
+    files_dir.mkdir(exist_ok=True)
+    png = cutout_png()
+    (files_dir / "cutout.png").write_bytes(png)
+    server, base_url = common.start_output_server(
+        files_dir, ctx.stack.options.directory / "tls", ctx.work_dir / "output-server-throughput.log"
+    )
+    client = common.gcs(info)
+    # A pool as large as the thread count, so the ceiling is not throttled by the client's own pool.
+    client._http.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=max(levels) * 2))
+    runs = []
+    try:
+        for level in levels:
+            tag = f"c{level}-{uuid.uuid4().hex[:6]}"
+            ctx.log(f"throughput: concurrency {level}, {count} each of creates, direct calls and webhooks")
+            bodies = _prepare(info, client, tag, count, f"{base_url}/cutout.png")
+            ceiling = _ceiling(info, client, tag, png, count, level)
+            direct = _direct(info, client, tag, count, level, f"{base_url}/cutout.png")
+            ours = _fire(info, bodies, level)
+            runs.append(
+                {
+                    "concurrency": level,
+                    "webhooks": count,
+                    "webhooks_per_second": ours["per_second"],
+                    "ceiling_creates_per_second": ceiling["per_second"],
+                    "share_of_ceiling": common.ratio(ours["per_second"], ceiling["per_second"]),
+                    "same_calls_direct_per_second": direct["per_second"],
+                    "share_of_same_calls_direct": common.ratio(ours["per_second"], direct["per_second"]),
+                    "webhook_latency_seconds": ours["latency"],
+                    "create_latency_seconds": ceiling["latency"],
+                }
+            )
+    finally:
+        common.stop_process(server)
+    last = runs[-1]
+    return {
+        "title": "Webhook throughput of one function instance vs the storage emulator's create rate",
+        "unit": "per second",
+        "method": (
+            "N signed webhooks for prepared `submitted` jobs fired from a thread pool of size c at the webhook "
+            "function (each downloads a 128x96 cut-out over HTTPS and creates it create-only, reading and writing "
+            "the job record), against N create-only uploads of the same PNG with the google-cloud-storage client "
+            "at the same c. Ratio = webhooks/s / creates/s. Also: the webhook's five calls (read record, look "
+            "for the output, download, create, write record) made directly from the bench at the same c."
+        ),
+        "output_png_bytes": len(png),
+        "runs": runs,
+        "ratio": last["share_of_ceiling"],
+        "ratio_at_concurrency": last["concurrency"],
+        "target": f"at concurrency 32, at least {TARGET_SHARE:g} of the ceiling",
+        "target_met": None
+        if ctx.quick
+        else bool(last["share_of_ceiling"] and last["share_of_ceiling"] >= TARGET_SHARE),
+    }
+
+
+def cutout_png() -> bytes:
+    """A 128x96 RGBA PNG like the model's cut-outs: a photo with an elliptical opaque centre."""
+    from PIL import Image, ImageDraw
+
+    image = Image.open(io.BytesIO(common.small_jpeg(0))).convert("RGBA")
+    alpha = Image.new("L", image.size, 0)
+    ImageDraw.Draw(alpha).ellipse((20, 10, 108, 86), fill=255)
+    image.putalpha(alpha)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _prepare(info: common.StackInfo, client: Any, tag: str, count: int, output_url: str) -> list[bytes]:
+    """Job records in state `submitted`, and the completed prediction bodies for them."""
+    now = time.time()
+    bucket = client.bucket(info.state_bucket)
+
+    def one(i: int) -> bytes:
+        source = Source(info.upload_bucket, f"bench/throughput/{tag}/{i:04d}.jpg", 1, "image/jpeg", 4000)
+        prediction_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(26))
+        job = jobs.submitted(jobs.new_claim(source, MODEL_VERSION, now, 300), prediction_id, now, 900)
+        record = json.dumps(job.to_json(), sort_keys=True, separators=(",", ":"))
+        bucket.blob(naming.job_record_name(job.job_id)).upload_from_string(
+            record, content_type="application/json", if_generation_match=0
+        )
+        return json.dumps(
+            {
+                "id": prediction_id,
+                "model": "lucataco/remove-bg",
+                "version": MODEL_VERSION,
+                "input": {"image": "data:image/jpeg;base64,"},
+                "status": "succeeded",
+                "output": output_url,
+                "error": None,
+                "logs": "",
+                "metrics": {"predict_time": 0.1, "total_time": 0.1},
+                "webhook": submit.webhook_url_for(info.webhook_url, job.job_id),
+                "webhook_events_filter": ["completed"],
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def _timed_pool(work: Any, items: list[Any], concurrency: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def timed(item: Any) -> None:
+        began = time.monotonic()
+        work(item)
+        with lock:
+            latencies.append(time.monotonic() - began)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        began = time.monotonic()
+        list(pool.map(timed, items))
+        wall = time.monotonic() - began
+    return {"per_second": round(len(items) / wall, 2), "latency": common.summary(latencies)}
+
+
+def _ceiling(info: common.StackInfo, client: Any, tag: str, png: bytes, count: int, level: int) -> dict[str, Any]:
+    bucket = client.bucket(info.processed_bucket)
+    metadata = {
+        "bgremove-output": "true",
+        "bgremove-source": f"gs://{info.upload_bucket}/bench/ceiling/x.jpg",
+        "bgremove-source-generation": "1",
+        "bgremove-job": "0" * 64,
+        "bgremove-prediction-id": "0" * 26,
+        "bgremove-model-version": MODEL_VERSION,
+    }
+
+    def create(i: int) -> None:
+        blob = bucket.blob(f"bench/ceiling/{tag}/{i:04d}.png")
+        blob.metadata = metadata
+        blob.upload_from_string(png, content_type="image/png", if_generation_match=0)
+
+    return _timed_pool(create, list(range(count)), level)
+
+
+def _direct(info: common.StackInfo, client: Any, tag: str, count: int, level: int, output_url: str) -> dict[str, Any]:
+    """The calls one webhook makes, made straight from the bench with the same clients: read the job
+    record, look for the output, download the cut-out, create the output, write a record. Its rate
+    is the most the design's five calls allow one Python process; the webhook's distance from it is
+    the function's own cost (HTTP serving, signature, parsing, logging)."""
+    state, processed = client.bucket(info.state_bucket), client.bucket(info.processed_bucket)
+    local = threading.local()
+    verify = info.ca_bundle
+    records = [
+        naming.job_record_name(naming.job_id(info.upload_bucket, f"bench/throughput/{tag}/{i:04d}.jpg", 1))
+        for i in range(count)
+    ]
+
+    def calls(i: int) -> None:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        record = state.blob(records[i]).download_as_bytes()
+        name = f"bench/direct/{tag}/{i:04d}"
+        if processed.get_blob(name + ".png") is not None:
+            raise RuntimeError(f"{name}.png exists already")
+        response = session.get(output_url, timeout=30, verify=verify)
+        response.raise_for_status()
+        processed.blob(name + ".png").upload_from_string(
+            response.content, content_type="image/png", if_generation_match=0
+        )
+        state.blob(name + ".json").upload_from_string(record, content_type="application/json", if_generation_match=0)
+
+    return _timed_pool(calls, list(range(count)), level)
+
+
+def _fire(info: common.StackInfo, bodies: list[bytes], level: int) -> dict[str, Any]:
+    local = threading.local()
+    failures: list[str] = []
+
+    def post(body: bytes) -> None:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        headers = common.webhook_headers(info.webhook_secret, body, f"msg_{uuid.uuid4().hex[:20]}")
+        response = session.post(info.webhook_url, data=body, headers=headers, timeout=120)
+        if response.status_code != 200 or response.json().get("message") != "completed":
+            failures.append(f"{response.status_code} {response.text[:200]}")
+
+    result = _timed_pool(post, bodies, level)
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(bodies)} webhooks did not complete; first: {failures[0]}")
+    return result
