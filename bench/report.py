@@ -214,7 +214,7 @@ def _memory_details(f: dict[str, Any]) -> list[str]:
 
 def _throughput_details(f: dict[str, Any]) -> list[str]:
     rows = [
-        "| concurrency | webhooks/s | creates/s (ceiling) | share of ceiling | the webhook's 5 calls made directly/s "
+        "| concurrency | webhooks/s | creates/s (ceiling) | share of ceiling | the webhook's 4 calls made directly/s "
         "| share of that | webhook p50 | create p50 |",
         "|---|---|---|---|---|---|---|---|",
     ]
