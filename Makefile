@@ -41,7 +41,7 @@ demo: venv
 	$(PY) -m offline_cloud.demo $(IMAGES)
 
 stack: venv
-	$(PY) -m offline_cloud
+	$(PY) -m offline_cloud $(STACK_ARGS)
 
 soak: venv
 	$(PY) -m offline_cloud.soak --images $(or $(SOAK_IMAGES),500) --json soak-results.json

@@ -52,6 +52,7 @@ class StackOptions:
     relay_min_backoff: float = 1.0
     relay_max_backoff: float = 30.0
     relay_max_attempts: int = 10
+    relay_max_age_seconds: float = 24 * 3600.0
     relay_faults: dict[str, Any] = field(default_factory=dict)
     function_env: dict[str, str] = field(default_factory=dict)  # pipeline settings to override
     function_workers: int = 1
@@ -142,7 +143,7 @@ class Stack:
                 "--grpc-port", str(ports["pubsub"]), "--admin-port", str(ports["relay"]),
                 "--bucket", o.upload_bucket, "--target", trigger_url,
                 "--min-backoff", str(o.relay_min_backoff), "--max-backoff", str(o.relay_max_backoff),
-                "--max-attempts", str(o.relay_max_attempts),
+                "--max-attempts", str(o.relay_max_attempts), "--max-age", str(o.relay_max_age_seconds),
                 "--log-file", str(logs_dir / "eventarc-deliveries.jsonl"),
                 "--faults", json.dumps(o.relay_faults),
             ],

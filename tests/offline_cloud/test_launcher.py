@@ -26,7 +26,11 @@ REQUIRED_KEYS = {
 def test_launcher_writes_stack_json_and_sigint_stops_every_child(tmp_path: Path) -> None:
     env = {**os.environ, "OFFLINE_STACK_DIR": str(tmp_path)}
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "offline_cloud"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "offline_cloud", "--upload-bucket", "my-uploads", "--state-bucket", "my-state"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         stack_json = tmp_path / "stack.json"
@@ -38,7 +42,9 @@ def test_launcher_writes_stack_json_and_sigint_stops_every_child(tmp_path: Path)
         descendants = psutil.Process(launcher.pid).children(recursive=True)
         assert len(children) == 6 and all(c.is_running() for c in children)
         # Everything answers on 127.0.0.1.
-        assert requests.get(info["storage_emulator_host"] + "/storage/v1/b", timeout=5).status_code == 200
+        buckets = requests.get(info["storage_emulator_host"] + "/storage/v1/b", timeout=5).json()["items"]
+        assert {b["name"] for b in buckets} == {"my-uploads", "processed", "my-state"}
+        assert (info["upload_bucket"], info["state_bucket"]) == ("my-uploads", "my-state")
         assert requests.get(info["trigger_url"], timeout=5).status_code in (200, 400, 405, 415, 500)
 
         launcher.send_signal(signal.SIGINT)
