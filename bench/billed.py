@@ -18,6 +18,7 @@ from typing import Any
 import requests
 
 from bench import common
+from offline_cloud.client import cloud_event_headers
 
 BASELINE_BUCKET = "bench-baseline-uploads"
 BASELINE_PREFIX = "bench-baseline/"
@@ -76,7 +77,7 @@ def _baseline_one(info: common.StackInfo, client: Any, url: str, latency: float,
     blob = client.bucket(BASELINE_BUCKET).blob(name)
     blob.upload_from_string(common.small_jpeg(index), content_type="image/jpeg")
     body = json.dumps(blob._properties).encode()  # the object resource, as Eventarc sends it
-    headers = common.cloud_event_headers(f"bench-{uuid.uuid4().hex}", BASELINE_BUCKET, name)
+    headers = cloud_event_headers(f"bench-{uuid.uuid4().hex}", BASELINE_BUCKET, name)
     began = time.monotonic()
     response = requests.post(url, data=body, headers=headers, timeout=latency + 120)
     duration = time.monotonic() - began

@@ -25,6 +25,7 @@ from typing import Any
 import requests
 
 from bench import common, runtime_venv
+from offline_cloud.client import cloud_event_headers, webhook_headers
 from offline_cloud.stack import ROOT
 
 MAIN = ROOT / "main.py"
@@ -135,16 +136,14 @@ def _real_request(info: common.StackInfo, target: str, url: str) -> requests.Res
         # An upload event for an object that is not there: claims a job, reads storage, records a failure.
         name = f"bench/coldstart/{uuid.uuid4().hex}.jpg"
         data = {"bucket": info.upload_bucket, "name": name, "generation": "1", "contentType": "image/jpeg", "size": "1"}
-        headers = common.cloud_event_headers(uuid.uuid4().hex, info.upload_bucket, name)
+        headers = cloud_event_headers(uuid.uuid4().hex, info.upload_bucket, name)
         return requests.post(url, data=json.dumps(data), headers=headers, timeout=30)
     if target == "on_prediction_webhook":
         # A signed completion for a job that does not exist: verifies, reads storage, answers 404.
         body = json.dumps(
             {"id": "benchcoldstart", "status": "succeeded", "webhook": f"{info.webhook_url}?job={'0' * 64}"}
         ).encode()
-        return requests.post(
-            url, data=body, headers=common.webhook_headers(info.webhook_secret, body, "msg_c"), timeout=30
-        )
+        return requests.post(url, data=body, headers=webhook_headers(info.webhook_secret, body, "msg_c"), timeout=30)
     return requests.get(url, timeout=30)
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from offline_cloud.client import storage_client
 from offline_cloud.stack import ROOT, Stack, StackInfo, StackOptions, free_port
 
 T = TypeVar("T")
@@ -55,14 +56,7 @@ def start_stack(directory: Path, **options: Any) -> Stack:
 
 def gcs(info: StackInfo):  # type: ignore[no-untyped-def]
     """A google-cloud-storage client for the stack's emulator, as the tests make one."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    return storage.Client(
-        project="offline-project",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": info.storage_emulator_host},
-    )
+    return storage_client(info)
 
 
 def create_bucket(info: StackInfo, name: str) -> None:
@@ -92,32 +86,6 @@ def set_faults(info: StackInfo, **knobs: Any) -> None:
 
 def relay_log(info: StackInfo) -> list[dict[str, Any]]:
     return requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
-
-
-def webhook_headers(secret: str, body: bytes, webhook_id: str) -> dict[str, str]:
-    """Standard Webhooks headers for `body`, signed now with the stack's secret, as the API signs."""
-    from bgremove import signatures
-
-    timestamp = int(time.time())
-    return {
-        "Content-Type": "application/json",
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signatures.sign(signatures.decode_secret(secret), webhook_id, timestamp, body),
-    }
-
-
-def cloud_event_headers(event_id: str, bucket: str, name: str) -> dict[str, str]:
-    """Binary-mode CloudEvent headers as the Eventarc relay sends them."""
-    return {
-        "ce-specversion": "1.0",
-        "ce-id": event_id,
-        "ce-type": "google.cloud.storage.object.v1.finalized",
-        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
-        "ce-subject": f"objects/{name}",
-        "ce-time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-        "Content-Type": "application/json",
-    }
 
 
 def read_latest(client: Any, bucket: str, name: str) -> bytes:

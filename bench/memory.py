@@ -26,6 +26,7 @@ import requests
 
 from bench import common
 from bgremove import naming
+from offline_cloud.client import webhook_headers
 
 TARGET_RATIO = 1.5
 
@@ -135,7 +136,7 @@ def _status_kib(pid: int, field: str) -> int:
 
 def _deliver(info: common.StackInfo, worker: psutil.Process, job: dict[str, Any], output: str) -> dict[str, Any]:
     body = json.dumps({**job["prediction"], "output": output}).encode()
-    headers = common.webhook_headers(info.webhook_secret, body, f"msg_{uuid.uuid4().hex[:20]}")
+    headers = webhook_headers(info.webhook_secret, body, f"msg_{uuid.uuid4().hex[:20]}")
     Path(f"/proc/{worker.pid}/clear_refs").write_text("5")  # VmHWM := current RSS
     idle = _status_kib(worker.pid, "VmRSS") * 1024
     sampled = [idle]

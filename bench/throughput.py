@@ -31,6 +31,7 @@ from requests.adapters import HTTPAdapter
 from bench import common
 from bgremove import jobs, naming, submit
 from bgremove.jobs import Source
+from offline_cloud.client import webhook_headers
 from offline_cloud.stack import MODEL_VERSION
 
 TARGET_SHARE = 0.5
@@ -216,7 +217,7 @@ def _fire(info: common.StackInfo, bodies: list[bytes], level: int) -> dict[str, 
         session = getattr(local, "session", None)
         if session is None:
             session = local.session = requests.Session()
-        headers = common.webhook_headers(info.webhook_secret, body, f"msg_{uuid.uuid4().hex[:20]}")
+        headers = webhook_headers(info.webhook_secret, body, f"msg_{uuid.uuid4().hex[:20]}")
         response = session.post(info.webhook_url, data=body, headers=headers, timeout=120)
         if response.status_code != 200 or response.json().get("message") != "completed":
             failures.append(f"{response.status_code} {response.text[:200]}")

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from PIL import Image, ImageDraw
 
+from offline_cloud.client import storage_client
 from offline_cloud.stack import ROOT, Stack, StackError, StackInfo, StackOptions
 
 OUTPUT_DIR = ROOT / "demo-output"
@@ -68,11 +68,7 @@ def run(paths: list[str]) -> int:
         print(f"demo: the offline stack did not start: {exc}", file=sys.stderr)
         return 1
     try:
-        gcs = storage.Client(
-            project="offline-project",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": info.storage_emulator_host},
-        )
+        gcs = storage_client(info)
         rows = [Row(name, data) for name, data, _ in images]
         started = {}
         for row, (_, data, content_type) in zip(rows, images, strict=True):

@@ -98,17 +98,9 @@ class Relay:
         bucket = attributes.get("bucketId", "")
         if event_type is None or bucket != self.settings.bucket:
             return None
-        name = attributes.get("objectId", "")
-        return {
-            "specversion": "1.0",
-            "id": message_id,
-            "type": event_type,
-            "source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
-            "subject": f"objects/{name}",
-            "time": attributes.get("eventTime") or _rfc3339(time.time()),
-            "datacontenttype": "application/json",
-            "data": json.loads(data or b"{}"),
-        }
+        payload = json.loads(data or b"{}")
+        when = attributes.get("eventTime") or rfc3339(time.time())
+        return storage_event(message_id, bucket, attributes.get("objectId", ""), payload, when, event_type)
 
     # --- delivery side ---------------------------------------------------------------------------
 
@@ -122,12 +114,7 @@ class Relay:
     def _deliver(self, delivery: Delivery) -> None:
         s = self.settings
         event = delivery.event
-        headers = {
-            f"ce-{key}": _header_value(str(value))
-            for key, value in event.items()
-            if key not in ("data", "datacontenttype")
-        }
-        headers["Content-Type"] = event["datacontenttype"]
+        headers = binary_headers(event)
         try:
             while True:
                 delivery.attempts += 1
@@ -273,13 +260,36 @@ def serve_admin(relay: Relay, port: int) -> ThreadingHTTPServer:
     return server
 
 
+def storage_event(
+    event_id: str, bucket: str, name: str, data: dict[str, Any], time_: str, event_type: str = FINALIZED
+) -> dict[str, Any]:
+    """A storage CloudEvent with the attributes Eventarc gives a 2nd-gen storage trigger."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": event_type,
+        "source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+        "subject": f"objects/{name}",
+        "time": time_,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def binary_headers(event: dict[str, Any]) -> dict[str, str]:
+    """HTTP headers of `event` in binary content mode: `ce-` attributes, and the data's type."""
+    headers = {f"ce-{k}": _header_value(str(v)) for k, v in event.items() if k not in ("data", "datacontenttype")}
+    headers["Content-Type"] = event["datacontenttype"]
+    return headers
+
+
 def _header_value(value: str) -> str:
     """Percent-encode as the CloudEvents HTTP binding requires: UTF-8, and every byte outside
     printable ASCII, plus space, `"` and `%`, as %XX (object names may hold any character)."""
     return "".join(chr(b) if 0x21 <= b <= 0x7E and b not in (0x22, 0x25) else f"%{b:02X}" for b in value.encode())
 
 
-def _rfc3339(ts: float) -> str:
+def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

@@ -26,10 +26,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import psutil
 import requests
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from PIL import Image
 
+from offline_cloud.client import storage_client
 from offline_cloud.stack import Stack, StackInfo, StackOptions
 
 MAX_PREDICTION_ATTEMPTS = 4
@@ -158,11 +158,7 @@ def run_soak(
     payloads = _images(images, seed)
     started = time.monotonic()
     with Stack(options) as info:
-        gcs = storage.Client(
-            project="offline-project",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": info.storage_emulator_host},
-        )
+        gcs = storage_client(info)
         killer = WorkerKiller(info, kills if kills is not None else max(3, images // 50), 2.0, seed)
         killer.start()
         names = [f"soak/{i:05d}.jpg" for i in range(images)]

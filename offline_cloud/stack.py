@@ -87,7 +87,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Run in the child before exec: the kernel sends SIGTERM if the launcher dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -254,7 +254,7 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 env=child_env,
                 cwd=str(cwd or ROOT),
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise StackError(f"{name}: cannot start {argv[0]}: {exc}") from exc

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import requests
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from PIL import Image
 
+from offline_cloud.client import storage_client, webhook_headers
 from offline_cloud.stack import StackInfo
 
 T = TypeVar("T")
@@ -24,11 +24,7 @@ class StackClient:
 
     def __init__(self, info: StackInfo) -> None:
         self.info = info
-        self.gcs = storage.Client(
-            project="offline-project",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": info.storage_emulator_host},
-        )
+        self.gcs = storage_client(info)
         self.http = requests.Session()
 
     # storage
@@ -120,27 +116,5 @@ def post_webhook(
     info: StackInfo, body: bytes, webhook_id: str = "msg_test", timestamp: int | None = None
 ) -> requests.Response:
     """Deliver `body` to the webhook function, signed with the stack's secret as the API would."""
-    from bgremove import signatures
-
-    ts = int(time.time()) if timestamp is None else timestamp
-    key = signatures.decode_secret(info.webhook_secret)
-    headers = {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": signatures.sign(key, webhook_id, ts, body),
-        "Content-Type": "application/json",
-    }
+    headers = webhook_headers(info.webhook_secret, body, webhook_id, timestamp)
     return requests.post(info.webhook_url, data=body, headers=headers, timeout=30)
-
-
-def cloud_event_headers(event_id: str, bucket: str, name: str) -> dict[str, str]:
-    """Binary-mode CloudEvent headers as Eventarc sends them for a finalized object."""
-    return {
-        "ce-specversion": "1.0",
-        "ce-id": event_id,
-        "ce-type": "google.cloud.storage.object.v1.finalized",
-        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
-        "ce-subject": f"objects/{name}",
-        "ce-time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "Content-Type": "application/json",
-    }

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from offline_cloud.stack import ROOT
+from offline_cloud.stack import ROOT, die_with_parent
 
 FIGURES = ("billed", "latency", "coldstart", "memory", "throughput")
 
@@ -20,6 +20,7 @@ def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path
         capture_output=True,
         text=True,
         timeout=240,
+        preexec_fn=die_with_parent,  # if the test run is killed, the bench and its stacks go too
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 

@@ -9,7 +9,6 @@ import gzip
 import json
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,9 +19,10 @@ from urllib.parse import quote
 
 import requests
 
-from bgremove import naming, signatures
+from bgremove import naming
+from offline_cloud.client import cloud_event_headers, webhook_headers
 from offline_cloud.stack import StackInfo
-from tests.support import StackClient, cloud_event_headers, photo, wait_for
+from tests.support import StackClient, photo, wait_for
 
 # Every body our functions answered to these tests; the secrets test reads them all.
 ANSWERS: list[str] = []
@@ -106,14 +106,7 @@ def signed_headers(
     secret: str, body: bytes, webhook_id: str | None = None, timestamp: int | None = None
 ) -> dict[str, str]:
     """Standard Webhooks headers for `body`, as the predictions API signs them."""
-    webhook_id = webhook_id or f"msg_{uuid.uuid4().hex[:24]}"
-    ts = int(time.time()) if timestamp is None else timestamp
-    return {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": signatures.sign(signatures.decode_secret(secret), webhook_id, ts, body),
-        "Content-Type": "application/json",
-    }
+    return webhook_headers(secret, body, webhook_id, timestamp)
 
 
 def deliver(

@@ -30,6 +30,7 @@ from PIL import Image
 from skimage import data as skdata
 from standardwebhooks import Webhook
 
+from offline_cloud.stack import die_with_parent
 from offline_cloud.tls import TlsFiles, make_certificates
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,7 +238,9 @@ def start_server(tls: TlsFiles, tmp: Path, *extra: str) -> Api:
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
     api = Api(base, str(tls.ca_cert), process, log_path)
     deadline = time.monotonic() + 60
     while True:

@@ -19,7 +19,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from offline_cloud import eventarc_relay
-from offline_cloud.stack import _create_buckets, free_port, storage_emulator_command
+from offline_cloud.stack import _create_buckets, die_with_parent, free_port, storage_emulator_command
 from tests.support import StackClient, wait_for
 
 
@@ -72,7 +72,8 @@ def relay_rig(tmp_path: Path) -> Iterator[tuple[storage.Client, Receiver, eventa
     grpc_server = eventarc_relay.serve_grpc(relay, grpc_port)
     log = (tmp_path / "gcs.log").open("wb")
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{grpc_port}"}
-    gcs = subprocess.Popen(storage_emulator_command(gcs_port, "watched"), stdout=log, stderr=log, env=env)
+    command = storage_emulator_command(gcs_port, "watched")
+    gcs = subprocess.Popen(command, stdout=log, stderr=log, env=env, preexec_fn=die_with_parent)
     try:
         gcs_url = f"http://127.0.0.1:{gcs_port}"
         wait_for(lambda: _answers(gcs_url), 30, "the storage emulator")

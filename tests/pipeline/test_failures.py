@@ -8,7 +8,8 @@ from pathlib import Path
 
 import requests
 
-from tests.support import StackClient, cloud_event_headers, photo, wait_for
+from offline_cloud.client import cloud_event_headers
+from tests.support import StackClient, photo, wait_for
 
 
 def test_failed_prediction_leaves_a_failure_record_and_no_output(faults: StackClient) -> None:

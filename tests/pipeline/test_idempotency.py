@@ -12,7 +12,8 @@ import requests
 
 from bgremove import jobs, naming
 from bgremove.submit import webhook_url_for
-from tests.support import StackClient, cloud_event_headers, photo, post_webhook
+from offline_cloud.client import cloud_event_headers
+from tests.support import StackClient, photo, post_webhook
 
 MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 
