@@ -13,11 +13,13 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,10 +83,28 @@ class StackInfo:
     pids: dict[str, int]
 
 
+# Below Linux's ephemeral range (32768-60999): a port from bind(0) comes from that range, where any
+# outgoing connection may take it as its source port before our server binds it.
+_PORT_RANGE = (20000, 32000)
+_issued: set[int] = set()
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on 127.0.0.1 now, never handed out before by this process."""
+    with _port_lock:
+        for _ in range(1000):
+            port = random.randrange(*_PORT_RANGE)
+            if port in _issued:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _issued.add(port)
+            return port
+    raise StackError(f"no free port in {_PORT_RANGE} on 127.0.0.1")
 
 
 def die_with_parent() -> None:

@@ -11,7 +11,6 @@ import datetime as dt
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ from PIL import Image
 from skimage import data as skdata
 from standardwebhooks import Webhook
 
-from offline_cloud.stack import die_with_parent
+from offline_cloud.stack import die_with_parent, free_port
 from offline_cloud.tls import TlsFiles, make_certificates
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,12 +40,6 @@ TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def encode(array: np.ndarray, fmt: str) -> bytes:

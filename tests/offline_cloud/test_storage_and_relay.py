@@ -76,7 +76,8 @@ def relay_rig(tmp_path: Path) -> Iterator[tuple[storage.Client, Receiver, eventa
     gcs = subprocess.Popen(command, stdout=log, stderr=log, env=env, preexec_fn=die_with_parent)
     try:
         gcs_url = f"http://127.0.0.1:{gcs_port}"
-        wait_for(lambda: _answers(gcs_url), 30, "the storage emulator")
+        wait_for(lambda: _answers(gcs_url) or gcs.poll() is not None, 30, "the storage emulator")
+        assert gcs.poll() is None, (tmp_path / "gcs.log").read_text()
         _create_buckets(gcs_url, ("watched", "other"))
         client = storage.Client(
             project="p", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_url}
