@@ -58,7 +58,7 @@ def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturn
     deps = complete.Deps(runtime.job_store(), runtime.http_session(), runtime.webhook_keys())
     try:
         result = complete.handle_webhook(request.headers, body, CONFIG, deps, time.time)
-    except (complete.RetryLater, *storage.TRANSIENT_ERRORS) as exc:
+    except (submit.RetryLater, *storage.TRANSIENT_ERRORS) as exc:
         logs.warning("webhook not settled yet; sender will retry", error=f"{type(exc).__name__}: {exc}")
         return _answer(503, "try again later")
     status = _WEBHOOK_STATUS[result.outcome]

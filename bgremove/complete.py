@@ -15,13 +15,9 @@ from bgremove import jobs, logs, naming, outputs, signatures, storage
 from bgremove.config import Config
 from bgremove.jobs import Job, JobStore
 from bgremove.predictions import Prediction
-from bgremove.submit import OUTPUT_MARKER
+from bgremove.submit import OUTPUT_MARKER, RetryLater
 
 FAILED_STATUSES = ("failed", "canceled", "aborted")
-
-
-class RetryLater(Exception):
-    """A transient failure (storage, download): answer 5xx so the sender retries."""
 
 
 class Outcome(enum.Enum):

@@ -36,7 +36,7 @@ def reconcile(cfg: Config, deps: complete.Deps, client: PredictionsClient, now: 
     for job_id in overdue:
         try:
             outcome = reconcile_job(job_id, cfg, deps, client, now)
-        except (submit.RetryLater, complete.RetryLater, PredictionsError) as exc:
+        except (submit.RetryLater, PredictionsError) as exc:
             logs.warning("reconcile: job left for the next run", job_id=job_id, error=str(exc))
             outcome = "retry_later"
         outcomes[outcome] += 1

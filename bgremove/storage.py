@@ -81,10 +81,6 @@ def copy(bucket: str, name: str, generation: int, to_bucket: str, to_name: str) 
         raise NotFound(f"gs://{bucket}/{name}#{generation}") from exc
 
 
-def exists(bucket: str, name: str) -> bool:
-    return _blob(bucket, name).exists()
-
-
 def metadata(bucket: str, name: str) -> tuple[dict[str, str], int] | None:
     """An object's custom metadata and generation, or None when absent."""
     blob = client().bucket(bucket).get_blob(name)
