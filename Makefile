@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 ENV ?= dev
 IMAGES ?=
 
-.PHONY: help venv test lint demo stack soak fuzz reconcile bench plan deploy clean
+.PHONY: help venv test unit-coverage lint demo stack soak fuzz reconcile bench plan deploy clean
 
 help:
 	@echo "make demo     run the pipeline end to end on the offline stack (IMAGES=\"a.jpg b.png\" to use your own)"
 	@echo "make test     run the test suite (sets up .venv first)"
 	@echo "make stack    start the offline cloud in the foreground until Ctrl-C"
-	@echo "make lint     ruff check and format check"
+	@echo "make lint     ruff check, format check and mypy"
+	@echo "make unit-coverage  the unit tier's line coverage of the core"
 	@echo "make soak     the fault-injected soak, 500 images (SOAK_IMAGES=N to change)"
 	@echo "make fuzz     the webhook fuzz run with new random cases (FUZZ_EXAMPLES=5000)"
 	@echo "make reconcile  run one reconciler pass against the running 'make stack'"
@@ -29,13 +30,22 @@ $(STAMP): $(REQS)
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r offline_cloud/requirements.txt -r requirements-dev.txt
 	@touch $(STAMP)
 
+# The fast unit tier first (no processes, seconds); a failure there stops before the stack tests.
 test: venv
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m mypy
+	$(PY) -m pytest tests/unit -q -x
+	$(PY) -m pytest --ignore=tests/unit
+
+# Line coverage of the core by the unit tier alone.
+unit-coverage: venv
+	$(PY) -m coverage run --include='bgremove/*' -m pytest tests/unit -q
+	$(PY) -m coverage report -m --include='bgremove/complete.py,bgremove/reconcile.py,bgremove/submit.py,bgremove/jobs.py'
 
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 demo: venv
 	$(PY) -m offline_cloud.demo $(IMAGES)
@@ -63,4 +73,4 @@ deploy:
 	bash infra/tf.sh deploy $(ENV)
 
 clean:
-	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache soak-results.json
+	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache .mypy_cache .coverage soak-results.json

@@ -10,8 +10,9 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import complete, logs, runtime, storage, submit
+from bgremove import complete, logs, runtime, submit
 from bgremove import reconcile as reconciler
+from bgremove.errors import RetryLater
 
 # Read and check the configuration at cold start, so a bad deployment fails before any request.
 CONFIG = runtime.config()
@@ -38,7 +39,7 @@ def on_upload(cloud_event: CloudEvent) -> None:
     if event is None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
         return
-    submit.handle_upload(event, CONFIG, runtime.job_store(), runtime.predictions_client, time.time())
+    submit.handle_upload(event, CONFIG, runtime.deps(), time.time())
 
 
 @functions_framework.http
@@ -55,10 +56,11 @@ def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturn
     if len(body) > limit:
         logs.warning("webhook refused: body too large", read=len(body), outcome="too_large")
         return _too_large()
-    deps = complete.Deps(runtime.job_store(), runtime.http_session(), runtime.webhook_keys())
+    query = request.query_string.decode("latin-1")
     try:
-        result = complete.handle_webhook(request.headers, body, CONFIG, deps, time.time)
-    except (submit.RetryLater, *storage.TRANSIENT_ERRORS) as exc:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        result = complete.handle_webhook(headers, body, query, CONFIG, runtime.deps(), time.time)
+    except RetryLater as exc:
         logs.warning("webhook not settled yet; sender will retry", error=f"{type(exc).__name__}: {exc}")
         return _answer(503, "try again later")
     status = _WEBHOOK_STATUS[result.outcome]
@@ -71,8 +73,11 @@ def reconcile(request: flask.Request) -> flask.typing.ResponseReturnValue:
     """Settle overdue jobs, a bounded batch per call (Cloud Scheduler, authenticated by OIDC)."""
     if request.method != "POST":
         return _answer(405, "method not allowed", {"Allow": "POST"})
-    deps = complete.Deps(runtime.job_store(), runtime.http_session())
-    report = reconciler.reconcile(CONFIG, deps, runtime.predictions_client(), time.time())
+    try:
+        report = reconciler.reconcile(CONFIG, runtime.deps(), time.time())
+    except RetryLater as exc:  # the listing itself failed; each job's own failures do not get here
+        logs.warning("reconcile run not possible now", error=f"{type(exc).__name__}: {exc}")
+        return _answer(503, "try again later")
     return flask.jsonify(report.to_json())
 
 

@@ -1,5 +1,15 @@
 """The completion side: take a verified prediction, find its job, and settle the job by writing the
-cut-out (create-only) or a failure record. Shared by the webhook and the reconciler."""
+cut-out (create-only) or a failure record. Shared by the webhook and the reconciler.
+
+How a webhook finds its job: the webhook URL we give the API carries `?job=<id>`. If the signed
+body echoes the `webhook` field, the job id is read from there (signed data). The published
+prediction schema does not promise that field, so without it the id comes from the request's own
+query string, which the signature does not cover: it is only a hint, and the signed prediction id
+must then be one the job has recorded. A hinted job that has not recorded any matching prediction
+yet (its submitter is between creating the prediction and saving its id) answers 503, so the sender
+retries after the id is recorded; a body replayed to another job's URL never matches and settles
+nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +17,16 @@ import enum
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import requests
-
-from bgremove import jobs, logs, naming, outputs, signatures, storage
+from bgremove import errors, jobs, logs, naming, signatures
 from bgremove.config import Config
+from bgremove.deps import Deps
+from bgremove.errors import RetryLater
 from bgremove.jobs import Job, JobStore
 from bgremove.predictions import Prediction
-from bgremove.submit import OUTPUT_MARKER, RetryLater
+from bgremove.submit import OUTPUT_MARKER
 
 FAILED_STATUSES = ("failed", "canceled", "aborted")
 
@@ -40,48 +51,75 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Deps:
-    store: JobStore
-    session: requests.Session
-    keys: tuple[bytes, ...] = ()
+class Correlation:
+    """Which job a delivery is for, and whether signed data said so (`signed`) or only the
+    unsigned query string of the request (`hint`, to be confirmed by the prediction id)."""
+
+    job_id: str
+    signed: bool
 
 
 def handle_webhook(
-    headers: Mapping[str, str], body: bytes, cfg: Config, deps: Deps, now: Callable[[], float]
+    headers: Mapping[str, str], body: bytes, query: str, cfg: Config, deps: Deps, now: Callable[[], float]
 ) -> Result:
-    """Verify a delivery on its raw bytes, then parse it and settle its job."""
+    """Verify a delivery on its raw bytes, then parse it, find its job and settle it. `query` is the
+    raw query string of the request URL (unsigned)."""
     try:
-        signatures.verify(headers, body, deps.keys, cfg.webhook_tolerance_seconds, now)
+        signatures.verify(headers, body, deps.webhook_keys(), cfg.webhook_tolerance_seconds, now)
     except signatures.SignatureError as exc:
         return _log(Result(Outcome.UNAUTHORIZED, str(exc)), {})
     try:
         prediction = Prediction.from_json(json.loads(body))
     except (ValueError, RecursionError) as exc:  # JSON and Unicode errors are ValueErrors; deep nesting recurses
         return _log(Result(Outcome.MALFORMED, f"body is not a valid prediction: {exc}"), {})
-    job_id = job_id_from_webhook(prediction.webhook)
-    if not job_id:
-        return _log(Result(Outcome.UNKNOWN_JOB, "signed body names no job", "", prediction.id), {})
-    return settle(job_id, prediction, cfg, deps, now())
+    correlation = correlate(prediction, query)
+    if correlation is None:
+        return _log(Result(Outcome.UNKNOWN_JOB, "neither the body nor the URL names a job", "", prediction.id), {})
+    return settle(correlation.job_id, prediction, cfg, deps, now(), confirmed=correlation.signed)
 
 
-def job_id_from_webhook(webhook: str) -> str:
-    """The job id we put in the webhook URL, as echoed inside the signed prediction body."""
+def correlate(prediction: Prediction, query: str) -> Correlation | None:
+    """The signed `webhook` echo wins; the request's query string is only a hint."""
+    if prediction.webhook:
+        signed = job_id_from_query(_query_of(prediction.webhook))
+        return Correlation(signed, True) if signed else None
+    hinted = job_id_from_query(query)
+    return Correlation(hinted, False) if hinted else None
+
+
+def job_id_from_query(query: str) -> str:
+    """The one well-formed `job` parameter of a query string, or ''."""
     try:
-        values = parse_qs(urlsplit(webhook).query).get("job", [])
+        values = parse_qs(query, max_num_fields=20).get("job", [])
     except ValueError:
         return ""
     job = values[0] if len(values) == 1 else ""
     return job if len(job) == 64 and all(c in "0123456789abcdef" for c in job) else ""
 
 
-def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: float) -> Result:
-    fields = {"job_id": job_id, "prediction_id": prediction.id, "status": prediction.status}
+def _query_of(url: str) -> str:
+    try:
+        return urlsplit(url).query
+    except ValueError:
+        return ""
+
+
+def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: float, confirmed: bool = True) -> Result:
+    """Settle `job_id` with a terminal `prediction`. `confirmed` is False when the job id came from
+    an unsigned hint: then only a prediction the job has recorded may move it."""
+    fields: dict[str, Any] = {"job_id": job_id, "prediction_id": prediction.id, "status": prediction.status}
     loaded = deps.store.load(job_id)
     if loaded is None:
         return _log(Result(Outcome.UNKNOWN_JOB, "no job record for this prediction", job_id, prediction.id), fields)
     job, generation = loaded
     fields["object"] = f"gs://{job.source.bucket}/{job.source.name}"
     fields["generation"] = job.source.generation
+    if not confirmed and prediction.id not in job.prediction_ids:
+        if job.state == jobs.CLAIMED:
+            # Its submitter may be about to record this prediction; only that record can confirm it.
+            logs.info("webhook for a prediction its job has not recorded yet; asking for a retry", **fields)
+            raise errors.NotYetRecorded("the job has not recorded this prediction yet")
+        return _log(Result(Outcome.MISMATCH, "prediction id is not one of the job's", job_id, prediction.id), fields)
     if job.is_final:
         return _log(Result(Outcome.DUPLICATE, f"job is already {job.state}", job_id, prediction.id), fields)
     if job.prediction_ids and prediction.id not in job.prediction_ids and job.state != jobs.CLAIMED:
@@ -109,7 +147,7 @@ def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: fl
 
 
 def _write_output(
-    job: Job, generation: int, prediction: Prediction, cfg: Config, deps: Deps, now: float, fields: dict
+    job: Job, generation: int, prediction: Prediction, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]
 ) -> Result:
     target = naming.output_name(job.source.name, cfg.output_prefix)
     fields["output"] = f"gs://{cfg.processed_bucket}/{target}"
@@ -125,11 +163,11 @@ def _write_output(
         # No existence check first: the create is conditional anyway, and a duplicate whose job is
         # already final never gets here. Saves a storage call on every webhook.
         existing = _put_output(prediction.output or "", target, metadata, cfg, deps)
-    except outputs.OutputRefused as exc:
+    except errors.OutputRefused as exc:
         return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields)
-    except outputs.OutputUnavailable as exc:
+    except errors.OutputUnavailable as exc:
         logs.warning("output download failed; asking the sender to retry", error=str(exc), **fields)
-        raise RetryLater(str(exc)) from exc
+        raise
     written, output_generation = existing
     if written.get("bgremove-job") != job.job_id:
         # Another upload's output (or a user's file) holds the name: never overwrite it.
@@ -143,16 +181,14 @@ def _write_output(
 
 def _put_output(url: str, target: str, metadata: dict[str, str], cfg: Config, deps: Deps) -> tuple[dict[str, str], int]:
     """Stream the output into the processed bucket, create-only; return what is there after."""
-    stream = outputs.open_output(
-        url, cfg.output_allowed_hosts, cfg.output_max_bytes, cfg.http_timeout_seconds, deps.session
-    )
+    stream = deps.open_output(url)
     try:
-        return metadata, storage.create_object(
+        return metadata, deps.objects.create_object(
             cfg.processed_bucket, target, stream, stream.size, stream.content_type, metadata
         )
-    except storage.PreconditionFailed:
+    except errors.PreconditionFailed:
         # A concurrent delivery created it first; report what it wrote.
-        existing = storage.metadata(cfg.processed_bucket, target)
+        existing = deps.objects.metadata(cfg.processed_bucket, target)
         if existing is None:
             raise RetryLater("output vanished after a create-only conflict") from None
         return existing
@@ -161,14 +197,14 @@ def _put_output(url: str, target: str, metadata: dict[str, str], cfg: Config, de
 
 
 def _record_failure(
-    store: JobStore, job: Job, generation: int, reason: str, error: str, now: float, fields: dict
+    store: JobStore, job: Job, generation: int, reason: str, error: str, now: float, fields: dict[str, Any]
 ) -> Result:
     return _save_final(
         store, job, generation, jobs.failed(job, reason, error, now, fields.get("prediction_id", "")), fields
     )
 
 
-def _save_final(store: JobStore, job: Job, generation: int, final: Job, fields: dict) -> Result:
+def _save_final(store: JobStore, job: Job, generation: int, final: Job, fields: dict[str, Any]) -> Result:
     """Write a final state; if another writer got there first, what it wrote stands."""
     try:
         store.save(final, generation)
@@ -200,7 +236,7 @@ def _reapply(current: Job, final: Job) -> Job:
     return jobs.failed(current, final.reason, final.error, now, pid)
 
 
-def _log(result: Result, fields: dict) -> Result:
+def _log(result: Result, fields: dict[str, Any]) -> Result:
     severity = "WARNING" if result.outcome in (Outcome.UNAUTHORIZED, Outcome.MALFORMED, Outcome.MISMATCH) else "INFO"
     logs.log(
         severity,

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 DEFAULT_MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
@@ -17,6 +18,21 @@ DEFAULT_API_BASE_URL = "https://api.replicate.com/v1"
 INPUT_MODES = ("auto", "signed_url", "data_url")
 # Leaves at least half of Cloud Storage's 1,024-byte name limit for the path under the prefix.
 MAX_OUTPUT_PREFIX_BYTES = 512
+# The API documents 5 s as the shortest Cancel-After it takes.
+MIN_CANCEL_AFTER_SECONDS = 5.0
+# A webhook body is the whole prediction: besides the echoed input it carries the output URL, logs,
+# timestamps, metrics and urls. 64 KiB is several times what the model's other fields come to.
+WEBHOOK_BODY_OVERHEAD_BYTES = 64 * 1024
+# The longest data URL prefix we send: "data:image/jpeg;base64,".
+_DATA_URL_PREFIX_BYTES = len("data:image/jpeg;base64,")
+
+
+def largest_webhook_body(data_url_bytes: int) -> int:
+    """The largest webhook body the API can send back for an input of `data_url_bytes` sent as a
+    data URL: the API echoes `input`, base64 grows by 4/3, plus the prediction's other fields."""
+    if data_url_bytes <= 0:
+        return WEBHOOK_BODY_OVERHEAD_BYTES
+    return 4 * -(-data_url_bytes // 3) + _DATA_URL_PREFIX_BYTES + WEBHOOK_BODY_OVERHEAD_BYTES
 
 
 class ConfigError(ValueError):
@@ -35,6 +51,7 @@ class Config:
     webhook_secrets: tuple[str, ...]
     webhook_tolerance_seconds: int
     webhook_max_body_bytes: int
+    max_input_pixels: int
     allowed_content_types: tuple[str, ...]
     max_upload_bytes: int
     include_prefixes: tuple[str, ...]
@@ -48,6 +65,7 @@ class Config:
     output_allowed_hosts: tuple[str, ...]
     output_max_bytes: int
     http_timeout_seconds: float
+    storage_retry_seconds: float
     api_max_attempts: int
     api_backoff_seconds: float
     api_backoff_max_seconds: float
@@ -65,53 +83,77 @@ _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[hms])+$")
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
     """Build the Config from the environment (os.environ unless given)."""
     env = _Env(os.environ if environ is None else environ)
-    input_mode = env.str("INPUT_MODE", "auto")
+    input_mode = env.text("INPUT_MODE", "auto")
     if input_mode not in INPUT_MODES:
         raise ConfigError(f"INPUT_MODE must be one of {', '.join(INPUT_MODES)}, not {input_mode!r}")
-    cancel_after = env.str("CANCEL_AFTER", "15m")
+    cancel_after = env.text("CANCEL_AFTER", "15m")
     if cancel_after and not _DURATION.match(cancel_after):
         raise ConfigError(f"CANCEL_AFTER must be a duration such as 30s, 5m or 1h30m, not {cancel_after!r}")
-    secrets = env.list("WEBHOOK_SECRETS", "")
+    if cancel_after and duration_seconds(cancel_after) < MIN_CANCEL_AFTER_SECONDS:
+        raise ConfigError(f"CANCEL_AFTER must be at least 5s (the API's minimum), not {cancel_after!r}")
+    secrets = env.names("WEBHOOK_SECRETS", "")
     for secret in secrets:
         if not secret.startswith("whsec_"):
             raise ConfigError("WEBHOOK_SECRETS entries must start with whsec_")
-    log_level = env.str("LOG_LEVEL", "INFO").upper()
+    log_level = env.text("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
-    return Config(
+    cfg = Config(
         upload_bucket=env.required("UPLOAD_BUCKET"),
         processed_bucket=env.required("PROCESSED_BUCKET"),
         state_bucket=env.required("STATE_BUCKET"),
         api_base_url=env.url("PREDICTIONS_BASE_URL", DEFAULT_API_BASE_URL).rstrip("/"),
-        api_token=env.str("PREDICTIONS_API_TOKEN", ""),
-        model_version=env.str("MODEL_VERSION", DEFAULT_MODEL_VERSION),
-        webhook_url=env.url("WEBHOOK_URL", "") if env.str("WEBHOOK_URL", "") else "",
+        api_token=env.text("PREDICTIONS_API_TOKEN", ""),
+        model_version=env.text("MODEL_VERSION", DEFAULT_MODEL_VERSION),
+        webhook_url=env.url("WEBHOOK_URL", "") if env.text("WEBHOOK_URL", "") else "",
         webhook_secrets=secrets,
-        webhook_tolerance_seconds=env.int("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
-        webhook_max_body_bytes=env.int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
-        allowed_content_types=env.list("ALLOWED_CONTENT_TYPES", "image/jpeg,image/png,image/webp"),
-        max_upload_bytes=env.int("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1),
-        include_prefixes=env.list("INCLUDE_PREFIXES", ""),
-        exclude_prefixes=env.list("EXCLUDE_PREFIXES", ""),
-        output_prefix=_output_prefix(env.str("OUTPUT_PREFIX", "")),
+        webhook_tolerance_seconds=env.whole("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
+        webhook_max_body_bytes=env.whole("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        max_input_pixels=env.whole("MAX_INPUT_PIXELS", 25_000_000, minimum=1),
+        allowed_content_types=env.names("ALLOWED_CONTENT_TYPES", "image/jpeg,image/png,image/webp"),
+        max_upload_bytes=env.whole("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1),
+        include_prefixes=env.names("INCLUDE_PREFIXES", ""),
+        exclude_prefixes=env.names("EXCLUDE_PREFIXES", ""),
+        output_prefix=_output_prefix(env.text("OUTPUT_PREFIX", "")),
         input_mode=input_mode,
-        data_url_max_bytes=env.int("DATA_URL_MAX_BYTES", 256 * 1024, minimum=0),
-        signed_url_ttl_seconds=env.int("SIGNED_URL_TTL_SECONDS", 3600, minimum=60, maximum=604800),
-        signing_service_account=env.str("SIGNING_SERVICE_ACCOUNT", ""),
+        data_url_max_bytes=env.whole("DATA_URL_MAX_BYTES", 256 * 1024, minimum=0),
+        signed_url_ttl_seconds=env.whole("SIGNED_URL_TTL_SECONDS", 3600, minimum=60, maximum=604800),
+        signing_service_account=env.text("SIGNING_SERVICE_ACCOUNT", ""),
         cancel_after=cancel_after,
-        output_allowed_hosts=tuple(h.lower() for h in env.list("OUTPUT_ALLOWED_HOSTS", "replicate.delivery")),
-        output_max_bytes=env.int("OUTPUT_MAX_BYTES", 128 * 1024 * 1024, minimum=1),
-        http_timeout_seconds=env.float("HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        api_max_attempts=env.int("API_MAX_ATTEMPTS", 4, minimum=1, maximum=20),
-        api_backoff_seconds=env.float("API_BACKOFF_SECONDS", 0.5, minimum=0.0),
-        api_backoff_max_seconds=env.float("API_BACKOFF_MAX_SECONDS", 8.0, minimum=0.0),
-        claim_ttl_seconds=env.int("CLAIM_TTL_SECONDS", 300, minimum=1),
-        max_event_age_seconds=env.int("MAX_EVENT_AGE_SECONDS", 6 * 3600, minimum=1),
-        max_prediction_attempts=env.int("MAX_PREDICTION_ATTEMPTS", 3, minimum=1, maximum=20),
-        reconcile_after_seconds=env.int("RECONCILE_AFTER_SECONDS", 900, minimum=0),
-        reconcile_batch_size=env.int("RECONCILE_BATCH_SIZE", 100, minimum=1, maximum=10000),
+        output_allowed_hosts=tuple(h.lower() for h in env.names("OUTPUT_ALLOWED_HOSTS", "replicate.delivery")),
+        output_max_bytes=env.whole("OUTPUT_MAX_BYTES", 128 * 1024 * 1024, minimum=1),
+        http_timeout_seconds=env.number("HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        storage_retry_seconds=env.number("STORAGE_RETRY_SECONDS", 20.0, minimum=0.0),
+        api_max_attempts=env.whole("API_MAX_ATTEMPTS", 4, minimum=1, maximum=20),
+        api_backoff_seconds=env.number("API_BACKOFF_SECONDS", 0.5, minimum=0.0),
+        api_backoff_max_seconds=env.number("API_BACKOFF_MAX_SECONDS", 8.0, minimum=0.0),
+        claim_ttl_seconds=env.whole("CLAIM_TTL_SECONDS", 300, minimum=1),
+        max_event_age_seconds=env.whole("MAX_EVENT_AGE_SECONDS", 6 * 3600, minimum=1),
+        max_prediction_attempts=env.whole("MAX_PREDICTION_ATTEMPTS", 3, minimum=1, maximum=20),
+        reconcile_after_seconds=env.whole("RECONCILE_AFTER_SECONDS", 900, minimum=0),
+        reconcile_batch_size=env.whole("RECONCILE_BATCH_SIZE", 100, minimum=1, maximum=10000),
         log_level=log_level,
     )
+    _check_webhook_limit(cfg)
+    return cfg
+
+
+def _check_webhook_limit(cfg: Config) -> None:
+    """The webhook must accept the largest body the API can send back, or every input near the
+    data-URL cut-off would get 413 on every retry and wait for the reconciler."""
+    if cfg.input_mode == "signed_url":
+        return
+    if cfg.input_mode == "data_url":
+        largest, variable = cfg.max_upload_bytes, "MAX_UPLOAD_BYTES (INPUT_MODE=data_url)"
+    else:
+        largest, variable = cfg.data_url_max_bytes, "DATA_URL_MAX_BYTES"
+    needed = largest_webhook_body(largest)
+    if cfg.webhook_max_body_bytes < needed:
+        raise ConfigError(
+            f"WEBHOOK_MAX_BODY_BYTES ({cfg.webhook_max_body_bytes}) cannot hold the webhook body of an input "
+            f"of {variable} ({largest}) sent as a data URL, which the API echoes: it needs at least {needed}; "
+            f"raise WEBHOOK_MAX_BODY_BYTES or lower {variable.split()[0]}"
+        )
 
 
 def duration_seconds(value: str) -> float:
@@ -128,35 +170,38 @@ def _output_prefix(value: str) -> str:
     return f"{value}/" if value else ""
 
 
+_N = TypeVar("_N", int, float)
+
+
 class _Env:
     """Typed readers over an environment mapping; each error names its variable."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self._environ.get(name, default).strip()
 
     def required(self, name: str) -> str:
-        value = self.str(name, "")
+        value = self.text(name, "")
         if not value:
             raise ConfigError(f"{name} is required but not set")
         return value
 
-    def list(self, name: str, default: str) -> tuple[str, ...]:
-        raw = self.str(name, default)
+    def names(self, name: str, default: str) -> tuple[str, ...]:
+        raw = self.text(name, default)
         return tuple(item for item in re.split(r"[,\s]+", raw) if item)
 
-    def int(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
-        raw = self.str(name, str(default))
+    def whole(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self.text(name, str(default))
         try:
             value = int(raw)
         except ValueError:
             raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
         return self._bounded(name, value, minimum, maximum)
 
-    def float(self, name: str, default: float, minimum: float | None = None) -> float:
-        raw = self.str(name, str(default))
+    def number(self, name: str, default: float, minimum: float | None = None) -> float:
+        raw = self.text(name, str(default))
         try:
             value = float(raw)
         except ValueError:
@@ -164,14 +209,14 @@ class _Env:
         return self._bounded(name, value, minimum, None)
 
     def url(self, name: str, default: str) -> str:
-        value = self.str(name, default)
+        value = self.text(name, default)
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{name} must be an http(s) URL, not {value!r}")
         return value
 
     @staticmethod
-    def _bounded(name: str, value, minimum, maximum):  # type: ignore[no-untyped-def]
+    def _bounded(name: str, value: _N, minimum: _N | None, maximum: _N | None) -> _N:
         if minimum is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, not {value}")
         if maximum is not None and value > maximum:

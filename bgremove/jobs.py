@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgremove import logs, naming, storage
+from bgremove import errors, logs, naming
+from bgremove.objects import Objects
 
 CLAIMED = "claimed"
 SUBMITTED = "submitted"
@@ -174,12 +175,14 @@ def _move(job: Job, state: str, now: float, why: str, **changes: Any) -> Job:
 # --- the store: records in the state bucket, written with generation preconditions ----------------
 
 
-class Conflict(Exception):
-    """Another writer changed the record first; re-read and decide again."""
+Conflict = errors.Conflict
 
 
 class JobStore:
-    def __init__(self, bucket: str) -> None:
+    """Job records over the object seam; every write is conditional on the generation read."""
+
+    def __init__(self, objects: Objects, bucket: str) -> None:
+        self.objects = objects
         self.bucket = bucket
 
     def create(self, job: Job) -> int:
@@ -187,7 +190,7 @@ class JobStore:
         return self.save(job, 0)
 
     def load(self, job_id: str) -> tuple[Job, int] | None:
-        found = storage.read_json(self.bucket, naming.job_record_name(job_id))
+        found = self.objects.read_json(self.bucket, naming.job_record_name(job_id))
         if found is None:
             return None
         data, generation = found
@@ -198,15 +201,15 @@ class JobStore:
         name = naming.job_record_name(job.job_id)
         summary = {"state": job.state, "due_at": f"{job.due_at:.3f}"}
         try:
-            return storage.write_json(self.bucket, name, job.to_json(), generation, summary)
-        except storage.PreconditionFailed as exc:
+            return self.objects.write_json(self.bucket, name, job.to_json(), generation, summary)
+        except errors.PreconditionFailed as exc:
             raise Conflict(job.job_id) from exc
 
     def overdue(self, now: float, limit: int) -> list[str]:
         """Ids of up to `limit` unfinished jobs whose lease or deadline has passed, oldest first.
         Reads only the listing (state and due time are in each record's metadata)."""
         due: list[tuple[float, str]] = []
-        for name, meta in storage.list_with_metadata(self.bucket, naming.JOBS_PREFIX):
+        for name, meta in self.objects.list_with_metadata(self.bucket, naming.JOBS_PREFIX):
             if meta.get("state") in FINAL_STATES or not name.endswith(".json"):
                 continue
             try:

@@ -14,16 +14,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from bgremove import images
+from bgremove.errors import OutputRefused, OutputUnavailable
 
 MAX_REDIRECTS = 3
-
-
-class OutputRefused(Exception):
-    """The output can never be accepted (bad URL, host, size or content): record a failure."""
-
-
-class OutputUnavailable(Exception):
-    """The output could not be fetched now (network, 5xx): the sender should retry."""
 
 
 def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
@@ -107,7 +100,7 @@ def open_output(
         check_url(url, allowed_hosts)
         try:
             response = session.get(url, stream=True, timeout=timeout, allow_redirects=False)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except requests.RequestException as exc:
             raise OutputUnavailable(f"output download failed: {type(exc).__name__}") from exc
         if response.is_redirect:
             location = response.headers.get("Location", "")

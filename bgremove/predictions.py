@@ -1,9 +1,9 @@
 """Client for a Replicate-style predictions API (the official one or a compatible proxy).
 
 Transient answers (429, 5xx, connection errors, timeouts) are retried here with capped exponential
-backoff and full jitter, honouring Retry-After; when the budget is spent, TransientError tells the
-caller to let the platform retry later. Answers that will not change on retry (401, 402, 413,
-422, other 4xx) raise PermanentError at once.
+backoff and full jitter, honouring a whole-second Retry-After; when the budget is spent,
+`errors.ApiUnavailable` (a RetryLater) tells the caller to let the platform retry later. Answers
+that will not change on retry (401, 402, 413, 422, other 4xx) raise `errors.ApiRefused` at once.
 """
 
 from __future__ import annotations
@@ -16,22 +16,15 @@ from typing import Any
 
 import requests
 
+from bgremove.errors import ApiRefused, ApiUnavailable
+
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled", "aborted")
 RETRYABLE_STATUSES = (408, 429, 500, 502, 503, 504)
 
 
-class PredictionsError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class PermanentError(PredictionsError):
-    """The API refused the request in a way a retry cannot fix."""
-
-
-class TransientError(PredictionsError):
-    """The API was unavailable or throttled us past the retry budget."""
+# The names callers know the two outcomes by; both live in bgremove.errors.
+PermanentError = ApiRefused
+TransientError = ApiUnavailable
 
 
 @dataclass(frozen=True)
@@ -132,13 +125,15 @@ class PredictionsClient:
         headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
         url = self.base_url + path
         last = ""
+        retry_after: float | None = None
+        status: int | None = None
         for attempt in range(1, self.max_attempts + 1):
-            retry_after: float | None = None
+            retry_after, status = None, None
             try:
                 response = self.session.request(
                     method, url, headers=headers, timeout=self.timeout, allow_redirects=False, **kwargs
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except requests.RequestException as exc:  # connection, timeout, broken chunked body …
                 last = f"{type(exc).__name__} calling {method} {path}"
             else:
                 if response.status_code < 300:
@@ -147,16 +142,17 @@ class PredictionsClient:
                     except ValueError:
                         last = f"{method} {path} answered {response.status_code} with a body that is not JSON"
                 elif response.status_code in RETRYABLE_STATUSES:
-                    last = f"{method} {path} answered {response.status_code}: {_detail(response)}"
+                    status = response.status_code
+                    last = f"{method} {path} answered {status}: {_detail(response)}"
                     retry_after = _retry_after(response)
                 else:
-                    raise PermanentError(
+                    raise ApiRefused(
                         f"{method} {path} answered {response.status_code}: {_detail(response)}",
                         response.status_code,
                     )
             if attempt < self.max_attempts:
                 self._sleep(self._delay(attempt, retry_after))
-        raise TransientError(f"gave up after {self.max_attempts} attempts; last: {last}")
+        raise ApiUnavailable(f"gave up after {self.max_attempts} attempts; last: {last}", status, retry_after)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -166,11 +162,11 @@ class PredictionsClient:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
+    """A whole-second Retry-After (the only form HTTP allows besides a date, which we ignore)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 6:
         return None
+    return float(value)
 
 
 def _detail(response: requests.Response) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
-from bgremove import complete, jobs, logs, submit
+from bgremove import complete, errors, jobs, logs, submit
 from bgremove.config import Config, duration_seconds
-from bgremove.jobs import Job, JobStore
-from bgremove.predictions import PredictionsClient, PredictionsError
+from bgremove.deps import Deps
+from bgremove.jobs import Job
 
 # A prediction still running this long after its Cancel-After deadline is treated as stuck.
 STUCK_GRACE_SECONDS = 60.0
@@ -30,14 +31,16 @@ class Report:
         return {"examined": self.examined, "outcomes": self.outcomes}
 
 
-def reconcile(cfg: Config, deps: complete.Deps, client: PredictionsClient, now: float) -> Report:
+def reconcile(cfg: Config, deps: Deps, now: float) -> Report:
+    """One bounded batch. A transient failure on one job (storage, API, output host) leaves that
+    job for the next run and the batch goes on; only the listing itself failing aborts the run."""
     overdue = deps.store.overdue(now, cfg.reconcile_batch_size)
     outcomes: Counter[str] = Counter()
     for job_id in overdue:
         try:
-            outcome = reconcile_job(job_id, cfg, deps, client, now)
-        except (submit.RetryLater, PredictionsError) as exc:
-            logs.warning("reconcile: job left for the next run", job_id=job_id, error=str(exc))
+            outcome = reconcile_job(job_id, cfg, deps, now)
+        except (errors.RetryLater, errors.ApiRefused) as exc:
+            logs.warning("reconcile: job left for the next run", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
             outcome = "retry_later"
         outcomes[outcome] += 1
     report = Report(len(overdue), dict(outcomes))
@@ -45,21 +48,22 @@ def reconcile(cfg: Config, deps: complete.Deps, client: PredictionsClient, now: 
     return report
 
 
-def reconcile_job(job_id: str, cfg: Config, deps: complete.Deps, client: PredictionsClient, now: float) -> str:
+def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
     loaded = deps.store.load(job_id)
     if loaded is None:
         return "gone"
     job, generation = loaded
     if job.is_final or job.due_at > now:
         return "not_due"
-    fields = {"job_id": job_id, "object": f"gs://{job.source.bucket}/{job.source.name}"}
+    fields: dict[str, Any] = {"job_id": job_id, "object": f"gs://{job.source.bucket}/{job.source.name}"}
     if job.state == jobs.CLAIMED:
         # The run that claimed it died before recording a prediction (or gave it back).
-        return _resubmit(job, generation, "claim expired", cfg, deps.store, client, now, fields)
+        return _resubmit(job, generation, "claim expired", cfg, deps, now, fields)
 
+    client = deps.predictions()
     prediction = client.get(job.prediction_id)
     if prediction is None or prediction.data_removed or (prediction.status == "succeeded" and not prediction.output):
-        return _resubmit(job, generation, "prediction or its output is gone", cfg, deps.store, client, now, fields)
+        return _resubmit(job, generation, "prediction or its output is gone", cfg, deps, now, fields)
     if prediction.is_terminal:
         return "settled_" + complete.settle(job_id, prediction, cfg, deps, now).outcome.value
     submitted_at = _submitted_at(job)
@@ -72,28 +76,19 @@ def reconcile_job(job_id: str, cfg: Config, deps: complete.Deps, client: Predict
         return "waiting"
     try:
         client.cancel(prediction.id)
-    except PredictionsError as exc:
+    except (errors.RetryLater, errors.ApiRefused) as exc:
         logs.warning("reconcile: cancel failed", prediction_id=prediction.id, error=str(exc), **fields)
-    return _resubmit(job, generation, "prediction stuck past its deadline", cfg, deps.store, client, now, fields)
+    return _resubmit(job, generation, "prediction stuck past its deadline", cfg, deps, now, fields)
 
 
-def _resubmit(
-    job: Job,
-    generation: int,
-    why: str,
-    cfg: Config,
-    store: JobStore,
-    client: PredictionsClient,
-    now: float,
-    fields: dict,
-) -> str:
+def _resubmit(job: Job, generation: int, why: str, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]) -> str:
     taken = jobs.reclaim(job, now, cfg.claim_ttl_seconds, f"reconciler: {why}")
     try:
-        generation = store.save(taken, generation)
+        generation = deps.store.save(taken, generation)
     except jobs.Conflict:
         return "raced"
     logs.info(f"reconcile: resubmitting ({why})", attempts=job.attempts, **fields)
-    result = submit.submit_job(taken, generation, cfg, store, client, now, dict(fields))
+    result = submit.submit_job(taken, generation, cfg, deps, now, dict(fields))
     return "resubmitted" if result.outcome is submit.Outcome.SUBMITTED else "settled_" + result.outcome.value
 
 

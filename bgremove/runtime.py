@@ -1,5 +1,6 @@
 """Process-wide objects, built once per instance and reused by every request (cold start cost is
-paid once): the configuration, the job store, the predictions client and an HTTP session."""
+paid once): the configuration, the storage seam, the job store, the predictions client, the
+output downloader and the webhook keys, bundled into one `Deps` for the handlers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import functools
 
 import requests
 
-from bgremove import logs
+from bgremove import logs, outputs
 from bgremove.config import Config, ConfigError, load_config
+from bgremove.deps import Deps, OutputSource
 from bgremove.jobs import JobStore
 from bgremove.predictions import PredictionsClient
 from bgremove.signatures import decode_secret
+from bgremove.storage import GcsObjects
 
 
 @functools.cache
@@ -22,13 +25,29 @@ def config() -> Config:
 
 
 @functools.cache
-def job_store() -> JobStore:
-    return JobStore(config().state_bucket)
+def deps() -> Deps:
+    cfg = config()
+    objects = objects_for(cfg)
+    session = requests.Session()
+
+    def open_output(url: str) -> OutputSource:
+        return outputs.open_output(
+            url, cfg.output_allowed_hosts, cfg.output_max_bytes, cfg.http_timeout_seconds, session
+        )
+
+    return Deps(
+        objects=objects,
+        store=JobStore(objects, cfg.state_bucket),
+        predictions=predictions_client,
+        open_output=open_output,
+        webhook_keys=webhook_keys,
+    )
 
 
-@functools.cache
-def http_session() -> requests.Session:
-    return requests.Session()
+def objects_for(cfg: Config) -> GcsObjects:
+    import google.cloud.storage as gcs
+
+    return GcsObjects(gcs.Client(), cfg.http_timeout_seconds, cfg.storage_retry_seconds)
 
 
 @functools.cache

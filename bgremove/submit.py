@@ -3,23 +3,19 @@ to the predictions API with a webhook that will bring the result back."""
 
 from __future__ import annotations
 
-import base64
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode
 
-from bgremove import images, jobs, logs, naming, storage
+from bgremove import errors, images, inputs, jobs, logs
 from bgremove.config import Config
+from bgremove.deps import Deps, PredictionsApi
+from bgremove.errors import RetryLater
 from bgremove.jobs import Job, JobStore, Source
-from bgremove.predictions import PermanentError, PredictionsClient, TransientError
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 OUTPUT_MARKER = "bgremove-output"
-
-
-class RetryLater(Exception):
-    """A transient failure: the platform should deliver the event again."""
 
 
 class Outcome(enum.Enum):
@@ -52,8 +48,8 @@ class Result:
 
 
 def webhook_url_for(base: str, job_id: str) -> str:
-    """The webhook URL carries the job id; the API echoes it inside the signed body, which is the
-    only place the webhook handler reads it from."""
+    """The webhook URL carries the job id. The query string is not signed, so the webhook handler
+    treats it as a hint that signed data must confirm (see complete.handle_webhook)."""
     return f"{base}{'&' if '?' in base else '?'}{urlencode({'job': job_id})}"
 
 
@@ -74,12 +70,14 @@ def filter_reason(event: UploadEvent, cfg: Config) -> str:
     return ""
 
 
-def handle_upload(
-    event: UploadEvent, cfg: Config, store: JobStore, client_factory: Callable[[], PredictionsClient], now: float
-) -> Result:
-    """Decide, claim and submit one upload event. `client_factory` is called only when a prediction
+def handle_upload(event: UploadEvent, cfg: Config, deps: Deps, now: float) -> Result:
+    """Decide, claim and submit one upload event. The API client is built only when a prediction
     is really to be created, so skipped events never need the API token."""
-    fields = {"object": f"gs://{event.bucket}/{event.name}", "generation": event.generation, "event_id": event.event_id}
+    fields: dict[str, Any] = {
+        "object": f"gs://{event.bucket}/{event.name}",
+        "generation": event.generation,
+        "event_id": event.event_id,
+    }
     if event.event_type != FINALIZED:
         return _log(Result(Outcome.IGNORED, f"event type {event.event_type!r} is not {FINALIZED}"), fields)
     if event.bucket != cfg.upload_bucket:
@@ -90,6 +88,7 @@ def handle_upload(
 
     source = Source(event.bucket, event.name, event.generation, event.content_type, event.size)
     fields["job_id"] = source.job_id
+    store = deps.store
     claim = _claim(source, cfg, store, now)
     if isinstance(claim, Result):
         return _log(claim, fields)
@@ -101,38 +100,39 @@ def handle_upload(
         )
     if event.size > cfg.max_upload_bytes:
         return _fail(store, job, generation, "too_large", f"{event.size} bytes is over MAX_UPLOAD_BYTES", now, fields)
-    return submit_job(job, generation, cfg, store, client_factory(), now, fields)
+    return submit_job(job, generation, cfg, deps, now, fields)
 
 
-def submit_job(
-    job: Job, generation: int, cfg: Config, store: JobStore, client: PredictionsClient, now: float, fields: dict
-) -> Result:
-    """Create a prediction for a claimed job and record it. Shared with the reconciler."""
-    source = job.source
+def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]) -> Result:
+    """Create a prediction for a claimed job and record it. Shared with the reconciler.
+
+    On anything worth retrying the claim is given back at once (so the retry can take it) and the
+    RetryLater propagates to the caller."""
+    store, source = deps.store, job.source
     if job.attempts >= cfg.max_prediction_attempts:
         return _fail(store, job, generation, "attempts_exhausted", f"{job.attempts} predictions created", now, fields)
     try:
-        head = storage.read_head(source.bucket, source.name, source.generation, images.SNIFF_BYTES)
+        head = deps.objects.read_head(source.bucket, source.name, source.generation, images.HEAD_BYTES)
         sniffed = images.sniff(head)
         if sniffed is None or sniffed not in cfg.allowed_content_types:
             return _fail(store, job, generation, "not_an_image", f"bytes are {sniffed or 'not an image'}", now, fields)
-        image = _image_reference(source, sniffed, cfg)
-    except storage.NotFound:
-        return _fail(store, job, generation, "source_gone", "the upload generation no longer exists", now, fields)
-    except storage.TRANSIENT_ERRORS as exc:
-        _release(store, job, generation, now, f"storage: {type(exc).__name__}")
-        raise RetryLater(f"storage unavailable: {type(exc).__name__}") from exc
-
-    try:
+        size = images.dimensions(head)
+        if size is not None and size[0] * size[1] > cfg.max_input_pixels:
+            error = f"{size[0]}x{size[1]} is {size[0] * size[1]} pixels, over MAX_INPUT_PIXELS ({cfg.max_input_pixels})"
+            return _fail(store, job, generation, "too_many_pixels", error, now, fields)
+        image = inputs.image_reference(source, sniffed, cfg, deps.objects)
+        client: PredictionsApi = deps.predictions()
         prediction = client.create(
             cfg.model_version, image, webhook_url_for(cfg.webhook_url, job.job_id), cfg.cancel_after
         )
-    except PermanentError as exc:
+    except errors.NotFound:
+        return _fail(store, job, generation, "source_gone", "the upload generation no longer exists", now, fields)
+    except errors.ApiRefused as exc:
         return _fail(store, job, generation, f"api_{exc.status}", str(exc), now, fields)
-    except TransientError as exc:
-        _release(store, job, generation, now, str(exc))
-        logs.warning("predictions API unavailable; the event will be retried", error=str(exc), **fields)
-        raise RetryLater(str(exc)) from exc
+    except RetryLater as exc:
+        _release(store, job, generation, now, f"{type(exc).__name__}: {exc}")
+        logs.warning("submission not possible now; it will be retried", error=str(exc), **fields)
+        raise
     fields["prediction_id"] = prediction.id
 
     deadline = cfg.reconcile_after_seconds
@@ -175,22 +175,9 @@ def _claim(source: Source, cfg: Config, store: JobStore, now: float) -> tuple[Jo
         return Result(Outcome.DUPLICATE, "another delivery took the expired claim first", existing.job_id)
 
 
-def _image_reference(source: Source, content_type: str, cfg: Config) -> str:
-    use_data_url = cfg.input_mode == "data_url" or (cfg.input_mode == "auto" and source.size <= cfg.data_url_max_bytes)
-    if use_data_url:
-        data = storage.read_bytes(source.bucket, source.name, source.generation)
-        return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
-    bucket, name, generation = source.bucket, source.name, source.generation
-    if not naming.survives_urls(name):
-        # Sign a copy under a plain name instead (in the state bucket, where the lifecycle rule
-        # removes it), since the URL of the original would reach another object.
-        bucket, name = cfg.state_bucket, naming.input_copy_name(source.job_id)
-        storage.copy(source.bucket, source.name, source.generation, bucket, name)
-        generation = None
-    return storage.signed_url(bucket, name, generation, cfg.signed_url_ttl_seconds, cfg.signing_service_account)
-
-
-def _fail(store: JobStore, job: Job, generation: int, reason: str, error: str, now: float, fields: dict) -> Result:
+def _fail(
+    store: JobStore, job: Job, generation: int, reason: str, error: str, now: float, fields: dict[str, Any]
+) -> Result:
     try:
         store.save(jobs.failed(job, reason, error, now), generation)
     except jobs.Conflict:
@@ -202,11 +189,11 @@ def _fail(store: JobStore, job: Job, generation: int, reason: str, error: str, n
 def _release(store: JobStore, job: Job, generation: int, now: float, why: str) -> None:
     try:
         store.save(jobs.release(job, now, why), generation)
-    except Exception as exc:  # the claim then expires by itself; say so and carry on
+    except (RetryLater, errors.Conflict) as exc:  # the claim then expires by itself; say so and carry on
         logs.warning("could not release claim; it will expire", error=type(exc).__name__, job_id=job.job_id)
 
 
-def _log(result: Result, fields: dict) -> Result:
+def _log(result: Result, fields: dict[str, Any]) -> Result:
     extra = {k: v for k, v in fields.items() if k not in ("job_id", "prediction_id")}
     logs.info(
         f"upload {result.outcome.value}: {result.reason}",

@@ -35,7 +35,7 @@ from infra.checks.tfparse import items, locals_of, single, split_top_level, top_
 
 FUNCTION_TYPE = "google_cloudfunctions2_function"
 FINALIZED = "google.cloud.storage.object.v1.finalized"
-READERS = frozenset({"str", "required", "list", "int", "float", "url"})
+READERS = frozenset({"text", "required", "names", "whole", "number", "url"})
 # Set from resources rather than from a module variable.
 COMPUTED_SETTINGS = frozenset(
     {"UPLOAD_BUCKET", "PROCESSED_BUCKET", "STATE_BUCKET", "WEBHOOK_URL", "SIGNING_SERVICE_ACCOUNT"}
@@ -64,7 +64,7 @@ def config_env_reads(config_source: str) -> dict[str, EnvRead]:
     """Every environment variable config.py reads through the _Env readers.
 
     A read is a call `<name>.<reader>("VARIABLE", default, ...)` where <name> is `env` or a
-    variable assigned from `_Env(...)`, and <reader> one of str/required/list/int/float/url.
+    variable assigned from `_Env(...)`, and <reader> one of text/required/names/whole/number/url.
     """
     tree = ast.parse(config_source)
     constants = _module_constants(tree)

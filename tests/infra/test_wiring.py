@@ -116,8 +116,8 @@ def test_triggers_and_invokers(module: dict[str, dict[str, Any]], functions: lis
 
 
 def test_module_reads_config_from_ast_not_a_list(reads: dict[str, wiring.EnvRead]) -> None:
-    # A sample of what the AST finds, with evaluated defaults (256 * 1024 and the like).
-    assert reads["WEBHOOK_MAX_BODY_BYTES"].default == 256 * 1024
+    # A sample of what the AST finds, with evaluated defaults (1024 * 1024 and the like).
+    assert reads["WEBHOOK_MAX_BODY_BYTES"].default == 1024 * 1024
     assert reads["UPLOAD_BUCKET"].required
-    assert "list" in reads["ALLOWED_CONTENT_TYPES"].readers
+    assert "names" in reads["ALLOWED_CONTENT_TYPES"].readers
     assert Path(REPO_ROOT / "bgremove" / "config.py").exists()

@@ -120,8 +120,8 @@ def test_renamed_variable_in_config_is_caught(module: Module) -> None:
 
 def test_new_variable_in_config_is_caught(module: Module) -> None:
     config = text("bgremove/config.py").replace(
-        'log_level = env.str("LOG_LEVEL", "INFO")',
-        'log_level = env.str("LOG_LEVEL", "INFO")\n    _extra = env.int("NEW_KNOB", 7)',
+        'log_level = env.text("LOG_LEVEL", "INFO")',
+        'log_level = env.text("LOG_LEVEL", "INFO")\n    _extra = env.whole("NEW_KNOB", 7)',
     )
     reads = reads_of(config)
     assert reads["NEW_KNOB"].default == 7
@@ -134,7 +134,7 @@ def test_new_variable_in_config_is_caught(module: Module) -> None:
 
 
 def test_changed_default_in_config_is_caught(module: Module) -> None:
-    config = text("bgremove/config.py").replace('env.str("CANCEL_AFTER", "15m")', 'env.str("CANCEL_AFTER", "10m")')
+    config = text("bgremove/config.py").replace('env.text("CANCEL_AFTER", "15m")', 'env.text("CANCEL_AFTER", "10m")')
     problems = wiring.check_settings(reads_of(config), wiring.tf_functions(module), wiring.module_variables(module))
     assert any("variable cancel_after: default '15m'" in p and "'10m'" in p for p in problems), problems
 

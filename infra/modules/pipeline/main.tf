@@ -13,6 +13,7 @@ locals {
     MODEL_VERSION             = var.model_version
     WEBHOOK_TOLERANCE_SECONDS = var.webhook_tolerance_seconds
     WEBHOOK_MAX_BODY_BYTES    = var.webhook_max_body_bytes
+    MAX_INPUT_PIXELS          = var.max_input_pixels
     ALLOWED_CONTENT_TYPES     = var.allowed_content_types
     MAX_UPLOAD_BYTES          = var.max_upload_bytes
     INCLUDE_PREFIXES          = var.include_prefixes
@@ -25,6 +26,7 @@ locals {
     OUTPUT_ALLOWED_HOSTS      = var.output_allowed_hosts
     OUTPUT_MAX_BYTES          = var.output_max_bytes
     HTTP_TIMEOUT_SECONDS      = var.http_timeout_seconds
+    STORAGE_RETRY_SECONDS     = var.storage_retry_seconds
     API_MAX_ATTEMPTS          = var.api_max_attempts
     API_BACKOFF_SECONDS       = var.api_backoff_seconds
     API_BACKOFF_MAX_SECONDS   = var.api_backoff_max_seconds

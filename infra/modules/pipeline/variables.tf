@@ -187,13 +187,24 @@ variable "webhook_tolerance_seconds" {
 }
 
 variable "webhook_max_body_bytes" {
-  description = "WEBHOOK_MAX_BODY_BYTES: largest webhook body accepted."
+  description = "WEBHOOK_MAX_BODY_BYTES: largest webhook body accepted; must hold the echo of the largest data-URL input (checked at start)."
   type        = number
-  default     = 262144
+  default     = 1048576
 
   validation {
     condition     = var.webhook_max_body_bytes >= 1024
     error_message = "webhook_max_body_bytes must be at least 1024."
+  }
+}
+
+variable "max_input_pixels" {
+  description = "MAX_INPUT_PIXELS: uploads whose header says more pixels end in a failure record before any prediction."
+  type        = number
+  default     = 25000000
+
+  validation {
+    condition     = var.max_input_pixels >= 1
+    error_message = "max_input_pixels must be at least 1."
   }
 }
 
@@ -266,7 +277,7 @@ variable "signed_url_ttl_seconds" {
 }
 
 variable "cancel_after" {
-  description = "CANCEL_AFTER: prediction deadline sent as Cancel-After (for example 15m; empty: none)."
+  description = "CANCEL_AFTER: prediction deadline sent as Cancel-After (for example 15m, at least 5s; empty: none)."
   type        = string
   default     = "15m"
 
@@ -301,6 +312,17 @@ variable "http_timeout_seconds" {
   validation {
     condition     = var.http_timeout_seconds >= 0.1
     error_message = "http_timeout_seconds must be at least 0.1."
+  }
+}
+
+variable "storage_retry_seconds" {
+  description = "STORAGE_RETRY_SECONDS: how long the storage client retries a transient error before the request is retried later."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.storage_retry_seconds >= 0
+    error_message = "storage_retry_seconds must not be negative."
   }
 }
 

@@ -1,0 +1,66 @@
+"""Every error the pipeline raises, in one place.
+
+One base, `RetryLater`, for everything worth retrying: the caller releases what it holds and lets
+the platform try again (the storage trigger raises, so Eventarc redelivers; the webhook answers 503,
+so the API retries; the reconciler leaves the job for its next run). The other errors are final
+answers that the core turns into outcomes.
+
+Library errors are translated where they arise (`storage.py` for Cloud Storage, `predictions.py`
+for the API, `outputs.py` for output downloads), so the core never sees google-api-core, requests or
+urllib3 exception types.
+"""
+
+from __future__ import annotations
+
+
+class RetryLater(Exception):
+    """A transient failure: the same request may succeed later."""
+
+
+class StorageUnavailable(RetryLater):
+    """Cloud Storage answered 429/5xx, timed out, or could not be reached, after its own retries."""
+
+
+class ApiUnavailable(RetryLater):
+    """The predictions API throttled us or was unavailable past the retry budget."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class QueueUnavailable(RetryLater):
+    """Cloud Tasks was unavailable or out of quota when a task was to be created or read."""
+
+
+class OutputUnavailable(RetryLater):
+    """The prediction's output could not be fetched now (network, 5xx): the sender should retry."""
+
+
+class NotYetRecorded(RetryLater):
+    """A webhook names a prediction that its job has not recorded yet: ask the sender to retry."""
+
+
+class ApiRefused(Exception):
+    """The predictions API refused the request in a way a retry cannot fix (401, 402, 413, 422 …)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class OutputRefused(Exception):
+    """The output can never be accepted (bad URL, host, size or content): record a failure."""
+
+
+class NotFound(Exception):
+    """The object (or the generation asked for) does not exist."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object exists already or changed since it was read."""
+
+
+class Conflict(Exception):
+    """Another writer changed a job record first; re-read and decide again."""

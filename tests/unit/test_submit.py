@@ -1,0 +1,333 @@
+"""The upload side, on in-memory seams: filters, claim/takeover/release, every exit of submission."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bgremove import errors, jobs, naming, submit
+from bgremove.jobs import Source
+from bgremove.submit import Outcome, UploadEvent
+from tests.unit.fakes import BASE_ENV, World, config
+
+NOW = 1_700_000_000.0
+
+
+def jpeg(size: tuple[int, int] = (40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def event(world: World, name: str = "photos/a.jpg", data: bytes | None = None, **changes: Any) -> UploadEvent:
+    data = jpeg() if data is None else data
+    bucket = changes.pop("bucket", BASE_ENV["UPLOAD_BUCKET"])
+    content_type = changes.pop("content_type", "image/jpeg")
+    generation = world.objects.put(bucket, name, data, content_type)
+    values: dict[str, Any] = {
+        "event_id": "1234567890123456",
+        "event_type": submit.FINALIZED,
+        "bucket": bucket,
+        "name": name,
+        "generation": generation,
+        "content_type": content_type,
+        "size": len(data),
+        "metadata": {},
+        "event_time": NOW - 1,
+    }
+    values.update(changes)
+    return UploadEvent(**values)
+
+
+def job_of(world: World, ev: UploadEvent) -> jobs.Job:
+    loaded = world.deps.store.load(naming.job_id(ev.bucket, ev.name, ev.generation))
+    assert loaded is not None
+    return loaded[0]
+
+
+# --- filters: no record, no API call ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "env", "outcome", "reason"),
+    [
+        ({"event_type": "google.cloud.storage.object.v1.deleted"}, {}, Outcome.IGNORED, "is not"),
+        ({"bucket": "elsewhere"}, {}, Outcome.IGNORED, "not the uploads bucket"),
+        ({"size": 0}, {}, Outcome.SKIPPED, "zero-byte"),
+        ({"metadata": {"bgremove-output": "true"}}, {}, Outcome.SKIPPED, "one of our outputs"),
+        ({"content_type": "text/plain"}, {}, Outcome.SKIPPED, "ALLOWED_CONTENT_TYPES"),
+        ({}, {"INCLUDE_PREFIXES": "incoming/"}, Outcome.SKIPPED, "INCLUDE_PREFIXES"),
+        ({}, {"EXCLUDE_PREFIXES": "photos/"}, Outcome.SKIPPED, "EXCLUDE_PREFIXES"),
+    ],
+)
+def test_filtered_event_writes_no_record_and_calls_no_api(
+    changes: dict[str, Any], env: dict[str, str], outcome: Outcome, reason: str
+) -> None:
+    world = World()
+    result = submit.handle_upload(event(world, **changes), config(**env), world.deps, NOW)
+    assert result.outcome is outcome and reason in result.reason
+    assert world.objects.buckets.get("state", {}) == {}
+    assert world.api.created == []
+
+
+def test_object_under_the_output_prefix_of_the_uploads_bucket_is_skipped() -> None:
+    world = World()
+    cfg = config(PROCESSED_BUCKET="uploads", OUTPUT_PREFIX="cutouts")
+    result = submit.handle_upload(event(world, name="cutouts/a.png"), cfg, world.deps, NOW)
+    assert result.outcome is Outcome.SKIPPED and "output prefix" in result.reason
+
+
+# --- submission ---------------------------------------------------------------------------------
+
+
+def test_small_upload_is_submitted_as_a_data_url_with_the_job_in_the_webhook_url() -> None:
+    world = World()
+    ev = event(world)
+    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    assert result.outcome is Outcome.SUBMITTED
+    job = job_of(world, ev)
+    assert job.state == jobs.SUBMITTED and job.prediction_ids == ("pred1",) and job.attempts == 1
+    assert job.deadline_at == NOW + 900
+    created = world.api.created[0]
+    assert created["image"].startswith("data:image/jpeg;base64,")
+    assert created["webhook"] == f"https://hooks.example.com/webhook?job={job.job_id}"
+    assert created["cancel_after"] == "15m"
+
+
+def test_large_upload_is_submitted_as_a_signed_url_of_its_generation() -> None:
+    world = World()
+    ev = event(world)
+    result = submit.handle_upload(ev, config(DATA_URL_MAX_BYTES="10"), world.deps, NOW)
+    assert result.outcome is Outcome.SUBMITTED
+    assert world.api.created[0]["image"].endswith(f"photos/a.jpg?generation={ev.generation}&X-Goog-Signature=sig")
+
+
+def test_name_with_dot_segments_is_copied_and_the_copy_is_signed() -> None:
+    world = World()
+    ev = event(world, name="a/../b.jpg")
+    submit.handle_upload(ev, config(INPUT_MODE="signed_url"), world.deps, NOW)
+    job_id = naming.job_id(ev.bucket, ev.name, ev.generation)
+    assert world.objects.copies == [("uploads", "a/../b.jpg", "state", f"inputs/{job_id}")]
+    assert f"/state/inputs/{job_id}?generation=None" in world.api.created[0]["image"]
+
+
+@pytest.mark.parametrize(
+    ("data", "env", "changes", "reason"),
+    [
+        (b"this is not an image at all", {}, {}, "not_an_image"),
+        (b"GIF89a" + b"\x00" * 40, {}, {}, "not_an_image"),  # a type the bytes reveal, not allowed
+        (None, {"MAX_UPLOAD_BYTES": "100"}, {}, "too_large"),
+        (None, {"MAX_EVENT_AGE_SECONDS": "60"}, {"event_time": NOW - 61}, "event_too_old"),
+        (None, {"MAX_INPUT_PIXELS": "1000"}, {}, "too_many_pixels"),
+    ],
+)
+def test_upload_that_cannot_be_processed_ends_in_a_failure_record_before_any_prediction(
+    data: bytes | None, env: dict[str, str], changes: dict[str, Any], reason: str
+) -> None:
+    world = World()
+    ev = event(world, data=data, **changes)
+    result = submit.handle_upload(ev, config(**env), world.deps, NOW)
+    assert result.outcome is Outcome.FAILED and result.reason == reason
+    job = job_of(world, ev)
+    assert job.state == jobs.FAILED and job.reason == reason
+    assert world.api.created == []
+
+
+def test_pixel_limit_failure_names_the_size_and_the_setting() -> None:
+    world = World()
+    ev = event(world, data=jpeg((50, 40)))
+    submit.handle_upload(ev, config(MAX_INPUT_PIXELS="1999"), world.deps, NOW)
+    assert "50x40 is 2000 pixels, over MAX_INPUT_PIXELS (1999)" in job_of(world, ev).error
+
+
+def test_upload_whose_generation_is_gone_ends_as_source_gone() -> None:
+    world = World()
+    ev = event(world)
+    world.objects.put(ev.bucket, ev.name, jpeg())  # overwritten: the event's generation is gone
+    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    assert result.outcome is Outcome.FAILED and result.reason == "source_gone"
+
+
+@pytest.mark.parametrize("status", [401, 402, 413, 422])
+def test_api_refusal_ends_in_a_failure_record_named_for_the_status(status: int) -> None:
+    world = World()
+    world.api.fail("create", errors.ApiRefused(f"POST /predictions answered {status}", status))
+    ev = event(world)
+    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    assert result.outcome is Outcome.FAILED and result.reason == f"api_{status}"
+
+
+TRANSIENT = [
+    ("read_head", errors.StorageUnavailable("ServiceUnavailable on read")),
+    ("read_bytes", errors.StorageUnavailable("RetryError on read")),
+    ("signed_url", errors.StorageUnavailable("TransportError signing")),
+    ("create", errors.ApiUnavailable("gave up after 4 attempts", 429)),
+]
+
+
+@pytest.mark.parametrize(("method", "exc"), TRANSIENT, ids=[m for m, _ in TRANSIENT])
+def test_transient_error_releases_the_claim_and_asks_for_a_retry(method: str, exc: Exception) -> None:
+    world = World()
+    target = world.api if method == "create" else world.objects
+    target.fail(method, exc)
+    ev = event(world)
+    env = {"DATA_URL_MAX_BYTES": "10"} if method == "signed_url" else {}
+    with pytest.raises(errors.RetryLater):
+        submit.handle_upload(ev, config(**env), world.deps, NOW)
+    job = job_of(world, ev)
+    assert job.state == jobs.CLAIMED and job.lease_expired(NOW)  # released: the retry can take it
+    # ... and the platform's retry does.
+    assert submit.handle_upload(ev, config(**env), world.deps, NOW + 10).outcome is Outcome.SUBMITTED
+
+
+def test_storage_outage_while_releasing_leaves_a_claim_that_expires() -> None:
+    world = World()
+    world.api.fail("create", errors.ApiUnavailable("503"))
+    ev = event(world)
+    world.objects.fail("write_json", errors.StorageUnavailable("down"), times=0)
+    # The claim's create succeeds; then the release write fails as well.
+    original = world.objects.write_json
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise errors.StorageUnavailable("503 on release")
+        return original(*args, **kwargs)
+
+    world.objects.write_json = flaky  # type: ignore[method-assign]
+    with pytest.raises(errors.RetryLater):
+        submit.handle_upload(ev, config(), world.deps, NOW)
+    job = job_of(world, ev)
+    assert job.state == jobs.CLAIMED and not job.lease_expired(NOW) and job.lease_expired(NOW + 300)
+
+
+def test_storage_outage_while_claiming_asks_for_a_retry_without_a_record() -> None:
+    world = World()
+    world.objects.fail("write_json", errors.StorageUnavailable("503"))
+    ev = event(world)
+    with pytest.raises(errors.RetryLater):
+        submit.handle_upload(ev, config(), world.deps, NOW)
+    assert world.objects.buckets.get("state", {}) == {}
+
+
+# --- claim, takeover, duplicates ------------------------------------------------------------------
+
+
+def test_duplicate_event_of_a_submitted_job_has_no_second_effect() -> None:
+    world = World()
+    ev = event(world)
+    submit.handle_upload(ev, config(), world.deps, NOW)
+    again = submit.handle_upload(ev, config(), world.deps, NOW + 1)
+    assert again.outcome is Outcome.DUPLICATE and len(world.api.created) == 1
+
+
+def test_event_while_another_delivery_holds_a_live_claim_asks_for_a_retry() -> None:
+    world = World()
+    ev = event(world)
+    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    world.deps.store.create(jobs.new_claim(source, "v", NOW, 300))
+    with pytest.raises(errors.RetryLater, match="holds the claim"):
+        submit.handle_upload(ev, config(), world.deps, NOW + 10)
+    assert world.api.created == []
+
+
+def test_expired_claim_is_taken_over_by_the_next_delivery() -> None:
+    world = World()
+    ev = event(world)
+    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    world.deps.store.create(jobs.new_claim(source, "v", NOW, 300))
+    result = submit.handle_upload(ev, config(), world.deps, NOW + 301)
+    assert result.outcome is Outcome.SUBMITTED
+    job = job_of(world, ev)
+    assert any("taken over" in entry.get("why", "") for entry in job.history)
+
+
+def test_two_deliveries_taking_one_expired_claim_only_one_wins() -> None:
+    world = World()
+    ev = event(world)
+    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    store = world.deps.store
+    store.create(jobs.new_claim(source, "v", NOW, 300))
+    loaded = store.load(source.job_id)
+    assert loaded is not None
+    # Another delivery takes it between our load and our save.
+    store.save(jobs.reclaim(loaded[0], NOW + 301, 300, "other"), loaded[1])
+    original_load = store.load
+
+    def stale_load(job_id: str) -> tuple[jobs.Job, int] | None:
+        return loaded  # type: ignore[return-value]
+
+    store.load = stale_load  # type: ignore[method-assign]
+    result = submit._claim(source, config(), store, NOW + 301)
+    store.load = original_load  # type: ignore[method-assign]
+    assert isinstance(result, submit.Result) and result.outcome is Outcome.DUPLICATE
+
+
+def test_record_vanishing_while_claiming_asks_for_a_retry() -> None:
+    world = World()
+    ev = event(world)
+    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    store = world.deps.store
+    store.create(jobs.new_claim(source, "v", NOW, 300))
+    store.load = lambda job_id: None  # type: ignore[method-assign]
+    with pytest.raises(errors.RetryLater, match="vanished"):
+        submit._claim(source, config(), store, NOW)
+
+
+def test_attempt_budget_spent_ends_as_attempts_exhausted() -> None:
+    world = World()
+    ev = event(world)
+    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    claim = jobs.new_claim(source, "v", NOW, 300)
+    job = jobs.reclaim(jobs.submitted(claim, "p1", NOW, 900), NOW, 300, "again")
+    job = jobs.reclaim(jobs.submitted(job, "p2", NOW, 900), NOW, 300, "again")
+    generation = world.deps.store.create(job)
+    result = submit.submit_job(job, generation, config(MAX_PREDICTION_ATTEMPTS="2"), world.deps, NOW, {})
+    assert result.outcome is Outcome.FAILED and result.reason == "attempts_exhausted"
+    assert world.api.created == []
+
+
+def test_failure_record_losing_a_race_is_a_duplicate() -> None:
+    world = World()
+    ev = event(world, data=b"not an image, long enough to sniff....")
+    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    job = jobs.new_claim(source, "v", NOW, 300)
+    generation = world.deps.store.create(job)
+    world.deps.store.save(jobs.failed(job, "other", "someone else", NOW), generation)
+    result = submit.submit_job(job, generation, config(), world.deps, NOW, {})
+    assert result.outcome is Outcome.DUPLICATE
+
+
+@pytest.mark.parametrize("webhook_state", ["completed", "submitted_same", "submitted_other"])
+def test_submission_record_racing_the_webhook_keeps_what_the_webhook_wrote(webhook_state: str) -> None:
+    world = World()
+    ev = event(world)
+    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    job = jobs.new_claim(source, "v", NOW, 300)
+    generation = world.deps.store.create(job)
+    # The webhook (or another writer) moves the record while the prediction is being created.
+    original_create = world.api.create
+
+    def create_then_race(*args: Any, **kwargs: Any) -> Any:
+        prediction = original_create(*args, **kwargs)
+        if webhook_state == "completed":
+            moved = jobs.completed(job, prediction.id, "a.png", 7, NOW)
+        elif webhook_state == "submitted_same":
+            moved = jobs.submitted(job, prediction.id, NOW, 900)
+        else:
+            moved = jobs.extend_deadline(job, NOW + 5, NOW)
+        world.deps.store.save(moved, generation)
+        return prediction
+
+    world.api.create = create_then_race  # type: ignore[method-assign]
+    result = submit.submit_job(job, generation, config(), world.deps, NOW, {})
+    assert result.outcome is Outcome.SUBMITTED
+    final = job_of(world, ev)
+    if webhook_state == "completed":
+        assert final.state == jobs.COMPLETED
+    else:
+        assert final.state == jobs.SUBMITTED and final.prediction_ids == ("pred1",)
