@@ -16,6 +16,7 @@ from offline_cloud.stack import ROOT, Stack, StackError, StackOptions
 
 
 def _options(argv: list[str] | None) -> StackOptions:
+    """StackOptions from the command line; the defaults are StackOptions' own (production's)."""
     defaults = StackOptions()
     parser = argparse.ArgumentParser(prog="python -m offline_cloud", description=__doc__)
     parser.add_argument("--upload-bucket", default=defaults.upload_bucket)
@@ -26,8 +27,49 @@ def _options(argv: list[str] | None) -> StackOptions:
     )
     parser.add_argument("--predictions-faults", default="{}", help='JSON, e.g. {"fail_rate": 0.1}')
     parser.add_argument("--relay-faults", default="{}", help='JSON, e.g. {"duplicate_rate": 0.1}')
-    parser.add_argument("--relay-max-attempts", type=int, default=defaults.relay_max_attempts)
-    parser.add_argument("--relay-max-age", type=float, default=defaults.relay_max_age_seconds, help="seconds")
+    # Relay timings default to Eventarc's (10-600 s backoff, no attempt cap, 24 h); shorten them here
+    # for fast failure paths in local experiments.
+    parser.add_argument(
+        "--relay-min-backoff", type=float, default=defaults.relay_min_backoff, help="seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--relay-max-backoff", type=float, default=defaults.relay_max_backoff, help="seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--relay-max-attempts", type=int, default=defaults.relay_max_attempts, help="0: unlimited (default)"
+    )
+    parser.add_argument(
+        "--relay-max-age", type=float, default=defaults.relay_max_age_seconds, help="seconds (default: 24 h)"
+    )
+    parser.add_argument(
+        "--no-trigger",
+        action="store_true",
+        help="start without the storage trigger: uploads make no jobs, as in a bucket that predates the deployment",
+    )
+    # The predictions service's flags, with the service's defaults (StackOptions holds them).
+    parser.add_argument(
+        "--echo-webhook", action="store_true", help="put the `webhook` field in prediction bodies (default: left out)"
+    )
+    parser.add_argument(
+        "--create-limit-per-minute",
+        type=float,
+        default=defaults.create_limit_per_minute,
+        help="prediction creations per minute; 0 disables (default: %(default)s)",
+    )
+    parser.add_argument("--create-burst", type=int, default=defaults.create_burst, help="(default: %(default)s)")
+    parser.add_argument(
+        "--other-limit-per-minute",
+        type=float,
+        default=defaults.other_limit_per_minute,
+        help="other API requests per minute (default: %(default)s)",
+    )
+    parser.add_argument("--other-burst", type=int, default=defaults.other_burst, help="(default: %(default)s)")
+    parser.add_argument(
+        "--fleet-latency",
+        default=defaults.fleet_latency,
+        metavar="SPEC",
+        help="simulated prediction latency, e.g. lognormal:3,0.5 (default: the real model)",
+    )
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a pipeline setting for the functions"
     )
@@ -47,8 +89,17 @@ def _options(argv: list[str] | None) -> StackOptions:
         api_prefix=args.api_prefix,
         predictions_faults=json.loads(args.predictions_faults),
         relay_faults=json.loads(args.relay_faults),
+        relay_min_backoff=args.relay_min_backoff,
+        relay_max_backoff=args.relay_max_backoff,
         relay_max_attempts=args.relay_max_attempts,
         relay_max_age_seconds=args.relay_max_age,
+        trigger=not args.no_trigger,
+        predictions_echo_webhook=args.echo_webhook,
+        create_limit_per_minute=args.create_limit_per_minute,
+        create_burst=args.create_burst,
+        other_limit_per_minute=args.other_limit_per_minute,
+        other_burst=args.other_burst,
+        fleet_latency=args.fleet_latency,
         function_env=function_env,
     )
 
@@ -63,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"offline stack failed to start: {exc}", file=sys.stderr)
         return 1
-    shown = ("storage_emulator_host", "predictions_base_url", "webhook_url", "trigger_url", "reconcile_url")
+    shown = (
+        "storage_emulator_host",
+        "predictions_base_url",
+        "webhook_url",
+        "trigger_url",
+        "trigger_attached",
+        "reconcile_url",
+    )
     print(json.dumps({k: v for k, v in vars(info).items() if k in shown}, indent=2))
     print(f"offline stack running; details in {stack.options.directory / 'stack.json'}; Ctrl-C stops it", flush=True)
     try:

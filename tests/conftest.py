@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -10,8 +10,13 @@ import pytest
 from offline_cloud.stack import Stack, StackOptions
 from tests.support import StackClient
 
-# Fast retry schedules so failure paths finish within a test's patience.
-TEST_OPTIONS = {
+# Tests that need speed say so: production retries are slow by design (the relay, as Eventarc with
+# RETRY_POLICY_RETRY, backs off 10-600 s for 24 h with no attempt cap; the predictions service
+# retries a webhook for about a minute), and StackOptions defaults to production. These shorter
+# schedules, and an attempt cap, make failure paths finish within a test's patience. Every stack the
+# tests start through `start_stack` gets them unless the test passes `retries=` (e.g. `{}` for
+# production timings).
+FAST_RETRIES: dict[str, object] = {
     "webhook_retry_delays": "0.2,0.5,1,2",
     "relay_min_backoff": 0.2,
     "relay_max_backoff": 2.0,
@@ -19,16 +24,18 @@ TEST_OPTIONS = {
 }
 
 
-def start_stack(directory: Path, **options: object) -> Stack:
-    stack = Stack(StackOptions(directory=directory, **{**TEST_OPTIONS, **options}))  # type: ignore[arg-type]
+def start_stack(directory: Path, retries: Mapping[str, object] = FAST_RETRIES, **options: object) -> Stack:
+    """A started stack with `retries` (FAST_RETRIES unless told otherwise), then `options`, over
+    StackOptions' production defaults."""
+    stack = Stack(StackOptions(directory=directory, **{**retries, **options}))  # type: ignore[arg-type]
     stack.start()
     return stack
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
-    """One offline stack for the session; tests reset any fault they set."""
-    running = start_stack(tmp_path_factory.mktemp("stack"))
+    """One offline stack for the session, with FAST_RETRIES; tests reset any fault they set."""
+    running = start_stack(tmp_path_factory.mktemp("stack"), retries=FAST_RETRIES)
     try:
         assert running.info is not None
         yield StackClient(running.info)

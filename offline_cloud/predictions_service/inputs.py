@@ -7,6 +7,7 @@ import binascii
 import io
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -66,12 +67,15 @@ def _http_bytes(url: str, timeout: float, max_bytes: int) -> bytes:
         raise InputError(f"could not fetch input image: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
+    """``draft`` lets a JPEG decode at a reduced scale no smaller than that size (much cheaper)."""
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
             raise InputError(f"input image too large: {width}x{height} pixels")
+        if draft is not None:
+            image.draft("RGB", draft)
         image.load()
     except InputError:
         raise
@@ -81,8 +85,24 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
-def load_image(url: str, timeout: float, max_bytes: int, max_pixels: int) -> Image.Image:
-    if url[:5].lower() == "data:":
+# Returns the bytes behind a URL this service serves itself (an uploaded file), or None.
+LocalResolver = Callable[[str], bytes | None]
+
+
+def load_image(
+    url: str,
+    timeout: float,
+    max_bytes: int,
+    max_pixels: int,
+    local: LocalResolver | None = None,
+    draft: tuple[int, int] | None = None,
+) -> Image.Image:
+    local_data = local(url) if local is not None else None
+    if local_data is not None:
+        data = local_data
+        if len(data) > max_bytes:
+            raise InputError(f"input image larger than {max_bytes} bytes")
+    elif url[:5].lower() == "data:":
         data = _data_url_bytes(url, max_bytes)
     elif url[:8].lower().startswith(HTTP_SCHEMES):
         data = _http_bytes(url, timeout, max_bytes)
@@ -90,4 +110,4 @@ def load_image(url: str, timeout: float, max_bytes: int, max_pixels: int) -> Ima
         raise InputError("image must be a data: URL or an http(s) URL")
     if not data:
         raise InputError("input image is empty")
-    return decode_image(data, max_pixels)
+    return decode_image(data, max_pixels, draft)

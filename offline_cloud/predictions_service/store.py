@@ -42,22 +42,29 @@ class Prediction:
     error: str | None = None
     started_at: float | None = None
     completed_at: float | None = None
+    # Wall-clock time Cancel-After ends it (created_at + the header's duration), if given.
+    deadline: float | None = None
     data_removed: bool = False
-    # Set when the prediction is canceled or aborted, to wake a worker sleeping on it.
+    # Set on every move to a terminal status: it wakes a worker sleeping on a canceled or aborted
+    # prediction, and a ``Prefer: wait`` request waiting for the outcome.
     stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    def to_json(self, public_base: str) -> dict[str, Any]:
+    def to_json(self, public_base: str, echo_webhook: bool = False) -> dict[str, Any]:
+        """The API's view. ``webhook`` and ``webhook_events_filter`` only when ``echo_webhook``:
+        Replicate's published prediction schema has neither, so clients must not depend on them.
+        ``urls.stream`` is left out, not null: the model does not stream, and the official client
+        types ``urls`` as ``Dict[str, str]``, so a null value would fail its validation."""
         base = f"{public_base}{self.prefix}/predictions/{self.id}"
         predict_time = total_time = None
         if self.completed_at is not None:
             total_time = round(self.completed_at - self.created_at, 6)
             if self.started_at is not None:
                 predict_time = round(self.completed_at - self.started_at, 6)
-        return {
+        body: dict[str, Any] = {
             "id": self.id,
             "model": self.model,
             "version": self.version,
@@ -69,37 +76,46 @@ class Prediction:
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "completed_at": iso(self.completed_at),
-            "urls": {"get": base, "cancel": f"{base}/cancel"},
+            "urls": {"get": base, "cancel": f"{base}/cancel", "web": f"{public_base}/p/{self.id}"},
             "metrics": {"predict_time": predict_time, "total_time": total_time},
             "data_removed": self.data_removed,
-            "webhook": self.webhook,
-            "webhook_events_filter": list(self.webhook_events_filter),
+            "deadline": iso(self.deadline),
         }
+        if echo_webhook:
+            body["webhook"] = self.webhook
+            body["webhook_events_filter"] = list(self.webhook_events_filter)
+        return body
 
 
-EventListener = Callable[[str, dict[str, Any]], None]
+# (event, snapshot, webhook URL, events filter): the URL and filter travel beside the snapshot
+# because the snapshot itself may not carry them (see ``Prediction.to_json``).
+EventListener = Callable[[str, dict[str, Any], str | None, tuple[str, ...]], None]
 
 
 class PredictionStore:
-    """``on_event(event, snapshot)`` is called under the lock, so listeners see events in the
-    order of the changes; it must not block (the webhook dispatcher only queues)."""
+    """``on_event(event, snapshot, webhook, events_filter)`` is called under the lock, so listeners
+    see events in the order of the changes; it must not block (the webhook dispatcher only queues)."""
 
-    def __init__(self, public_base: str, on_event: EventListener | None = None) -> None:
+    def __init__(self, public_base: str, on_event: EventListener | None = None, echo_webhook: bool = False) -> None:
         self.public_base = public_base
         self.on_event = on_event
+        self.echo_webhook = echo_webhook
         self._lock = threading.Lock()
         self._items: dict[str, Prediction] = {}
 
     def _emit(self, event: str, prediction: Prediction) -> dict[str, Any]:
-        snapshot = prediction.to_json(self.public_base)
+        snapshot = self._json(prediction)
         if self.on_event is not None:
-            self.on_event(event, snapshot)
+            self.on_event(event, snapshot, prediction.webhook, tuple(prediction.webhook_events_filter))
         return snapshot
+
+    def _json(self, prediction: Prediction) -> dict[str, Any]:
+        return prediction.to_json(self.public_base, self.echo_webhook)
 
     def add(self, prediction: Prediction) -> dict[str, Any]:
         with self._lock:
             self._items[prediction.id] = prediction
-            return prediction.to_json(self.public_base)
+            return self._json(prediction)
 
     def get(self, prediction_id: str) -> Prediction | None:
         with self._lock:
@@ -108,17 +124,28 @@ class PredictionStore:
     def snapshot(self, prediction_id: str) -> dict[str, Any] | None:
         with self._lock:
             prediction = self._items.get(prediction_id)
-            return None if prediction is None else prediction.to_json(self.public_base)
+            return None if prediction is None else self._json(prediction)
 
     def status_of(self, prediction_id: str) -> str | None:
         with self._lock:
             prediction = self._items.get(prediction_id)
             return None if prediction is None else prediction.status
 
-    def list(self) -> list[dict[str, Any]]:
+    def count(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every prediction, newest first."""
         with self._lock:
             items = sorted(self._items.values(), key=lambda p: p.created_at, reverse=True)
-            return [p.to_json(self.public_base) for p in items]
+            return [self._json(p) for p in items]
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        """Every prediction's id, status and the webhook URL it was created with, whatever the echo
+        setting: what the service was asked, for tests and soaks that count predictions per job."""
+        with self._lock:
+            return [{"id": p.id, "status": p.status, "webhook": p.webhook} for p in self._items.values()]
 
     def start(self, prediction_id: str) -> dict[str, Any] | None:
         """starting -> processing; None when it was canceled or aborted meanwhile."""

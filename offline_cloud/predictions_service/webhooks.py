@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import hmac
 import json
 import logging
-import queue
 import secrets
 import threading
 import time
@@ -37,7 +37,7 @@ def new_webhook_id() -> str:
 
 def stale_copy(snapshot: dict[str, Any]) -> dict[str, Any]:
     """What an earlier ``start``/``logs`` event carried: still processing, no output yet."""
-    stale = json.loads(json.dumps(snapshot))
+    stale: dict[str, Any] = json.loads(json.dumps(snapshot))
     stale.update(
         status="processing",
         output=None,
@@ -66,45 +66,52 @@ class WebhookDispatcher:
         self.stats = stats
         self.stopping = stopping
         self._lock = threading.Lock()
-        self._queues: dict[str, queue.SimpleQueue[tuple[str, dict[str, Any]]]] = {}
+        # Pending events of predictions that have a delivery thread right now.
+        self._pending: dict[str, collections.deque[tuple[str, dict[str, Any]]]] = {}
 
-    def emit(self, event: str, snapshot: dict[str, Any]) -> None:
-        """Queue an event for the prediction's webhook; never blocks the caller."""
-        url = snapshot.get("webhook")
-        if not url:
+    def emit(self, event: str, snapshot: dict[str, Any], url: str | None, events_filter: Sequence[str]) -> None:
+        """Queue an event for the prediction's webhook; never blocks the caller.
+
+        Events the filter leaves out are dropped here, so a prediction costs no thread until it
+        has something to deliver.
+        """
+        if not url or event not in events_filter:
             return
         prediction_id = snapshot["id"]
         with self._lock:
-            events = self._queues.get(prediction_id)
-            if events is None:
-                events = self._queues[prediction_id] = queue.SimpleQueue()
-                # One thread per prediction keeps its deliveries in order without one slow
-                # receiver holding up the webhooks of other predictions.
-                threading.Thread(
-                    target=self._run,
-                    args=(prediction_id, url, events),
-                    name=f"webhooks-{prediction_id}",
-                    daemon=True,
-                ).start()
-            events.put((event, snapshot))
-
-    def _run(self, prediction_id: str, url: str, events: queue.SimpleQueue[tuple[str, dict[str, Any]]]) -> None:
-        try:
-            while True:
-                event, snapshot = events.get()
-                wanted = event in snapshot.get("webhook_events_filter", ())
-                if event != TERMINAL_EVENT:
-                    if wanted:
-                        self._deliver(url, event, snapshot, new_webhook_id(), retries=())
-                    continue
-                if wanted:
-                    self._terminal(url, snapshot)
+            pending = self._pending.get(prediction_id)
+            if pending is not None:
+                pending.append((event, snapshot))
                 return
-        except Exception:
-            log.exception("webhook worker for %s crashed", prediction_id)
-        finally:
+            self._pending[prediction_id] = collections.deque([(event, snapshot)])
+        # At most one thread per prediction keeps its deliveries in order without one slow
+        # receiver holding up the webhooks of other predictions. It ends once nothing is
+        # pending, so with thousands of predictions in flight only those mid-delivery (or
+        # between terminal retries) hold a thread.
+        try:
+            threading.Thread(
+                target=self._run, args=(prediction_id, url), name=f"webhooks-{prediction_id}", daemon=True
+            ).start()
+        except RuntimeError:  # out of threads: lose these deliveries, as a real sender may
+            log.exception("no thread for the webhooks of %s", prediction_id)
             with self._lock:
-                self._queues.pop(prediction_id, None)
+                self._pending.pop(prediction_id, None)
+
+    def _run(self, prediction_id: str, url: str) -> None:
+        while True:
+            with self._lock:
+                pending = self._pending[prediction_id]
+                if not pending:
+                    del self._pending[prediction_id]
+                    return
+                event, snapshot = pending.popleft()
+            try:
+                if event == TERMINAL_EVENT:
+                    self._terminal(url, snapshot)
+                else:
+                    self._deliver(url, event, snapshot, new_webhook_id(), retries=())
+            except Exception:
+                log.exception("webhook delivery for %s crashed", prediction_id)
 
     def _terminal(self, url: str, snapshot: dict[str, Any]) -> None:
         prediction_id = snapshot["id"]

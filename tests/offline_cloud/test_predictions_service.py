@@ -29,6 +29,8 @@ from PIL import Image
 from skimage import data as skdata
 from standardwebhooks import Webhook
 
+from offline_cloud.predictions_service.latency import parse_latency
+from offline_cloud.predictions_service.ratelimit import TokenBucket, whole_seconds
 from offline_cloud.stack import die_with_parent, free_port
 from offline_cloud.tls import TlsFiles, make_certificates
 
@@ -37,6 +39,8 @@ TOKEN = "test-token-123"
 SECRET = "whsec_" + base64.b64encode(b"offline-cloud-test-secret-key!!!").decode()
 VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
+# Replicate's documented 429 body, word for word but for the number of seconds.
+THROTTLED = "Request was throttled. Your rate limit resets in ~{}s."
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -303,6 +307,17 @@ def verified(delivery: Delivery) -> dict[str, Any]:
     return Webhook(SECRET).verify(delivery.body, delivery.headers)
 
 
+def assert_throttled(response: requests.Response, seconds: int | None = None) -> int:
+    """A 429 with exactly Replicate's body and a whole-second Retry-After; returns the seconds."""
+    assert response.status_code == 429, response.text
+    retry_after = response.headers["Retry-After"]
+    assert retry_after.isdigit() and int(retry_after) >= 1, retry_after  # HTTP allows no fractions
+    assert response.json() == {"detail": THROTTLED.format(retry_after)}
+    if seconds is not None:
+        assert int(retry_after) == seconds
+    return int(retry_after)
+
+
 # --- the contract ------------------------------------------------------------------------------
 
 
@@ -313,7 +328,12 @@ def test_coffee_data_url_succeeds_with_signed_webhooks(api: Api, receiver: Recei
     assert created["status"] == "starting"
     assert created["model"] == "lucataco/remove-bg"
     assert created["urls"]["get"] == f"{api.base}/v1/predictions/{created['id']}"
+    assert created["urls"]["web"] == f"{api.base}/p/{created['id']}"
+    assert "stream" not in created["urls"]  # no streaming; the official client wants str values only
+    assert created["deadline"] is None  # no Cancel-After
     assert created["id"].isalnum() and created["id"].islower() and len(created["id"]) >= 20
+    # Replicate's published schema has no webhook fields: left out unless --echo-webhook.
+    assert "webhook" not in created and "webhook_events_filter" not in created
 
     done = api.wait(created["id"])
     assert done["status"] == "succeeded", done
@@ -326,6 +346,8 @@ def test_coffee_data_url_succeeds_with_signed_webhooks(api: Api, receiver: Recei
 
     # Default filter: start, logs, output and completed, in order, all signed.
     bodies = [verified(d) for d in receiver.wait(hook, terminal=True)]
+    assert all("webhook" not in b and "webhook_events_filter" not in b for b in bodies)
+    assert "webhook" not in done
     assert bodies[0]["status"] == "processing"
     assert bodies[-1]["status"] == "succeeded" and bodies[-1]["output"] == done["output"]
     assert any(b["status"] == "processing" and b["output"] == done["output"] for b in bodies)
@@ -378,6 +400,11 @@ def test_auth_is_required(api: Api) -> None:
             ("GET", "/v1/predictions/abc"),
             ("POST", "/v1/predictions/abc/cancel"),
             ("GET", "/v1/webhooks/default/secret"),
+            ("GET", "/v1/models/lucataco/remove-bg"),
+            ("GET", f"/v1/models/lucataco/remove-bg/versions/{VERSION}"),
+            ("POST", f"/v1/models/lucataco/remove-bg/versions/{VERSION}/predictions"),
+            ("POST", "/v1/files"),
+            ("GET", "/v1/files"),
             ("GET", "/_admin/faults"),
             ("GET", "/_admin/stats"),
         ]:
@@ -403,6 +430,11 @@ def test_invalid_requests_are_rejected(api: Api) -> None:
     bad_json = api.call("POST", "/v1/predictions", data=b"{not json", headers={"Content-Type": "application/json"})
     assert bad_json.status_code in (400, 422)
     assert api.create(headers={"Cancel-After": "soon"}).status_code == 422
+    for prefer in ("wait=0", "wait=61", "wait=soon"):
+        refused = api.create(headers={"Prefer": prefer})
+        assert refused.status_code == 422 and "1 to 60" in refused.json()["detail"], prefer
+    # The official-model form of a version: this model is not one.
+    assert api.call("POST", "/v1/predictions", json={"version": "lucataco/remove-bg", "input": {}}).status_code == 422
     assert api.call("GET", "/v1/predictions/doesnotexist").status_code == 404
     assert api.stats()["predictions_created"] == 0
 
@@ -463,20 +495,116 @@ def test_outputs_expire(tls: TlsFiles, tmp_path: Path) -> None:
         stop_server(short)
 
 
+def test_cancel_after_minimum_and_deadline(api: Api) -> None:
+    # Replicate documents 5 s as the shortest Cancel-After.
+    for short in ("4s", "4999ms", "0.5s", "0"):
+        refused = api.create(headers={"Cancel-After": short})
+        assert refused.status_code == 422, short
+        assert refused.json()["status"] == 422 and "at least 5s" in refused.json()["detail"]
+    for accepted, seconds in (("5s", 5.0), ("1h30m", 5400.0), ("5m", 300.0)):
+        created = api.created(headers={"Cancel-After": accepted})
+        assert parse_time(created["deadline"]) - parse_time(created["created_at"]) == pytest.approx(seconds, abs=0.01)
+        assert api.get(created["id"])["deadline"] == created["deadline"]
+        assert api.wait(created["id"])["status"] == "succeeded"
+    assert api.stats()["predictions_created"] == 3
+
+
 def test_cancel_after_aborts_queued_and_cancels_running(api: Api) -> None:
-    api.faults(model_latency_seconds=3.0)
-    running = api.created(headers={"Cancel-After": "800ms"})["id"]
+    api.faults(model_latency_seconds=9.0)
+    running = api.created(headers={"Cancel-After": "7s"})["id"]
     blocker = api.created()["id"]
     api.wait(running, until={"processing"})
     api.wait(blocker, until={"processing"})
-    queued = api.created(headers={"Cancel-After": "0.3s"})["id"]
+    # Both workers are busy; its deadline comes before either frees up.
+    queued = api.created(headers={"Cancel-After": "5s"})["id"]
 
-    aborted = api.wait(queued)
+    aborted = api.wait(queued, timeout=10)
     assert aborted["status"] == "aborted" and aborted["started_at"] is None
-    canceled = api.wait(running)
+    assert parse_time(aborted["completed_at"]) >= parse_time(aborted["deadline"])
+    canceled = api.wait(running, timeout=10)
     assert canceled["status"] == "canceled" and canceled["started_at"] is not None
-    assert canceled["metrics"]["predict_time"] < 2.5  # cut short, not run to the end
+    assert canceled["metrics"]["predict_time"] < 8  # cut short at the deadline, not run for 9 s
     api.call("POST", f"/v1/predictions/{blocker}/cancel")
+
+
+def test_prefer_wait_holds_the_create_until_terminal(api: Api) -> None:
+    began = time.monotonic()
+    response = api.create(headers={"Prefer": "wait=20"})
+    assert response.status_code == 201  # still 201 in sync mode, as Replicate answers
+    assert response.headers["Preference-Applied"] == "wait=20"
+    body = response.json()
+    assert body["status"] == "succeeded" and body["output"].endswith("/output.png"), body
+    assert time.monotonic() - began < 20
+    assert api.download(body["output"]).status_code == 200
+
+    bare = api.create(headers={"Prefer": "wait"})  # no number: up to 60 s
+    assert bare.status_code == 201 and bare.headers["Preference-Applied"] == "wait"
+    assert bare.json()["status"] == "succeeded"
+
+    # The wait runs out: the prediction as created ("starting"), which is what makes the
+    # official client fall back to polling; the prediction carries on.
+    api.faults(model_latency_seconds=3.0)
+    began = time.monotonic()
+    slow = api.create(headers={"Prefer": "wait=1"})
+    assert 0.9 <= time.monotonic() - began < 2.5
+    assert slow.status_code == 201 and slow.json()["status"] == "starting"
+    assert api.wait(slow.json()["id"], timeout=10)["status"] == "succeeded"
+
+
+def test_web_page_is_served_without_a_token(api: Api) -> None:
+    done = api.wait(api.created()["id"])
+    page = requests.get(done["urls"]["web"], verify=api.ca, timeout=15)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert done["id"] in page.text and "succeeded" in page.text and done["output"] in page.text
+    assert "base64" not in page.text  # never the input
+    assert requests.get(f"{api.base}/p/nosuchid", verify=api.ca, timeout=15).status_code == 404
+
+
+def test_models_and_versions_routes(api: Api) -> None:
+    model = api.call("GET", "/v1/models/lucataco/remove-bg")
+    assert model.status_code == 200
+    assert model.json()["owner"] == "lucataco" and model.json()["latest_version"]["id"] == VERSION
+    version = api.call("GET", f"/replicate/v1/models/lucataco/remove-bg/versions/{VERSION}").json()
+    assert version["id"] == VERSION and version["openapi_schema"]["components"]["schemas"]["Output"]["type"] == "string"
+    assert api.call("GET", "/v1/models/lucataco/remove-bg/versions").json()["results"][0]["id"] == VERSION
+    for path in ("/v1/models/nobody/nothing", "/v1/models/lucataco/remove-bg/versions/" + "0" * 64):
+        missing = api.call("GET", path)
+        assert missing.status_code == 404 and missing.json()["status"] == 404, path
+
+    body = {"input": {"image": TINY_URL}}
+    created = api.call("POST", f"/v1/models/lucataco/remove-bg/versions/{VERSION}/predictions", json=body)
+    assert created.status_code == 201 and created.json()["version"] == VERSION
+    assert api.wait(created.json()["id"])["status"] == "succeeded"
+    wrong_version = api.call("POST", f"/v1/models/lucataco/remove-bg/versions/{'0' * 64}/predictions", json=body)
+    assert wrong_version.status_code == 422
+    unknown_model = api.call("POST", f"/v1/models/nobody/nothing/versions/{VERSION}/predictions", json=body)
+    assert unknown_model.status_code == 404
+    # Not an official model: the model route answers a stable 404, as on Replicate.
+    official_route = api.call("POST", "/v1/models/lucataco/remove-bg/predictions", json=body)
+    assert official_route.status_code == 404 and "official" in official_route.json()["detail"]
+    assert api.stats()["predictions_created"] == 1
+
+
+def test_uploaded_file_as_input(api: Api) -> None:
+    png = encode(np.full((40, 30, 3), 90, dtype=np.uint8), "PNG")
+    upload = api.call("POST", "/v1/files", files={"content": ("tiny.png", png, "image/png")})
+    assert upload.status_code == 201, upload.text
+    uploaded = upload.json()
+    assert uploaded["size"] == len(png) and uploaded["content_type"] == "image/png" and uploaded["name"] == "tiny.png"
+    assert uploaded["urls"]["get"] == f"{api.base}/v1/files/{uploaded['id']}"
+    assert api.call("GET", f"/v1/files/{uploaded['id']}").json() == uploaded
+    assert api.call("GET", f"/v1/files/{uploaded['id']}/download").content == png
+    assert uploaded["id"] in [f["id"] for f in api.call("GET", "/v1/files").json()["results"]]
+
+    # The service reads its own file URLs from its store, as Replicate does.
+    done = api.wait(api.created(image=uploaded["urls"]["get"])["id"])
+    assert done["status"] == "succeeded", done
+    assert Image.open(io.BytesIO(api.download(done["output"]).content)).size == (30, 40)
+
+    assert api.call("DELETE", f"/v1/files/{uploaded['id']}").status_code == 204
+    assert api.call("GET", f"/v1/files/{uploaded['id']}").status_code == 404
+    gone = api.wait(api.created(image=uploaded["urls"]["get"])["id"])
+    assert gone["status"] == "failed" and "not found" in gone["error"]
 
 
 # --- fault knobs -------------------------------------------------------------------------------
@@ -506,26 +634,31 @@ def test_create_faults_create_nothing(api: Api, knob: str, code: int, counter: s
     api.faults(**{knob: 1.0, "retry_after_seconds": 2})
     for _ in range(3):
         response = api.create()
-        assert response.status_code == code
-        assert response.json()["status"] == code
         if code == 429:
-            assert response.headers["Retry-After"] == "2"
+            assert_throttled(response, seconds=2)
+        else:
+            assert response.status_code == code and response.json()["status"] == code
     assert len(api.call("GET", "/v1/predictions").json()["results"]) == before
     stats = api.stats()
     assert stats["faults"][counter] == 3 and stats["predictions_created"] == 0
+    assert stats["throttled"] == {"create": 0, "other": 0}  # injected, not the rate limiter
 
 
 def test_get_faults(api: Api) -> None:
     prediction_id = api.created()["id"]
     api.faults(get_429_rate=1.0, retry_after_seconds=3)
-    throttled = api.call("GET", f"/v1/predictions/{prediction_id}")
-    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"
+    assert_throttled(api.call("GET", f"/v1/predictions/{prediction_id}"), seconds=3)
+    # A fractional knob is rounded up: Retry-After is whole seconds only, and at least 1.
+    api.faults(retry_after_seconds=1.2)
+    assert_throttled(api.call("GET", f"/v1/predictions/{prediction_id}"), seconds=2)
+    api.faults(retry_after_seconds=0)
+    assert_throttled(api.call("GET", f"/v1/predictions/{prediction_id}"), seconds=1)
     api.faults(get_429_rate=0.0, get_5xx_rate=1.0)
     assert api.call("GET", f"/v1/predictions/{prediction_id}").status_code == 503
     api.faults(get_5xx_rate=0.0)
     assert api.wait(prediction_id)["status"] == "succeeded"
     faults = api.stats()["faults"]
-    assert faults["get_429"] == 1 and faults["get_5xx"] == 1
+    assert faults["get_429"] == 3 and faults["get_5xx"] == 1
 
 
 def test_seed_makes_faults_reproducible(api: Api) -> None:
@@ -591,3 +724,204 @@ def test_faults_knobs_api(api: Api) -> None:
     assert api.call("POST", "/_admin/faults", json={"no_such_knob": 1}).status_code == 422
     assert api.call("POST", "/_admin/faults", json={"fail_rate": 2}).status_code == 422
     assert api.call("GET", "/_admin/faults").json()["fail_rate"] == 0.25
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+
+
+def test_token_bucket_arithmetic() -> None:
+    now = [100.0]
+    bucket = TokenBucket(per_minute=6, burst=2, clock=lambda: now[0])
+    first, second, third = bucket.take(), bucket.take(), bucket.take()
+    assert first.allowed and first.remaining == 1
+    assert second.allowed and second.remaining == 0
+    assert not third.allowed and third.wait_seconds == pytest.approx(10.0)
+    now[0] += 4.0
+    assert bucket.take().wait_seconds == pytest.approx(6.0)  # refused requests spend nothing
+    now[0] += 6.0
+    assert bucket.take().allowed
+    now[0] += 3600.0
+    assert [bucket.take().allowed for _ in range(3)] == [True, True, False]  # never above the burst
+    assert [whole_seconds(s) for s in (0.0, 0.2, 1.0, 1.0000000001, 9.5)] == [1, 1, 1, 1, 10]
+
+
+def test_rate_limiter_answers_replicates_429(tls: TlsFiles, tmp_path: Path) -> None:
+    limited = start_server(
+        tls,
+        tmp_path,
+        "--create-limit-per-minute", "6", "--create-burst", "2",
+        "--other-limit-per-minute", "120", "--other-burst", "3",
+    )  # fmt: skip
+    try:
+        first, second = limited.create(), limited.create()
+        assert first.status_code == second.status_code == 201
+        assert (first.headers["ratelimit-remaining"], second.headers["ratelimit-remaining"]) == ("1", "0")
+        # The third create within the minute: an account allowed 6 a minute, burst 2.
+        third = limited.create()
+        assert assert_throttled(third) in (9, 10)  # the next token is ~10 s away (0.1 a second)
+
+        prediction_id = first.json()["id"]
+        gets = [limited.call("GET", f"/v1/predictions/{prediction_id}") for _ in range(4)]
+        assert [g.status_code for g in gets[:3]] == [200, 200, 200]
+        assert_throttled(gets[3], seconds=1)  # 2 a second: half a second, rounded up
+
+        # Not limited: health, deliveries, the admin API; nor unauthenticated calls.
+        for _ in range(10):
+            assert limited.call("GET", "/health", token=None).status_code == 200
+            assert limited.call("GET", "/_admin/stats").status_code == 200
+            assert limited.call("GET", "/v1/predictions", token="wrong").status_code == 401
+        stats = limited.stats()
+        assert stats["throttled"] == {"create": 1, "other": 1}
+        assert stats["faults"]["create_429"] == stats["faults"]["get_429"] == 0
+        assert stats["predictions_created"] == 2
+        assert stats["rate_limits"] == {"create": "6/min burst 2", "other": "120/min burst 3"}
+
+        time.sleep(1.1)  # the Retry-After the GET was told
+        assert limited.call("GET", f"/v1/predictions/{prediction_id}").status_code == 200
+    finally:
+        stop_server(limited)
+
+
+def test_limits_off_with_zero(tls: TlsFiles, tmp_path: Path) -> None:
+    unlimited = start_server(
+        tls, tmp_path, "--create-limit-per-minute", "0", "--create-burst", "1", "--other-limit-per-minute", "0"
+    )
+    try:
+        assert [unlimited.create().status_code for _ in range(4)] == [201] * 4
+        response = unlimited.call("GET", "/v1/predictions")
+        assert response.status_code == 200 and "ratelimit-remaining" not in response.headers
+        assert unlimited.stats()["rate_limits"] == {"create": "unlimited", "other": "unlimited"}
+    finally:
+        stop_server(unlimited)
+
+
+# --- webhook echo --------------------------------------------------------------------------------
+
+
+def test_echo_webhook_puts_the_fields_back(tls: TlsFiles, tmp_path: Path, receiver: Receiver) -> None:
+    echoing = start_server(tls, tmp_path, "--echo-webhook")
+    try:
+        hook = receiver.new_hook() + "?job=abc"  # the receiver records the path with its query
+        url = receiver.url(hook)
+        created = echoing.created(webhook=url, webhook_events_filter=["completed"])
+        assert created["webhook"] == url and created["webhook_events_filter"] == ["completed"]
+        (delivery,) = receiver.wait(hook, 1)
+        body = verified(delivery)
+        assert body["webhook"] == url and body["status"] == "succeeded"
+        assert echoing.get(created["id"])["webhook"] == url
+        assert echoing.call("GET", "/v1/predictions").json()["results"][0]["webhook"] == url
+    finally:
+        stop_server(echoing)
+
+
+# --- fleet stand-in ------------------------------------------------------------------------------
+
+FLEET_LOW, FLEET_HIGH = 1.5, 2.0
+
+
+@pytest.fixture(scope="module")
+def fleet(tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    api = start_server(tls, tmp_path_factory.mktemp("fleet"), "--fleet-latency", f"uniform:{FLEET_LOW},{FLEET_HIGH}")
+    yield api
+    stop_server(api)
+
+
+@pytest.fixture
+def fleet_api(fleet: Api) -> Api:
+    assert fleet.call("DELETE", "/_admin/faults").status_code == 200
+    assert fleet.call("POST", "/_admin/reset-stats").status_code == 200
+    return fleet
+
+
+def max_overlap(predictions: list[dict[str, Any]]) -> int:
+    """The most predictions processing at one moment."""
+    edges = sorted(
+        [(parse_time(p["started_at"]), 1) for p in predictions]
+        + [(parse_time(p["completed_at"]), -1) for p in predictions]
+    )
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_fleet_latency_grammar() -> None:
+    assert parse_latency("lognormal:3,0.5").params == (3.0, 0.5)
+    assert str(parse_latency(" uniform: 2 , 5 ")) == "uniform:2,5"
+    assert parse_latency("fixed:3").kind == "fixed"
+    for bad in (
+        "",
+        "fixed",
+        "fixed:",
+        "fixed:-1",
+        "uniform:5,2",
+        "lognormal:0,1",
+        "gamma:1,2",
+        "fixed:1,2",
+        "fixed:nan",
+    ):
+        with pytest.raises(ValueError):
+            parse_latency(bad)
+    refused = subprocess.run(
+        [sys.executable, "-m", "offline_cloud.predictions_service", "--api-token", "t", "--webhook-secret", SECRET,
+         "--fleet-latency", "gamma:1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "lognormal:MEDIAN,SIGMA" in refused.stderr
+
+
+def test_fleet_runs_many_at_once_with_labelled_outputs(fleet_api: Api, receiver: Receiver) -> None:
+    coffee = data_url(encode(skdata.coffee(), "JPEG"), "image/jpeg")  # 600x400
+    hook = receiver.new_hook()
+    created = [fleet_api.created(image=coffee, webhook=receiver.url(hook), webhook_events_filter=["completed"])]
+    created += [fleet_api.created() for _ in range(59)]
+    done = [fleet_api.wait(c["id"], timeout=30) for c in created]
+    assert {d["status"] for d in done} == {"succeeded"}
+    for prediction in done:
+        assert FLEET_LOW - 0.05 <= prediction["metrics"]["predict_time"] <= FLEET_HIGH + 1.0, prediction["metrics"]
+        assert "fleet stand-in (not the model)" in prediction["logs"]
+    # Two model workers could never overlap more than two; the stand-in runs them all at once.
+    assert max_overlap(done) >= 30
+
+    image = Image.open(io.BytesIO(fleet_api.download(done[0]["output"]).content))
+    assert image.format == "PNG" and image.mode == "RGBA"
+    assert image.text["bgremove-offline-fleet"] == "stand-in"  # type: ignore[attr-defined]
+    assert max(image.size) == 256 and image.size == (256, 171)  # downscaled, aspect kept
+    alpha = np.asarray(image.getchannel("A"))
+    assert alpha[0, 0] == alpha[0, -1] == alpha[-1, 0] == alpha[-1, -1] == 0 and alpha[85, 128] == 255
+
+    (delivery,) = receiver.wait(hook, 1)
+    assert verified(delivery)["status"] == "succeeded" and delivery.json["output"] == done[0]["output"]
+    stats = fleet_api.stats()
+    assert stats["mode"] == "fleet" and stats["fleet_latency"] == f"uniform:{FLEET_LOW},{FLEET_HIGH}"
+    assert stats["by_status"] == {"succeeded": 60}
+    assert "FLEET STAND-IN MODE" in fleet_api.log_path.read_text()
+
+
+def test_fleet_honours_faults_cancel_and_deadlines(fleet_api: Api) -> None:
+    undecodable = fleet_api.created(image=data_url(b"not an image", "image/png"))["id"]
+    to_cancel = fleet_api.created()["id"]
+    fleet_api.wait(to_cancel, until={"processing"})
+    assert fleet_api.call("POST", f"/v1/predictions/{to_cancel}/cancel").json()["status"] == "canceled"
+    bad = fleet_api.wait(undecodable)
+    # As on the real path, a bad input fails the prediction once its latency has passed.
+    assert bad["status"] == "failed" and "could not decode" in bad["error"]
+    assert bad["metrics"]["predict_time"] >= FLEET_LOW - 0.05
+    time.sleep(FLEET_HIGH - FLEET_LOW + 0.2)
+    canceled = fleet_api.get(to_cancel)
+    assert canceled["status"] == "canceled" and canceled["output"] is None
+
+    fleet_api.faults(fail_rate=1.0)
+    failed = fleet_api.wait(fleet_api.created()["id"])
+    assert failed["status"] == "failed" and failed["error"] == "injected failure" and failed["output"] is None
+    fleet_api.faults(fail_rate=0.0)
+
+    synchronous = fleet_api.create(headers={"Prefer": "wait=10"})
+    assert synchronous.status_code == 201 and synchronous.json()["status"] == "succeeded"
+
+    fleet_api.faults(model_latency_seconds=10.0)  # added to the drawn latency in fleet mode
+    deadline = fleet_api.created(headers={"Cancel-After": "5s"})["id"]
+    cut = fleet_api.wait(deadline, timeout=10)
+    assert cut["status"] == "canceled" and 4.9 <= cut["metrics"]["predict_time"] < 6.5
+    assert fleet_api.stats()["faults"]["failed_predictions"] == 1
