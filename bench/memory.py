@@ -26,6 +26,7 @@ import requests
 
 from bench import common
 from bgremove import naming
+from bgremove.submit import webhook_url_for
 from offline_cloud.client import webhook_headers
 
 TARGET_RATIO = 1.5
@@ -151,7 +152,9 @@ def _deliver(info: common.StackInfo, worker: psutil.Process, job: dict[str, Any]
     sampler.start()
     began = time.monotonic()
     try:
-        response = requests.post(info.webhook_url, data=body, headers=headers, timeout=600)
+        # The URL the pipeline gave the API for this job (the API does not echo it in the body).
+        url = webhook_url_for(info.webhook_url, job["job"]["job_id"])
+        response = requests.post(url, data=body, headers=headers, timeout=600)
     finally:
         elapsed = time.monotonic() - began
         stop.set()

@@ -99,19 +99,38 @@ class SoakReport:
         return "\n".join(lines)
 
 
+# Upload sizes, as a share of the images: mostly thumbnails, but also photos on both sides of the
+# data-URL cut-off (256 KiB) and a few of a megapixel or more, which go as signed URLs.
+SIZE_MIX = (
+    ("thumbnail", 0.6, (96, 160)),
+    ("near-data-url-cutoff", 0.3, (900, 1100)),
+    ("megapixel", 0.1, (1300, 1900)),
+)
+
+
 def _images(count: int, seed: int) -> list[bytes]:
-    """Small real photographs: random crops of scikit-image's samples, so each upload differs."""
+    """Real photographs: random crops of scikit-image's samples, resized to the widths of SIZE_MIX
+    with mild noise (so JPEG sizes are those of photos, not of smooth upscales); each upload differs."""
+    import numpy as np
     import skimage.data
 
     rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
     sources = [Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in ("coffee", "astronaut", "chelsea")]
+    kinds = [kind for kind, share, _ in SIZE_MIX for _ in range(round(share * 100))]
     out = []
-    for _ in range(count):
+    for i in range(count):
+        kind = kinds[(i * 37) % len(kinds)]
+        low, high = next(widths for name, _, widths in SIZE_MIX if name == kind)
         src = rng.choice(sources)
-        w, h = rng.randint(96, 160), rng.randint(72, 120)
-        x, y = rng.randint(0, src.width - w), rng.randint(0, src.height - h)
+        cw, ch = rng.randint(src.width // 2, src.width), rng.randint(src.height // 2, src.height)
+        x, y = rng.randint(0, src.width - cw), rng.randint(0, src.height - ch)
+        width = rng.randint(low, high)
+        height = max(1, width * ch // cw)
+        image = src.crop((x, y, x + cw, y + ch)).resize((width, height))
+        pixels = np.asarray(image).astype(np.float32) + noise.normal(0.0, 3.0, (height, width, 3))
         buf = io.BytesIO()
-        src.crop((x, y, x + w, y + h)).resize((w, h)).save(buf, "JPEG", quality=85)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
 
@@ -212,9 +231,12 @@ def _check(
     lost = duplicates = over_budget = 0
     verify = info.ca_bundle
     headers = {"Authorization": f"Bearer {info.api_token}"}
-    listing = requests.get(info.predictions_service_url + "/v1/predictions", headers=headers, verify=verify, timeout=60)
+    # The service's admin view keeps each prediction's webhook URL even though the API does not echo it.
+    listing = requests.get(
+        info.predictions_service_url + "/_admin/predictions", headers=headers, verify=verify, timeout=60
+    )
     per_job: Counter[str] = Counter()
-    for prediction in listing.json()["results"]:
+    for prediction in listing.json()["predictions"]:
         job = parse_qs(urlsplit(prediction.get("webhook") or "").query).get("job", [""])[0]
         per_job[job] += 1
     for name, generation in generations.items():

@@ -113,8 +113,52 @@ def assert_cutout(png: bytes) -> None:
 
 
 def post_webhook(
-    info: StackInfo, body: bytes, webhook_id: str = "msg_test", timestamp: int | None = None
+    info: StackInfo, body: bytes, webhook_id: str = "msg_test", timestamp: int | None = None, job: str = ""
 ) -> requests.Response:
-    """Deliver `body` to the webhook function, signed with the stack's secret as the API would."""
+    """Deliver `body` to the webhook function, signed with the stack's secret as the API would, at
+    the URL the pipeline gave the API for `job` (`?job=<id>`), or the bare URL without one."""
+    from bgremove.submit import webhook_url_for
+
     headers = webhook_headers(info.webhook_secret, body, webhook_id, timestamp)
-    return requests.post(info.webhook_url, data=body, headers=headers, timeout=30)
+    url = webhook_url_for(info.webhook_url, job) if job else info.webhook_url
+    return requests.post(url, data=body, headers=headers, timeout=30)
+
+
+def photo_near(target_bytes: int, fmt: str = "JPEG", noise: float = 3.0, name: str = "astronaut") -> bytes:
+    """A real photograph, resized (4:3) and given mild sensor-like noise, whose encoding is within
+    3 % of `target_bytes`: the size is found by bisecting the width."""
+    import skimage.data
+
+    source = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    rng = np.random.default_rng(target_bytes)
+
+    def encode(width: int) -> bytes:
+        image = source.resize((width, width * 3 // 4), Image.Resampling.LANCZOS)
+        pixels = np.asarray(image).astype(np.float32) + rng.normal(0.0, noise, (width * 3 // 4, width, 3))
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, fmt, quality=90)
+        return buf.getvalue()
+
+    low, high = 16, 6000
+    best = encode(low)
+    for _ in range(24):
+        width = (low + high) // 2
+        best = encode(width)
+        if abs(len(best) - target_bytes) <= target_bytes * 0.03:
+            return best
+        if len(best) < target_bytes:
+            low = width + 1
+        else:
+            high = width - 1
+    raise AssertionError(f"no {fmt} photo within 3% of {target_bytes} bytes (last {len(best)})")
+
+
+def twelve_megapixel_photo() -> bytes:
+    """A 4000x3000 JPEG of a real photo with sensor-like noise: several MB, like a phone's."""
+    import skimage.data
+
+    image = Image.fromarray(skimage.data.coffee()).convert("RGB").resize((4000, 3000), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image).astype(np.float32) + np.random.default_rng(12).normal(0.0, 8.0, (3000, 4000, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import requests
 
 from bgremove import naming
+from bgremove.submit import webhook_url_for
 from offline_cloud.client import cloud_event_headers, webhook_headers
 from offline_cloud.stack import StackInfo
 from tests.support import StackClient, photo, wait_for
@@ -115,19 +116,27 @@ def deliver(
     headers: dict[str, Any] | None = None,
     method: str = "POST",
     secret: str | None = None,
+    job: str | None = None,
+    url: str | None = None,
     **kwargs: Any,
 ) -> requests.Response:
     """Send `body` to the real webhook function, signed with the stack's secret (or `secret`).
 
-    `headers` override the signed ones; a value of None removes that header.
+    `job` sends it to that job's webhook URL, `<WEBHOOK_URL>?job=<job>`, as the pipeline gives it to
+    the API (`webhook_url_for`); `url` to any URL (hostile query strings); neither, to the bare
+    `WEBHOOK_URL`. Without a signed `webhook` echo in the body, the request's query string is the
+    only (unsigned) hint of which job a delivery is for. `headers` override the signed ones; a value
+    of None removes that header.
     """
+    assert job is None or url is None, "a job's URL or another URL, not both"
     sent = signed_headers(secret or info.webhook_secret, body) if isinstance(body, bytes) else {}
     for name, value in (headers or {}).items():
         if value is None:
             sent.pop(name, None)
         else:
             sent[name] = value
-    response = requests.request(method, info.webhook_url, data=body, headers=sent, timeout=30, **kwargs)
+    target = url or (webhook_url_for(info.webhook_url, job) if job is not None else info.webhook_url)
+    response = requests.request(method, target, data=body, headers=sent, timeout=30, **kwargs)
     return record(response)
 
 
@@ -189,9 +198,27 @@ class PendingJob:
         return naming.output_name(self.name, prefix.strip("/") + "/" if prefix.strip("/") else "")
 
     def body(self, **changes: Any) -> bytes:
-        """The real prediction JSON with fields changed (DELETE removes one)."""
+        """The real prediction JSON with fields changed (DELETE removes one).
+
+        As the service serves it by default, it has no `webhook` field: delivered to `url`, the
+        handler finds the job from the query string and confirms it by the recorded prediction id.
+        """
         data = {**self.prediction, **changes}
         return json.dumps({k: v for k, v in data.items() if v is not DELETE}).encode()
+
+    def echoed(self, **changes: Any) -> bytes:
+        """`body`, plus the signed `webhook` echo naming this job (what an API that echoes the field
+        sends): the handler then reads the job from the body and ignores the request's URL."""
+        return self.body(**{"webhook": self.url, **changes})
+
+    @property
+    def url(self) -> str:
+        """This job's webhook URL, `<WEBHOOK_URL>?job=<job id>`, as the pipeline gave it to the API."""
+        return webhook_url_for(self.stack.info.webhook_url, self.job_id)
+
+    def deliver(self, body: bytes, **kwargs: Any) -> requests.Response:
+        """`body` delivered to this job's webhook URL (see `deliver`)."""
+        return deliver(self.stack.info, body, job=self.job_id, **kwargs)
 
     @property
     def delivery_url(self) -> str:
@@ -282,6 +309,9 @@ class JobPool:
         for name, generation, job in zip(names, generations, jobs, strict=True):
             prediction = stack.api("GET", f"/v1/predictions/{job['prediction_ids'][-1]}").json()
             assert prediction["status"] == ("succeeded" if succeeded else "failed"), prediction
+            # The service's default, as Replicate's schema: no `webhook` echo, so bodies built from
+            # this prediction reach their job through the (unsigned) query string only.
+            assert "webhook" not in prediction, "the stack echoes webhooks; these tests assume it does not"
             made.append(PendingJob(stack, name, generation, job["job_id"], prediction))
         return made
 

@@ -1,5 +1,7 @@
-"""A fuzz run of the webhook function over generated requests: random methods, headers, bodies and
-JSON shapes, about half of them validly signed so they reach the parser and the job lookup.
+"""A fuzz run of the webhook function over generated requests: random methods, headers, query
+strings, bodies and JSON shapes, about half of them validly signed so they reach the parser and the
+job lookup. Bodies mostly carry a signed `webhook` echo; when a draw drops it, the request's query
+string (a fuzz job's `?job=`, a hostile one, or none) is what names the job, unsigned.
 
 It runs in-process (functions-framework's own app around main.py, through Flask's test client)
 against the running offline stack's storage, so job records are real. Whatever arrives, the answer
@@ -24,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bgremove import runtime, storage
+from bgremove import runtime
 from bgremove.submit import webhook_url_for
 from offline_cloud.stack import MODEL_VERSION, ROOT
 from tests.hostile.support import (
@@ -41,7 +43,7 @@ from tests.support import StackClient
 EXAMPLES = int(os.environ.get("BGREMOVE_FUZZ_EXAMPLES", "300"))
 RANDOM = os.environ.get("BGREMOVE_FUZZ_RANDOM", "") not in ("", "0")
 DOCUMENTED = {200, 400, 401, 404, 405, 409, 413}
-LIMIT = 256 * 1024
+LIMIT = 1024 * 1024  # WEBHOOK_MAX_BODY_BYTES default
 
 
 def _clear_process_caches() -> None:
@@ -49,7 +51,6 @@ def _clear_process_caches() -> None:
     for value in vars(runtime).values():
         if hasattr(value, "cache_clear"):
             value.cache_clear()
-    storage._cache.clear()
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +209,28 @@ def webhook_requests(draw: Any, jobs: list[PendingJob], secret: str, webhook_bas
         headers[draw(st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature"]))] = draw(
             st.one_of(header_text, st.text("0123456789", min_size=1, max_size=400), st.just("9" * 400))
         )
+    some_job = draw(st.sampled_from(jobs)).job_id
+    query = _pick(
+        draw,
+        (4, st.just("")),
+        (3, st.just(f"job={some_job}")),
+        (
+            2,
+            st.sampled_from(
+                [
+                    "job=",
+                    f"job={some_job}&job={some_job}",
+                    f"job={some_job.upper()}",
+                    f"job={some_job}%00",
+                    f"job=../{some_job}",
+                    f"x=1;job={some_job}",
+                    "&".join(["x=1"] * 30) + f"&job={some_job}",
+                    "job=" + "0" * 64,
+                ]
+            ),
+        ),
+        (1, st.text("job=&;%0123456789abcdefxyz./", max_size=90)),
+    )
     if draw(st.integers(0, 9)) == 9:
         headers |= draw(
             st.dictionaries(
@@ -216,7 +239,7 @@ def webhook_requests(draw: Any, jobs: list[PendingJob], secret: str, webhook_bas
                 max_size=2,
             )
         )
-    return {"method": method, "body": body, "headers": headers}
+    return {"method": method, "body": body, "headers": headers, "query": query}
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -237,11 +260,22 @@ def test_webhook_never_crashes_whatever_it_is_sent(
     @given(request=webhook_requests(fuzz_jobs, main_stack.info.webhook_secret, main_stack.info.webhook_url))
     def run(request: dict[str, Any]) -> None:
         response = record(
-            webhook_app.open("/", method=request["method"], data=request["body"], headers=request["headers"])
+            webhook_app.open(
+                "/",
+                method=request["method"],
+                query_string=request["query"],
+                data=request["body"],
+                headers=request["headers"],
+            )
         )
         status = response.status_code
         seen[status] = seen.get(status, 0) + 1
-        assert status in DOCUMENTED, (status, response.get_data(as_text=True)[:500], request["headers"])
+        assert status in DOCUMENTED, (
+            status,
+            response.get_data(as_text=True)[:500],
+            request["headers"],
+            request["query"],
+        )
         if status == 401:
             assert response.get_json() == UNAUTHORIZED_BODY
         if status == 405:

@@ -106,7 +106,7 @@ def test_failure_message_quoting_the_signed_url_is_not_logged_verbatim(main_stac
     error = f"could not fetch input image: ConnectionError: Max retries exceeded with url: /{path_and_query}"
     log = webhook_log(stack.info)
 
-    reply = deliver(stack.info, job.body(error=error))
+    reply = job.deliver(job.body(error=error))
 
     assert (reply.status_code, reply.json()["message"]) == (200, "failed")
     entry = log.find("job failed", job_id=job.job_id)

@@ -1,8 +1,9 @@
 """Hostile webhook deliveries, through the real HTTP function of the offline stack.
 
-Most cases carry the real prediction of a real job whose own webhook was dropped: a handler that
-skipped a check would settle that job and write its cut-out, so "still submitted, nothing written"
-after every refusal is a meaningful assertion.
+Most cases carry the real prediction of a real job whose own webhook was dropped, sent to that job's
+own webhook URL (`?job=<id>`, as the pipeline gives it to the API): a handler that skipped a check
+would settle that job and write its cut-out, so "still submitted, nothing written" after every
+refusal is a meaningful assertion.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from bgremove import signatures
 from tests.hostile.support import (
     UNAUTHORIZED_BODY,
     PendingJob,
-    deliver,
     random_secret,
     record_text,
     signed_headers,
@@ -30,7 +30,7 @@ from tests.hostile.support import (
 )
 from tests.support import StackClient
 
-LIMIT = 256 * 1024  # WEBHOOK_MAX_BODY_BYTES default
+LIMIT = 1024 * 1024  # WEBHOOK_MAX_BODY_BYTES default
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_bad_signature_is_refused_with_401_that_does_not_say_why(
     body, headers = build(pending.body(), main_stack.info.webhook_secret)
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, body, headers=headers)
+    answer = pending.deliver(body, headers=headers)
 
     assert answer.status_code == 401
     assert answer.json() == UNAUTHORIZED_BODY  # the same for every failed check
@@ -157,7 +157,7 @@ def test_methods_other_than_post_are_refused_even_when_signed(
 ) -> None:
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, pending.body(), method=method)
+    answer = pending.deliver(pending.body(), method=method)
 
     assert answer.status_code == 405
     assert answer.headers["Allow"] == "POST"
@@ -177,7 +177,7 @@ def test_body_over_the_limit_is_refused_with_413_even_when_validly_signed(
     body = _padded(pending.body(), LIMIT + 1)
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, body)
+    answer = pending.deliver(body)
 
     assert answer.status_code == 413
     assert log.find("body too large", outcome="too_large", content_length=LIMIT + 1)["severity"] == "WARNING"
@@ -190,7 +190,7 @@ def test_chunked_body_over_the_limit_is_refused_with_413(main_stack: StackClient
     log = webhook_log(main_stack.info)
 
     # A generator has no length: requests sends it chunked, with no Content-Length to trust.
-    answer = deliver(main_stack.info, iter([body[i : i + 65536] for i in range(0, len(body), 65536)]), headers=headers)
+    answer = pending.deliver(iter([body[i : i + 65536] for i in range(0, len(body), 65536)]), headers=headers)
 
     assert answer.status_code == 413
     assert log.find("body too large", outcome="too_large", read=LIMIT + 1)
@@ -204,10 +204,10 @@ def test_content_length_claiming_a_huge_body_is_refused_before_reading(
     log = webhook_log(main_stack.info)
 
     # requests always sends the true length, so speak HTTP by hand to lie about it.
-    url = urlsplit(main_stack.info.webhook_url)
+    url = urlsplit(pending.url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     try:
-        connection.putrequest("POST", url.path or "/")
+        connection.putrequest("POST", f"{url.path or '/'}?{url.query}")
         for name, value in {**signed_headers(main_stack.info.webhook_secret, body), "Content-Length": "10" * 6}.items():
             connection.putheader(name, value)
         connection.endheaders(body)
@@ -226,7 +226,7 @@ def test_body_of_exactly_the_limit_is_read_and_judged(main_stack: StackClient, p
     body = _padded(pending.body(id="not-this-jobs-prediction"), LIMIT)
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, body)
+    answer = pending.deliver(body)
 
     assert answer.status_code == 409
     assert log.find("prediction id is not one of the job's", outcome="mismatch", job_id=pending.job_id)
@@ -238,15 +238,15 @@ def test_replayed_delivery_after_completion_has_no_second_effect(main_stack: Sta
     body = job.body()
     headers = signed_headers(main_stack.info.webhook_secret, body)
 
-    first = deliver(main_stack.info, body, headers=headers)
+    first = job.deliver(body, headers=headers)
     assert (first.status_code, first.json()["message"]) == (200, "completed")
     output = main_stack.processed(job.output_name)
     assert output is not None and output.metadata["bgremove-job"] == job.job_id
 
     log = webhook_log(main_stack.info)
-    replay = deliver(main_stack.info, body, headers=headers)  # byte for byte the same request
-    failed_later = deliver(main_stack.info, job.body(status="failed", output=None, error="late failure"))
-    stale = deliver(main_stack.info, body, headers=signed_headers(main_stack.info.webhook_secret, body, None, 1))
+    replay = job.deliver(body, headers=headers)  # byte for byte the same request
+    failed_later = job.deliver(job.body(status="failed", output=None, error="late failure"))
+    stale = job.deliver(body, headers=signed_headers(main_stack.info.webhook_secret, body, None, 1))
 
     assert (replay.status_code, replay.json()["message"]) == (200, "duplicate")
     assert (failed_later.status_code, failed_later.json()["message"]) == (200, "duplicate")

@@ -2,6 +2,16 @@
 
 Each body is the real prediction of a real job whose own webhook was dropped, changed in one way;
 a handler that accepted it would settle that job, so every case also checks it was left alone.
+
+A delivery finds its job one of two ways (README, "How a webhook finds its job"), and the cases say
+which one they exercise:
+
+- the query path: the body has no `webhook` field (the service's default, as Replicate's schema);
+  the job id comes from the request's own `?job=<id>`, which the signature does not cover, and the
+  signed prediction id must be one the job has recorded;
+- the signed echo path: the body carries `webhook`; the job id comes from its query alone and the
+  request's URL is ignored, so these cases are sent to the real job's own URL, where a handler that
+  fell back to it would settle the job.
 """
 
 from __future__ import annotations
@@ -23,6 +33,10 @@ def pending(job_pool: Any) -> PendingJob:
 
 def _job_url(stack: StackClient, job_id: str) -> str:
     return webhook_url_for(stack.info.webhook_url, job_id)
+
+
+def _query_url(stack: StackClient, query: str) -> str:
+    return f"{stack.info.webhook_url}?{query}"
 
 
 # (case id, body given the pending job, what the log says)
@@ -62,7 +76,7 @@ def test_signed_body_that_is_not_a_prediction_is_refused_with_400(
 ) -> None:
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, make(pending))
+    answer = pending.deliver(make(pending))
 
     assert answer.status_code == 400
     assert answer.json() == {"status": 400, "message": "malformed"}
@@ -74,72 +88,186 @@ def test_signed_body_that_is_not_a_prediction_is_refused_with_400(
 def test_signed_deeply_nested_json_is_refused_with_400_not_500(main_stack: StackClient, pending: PendingJob) -> None:
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, b"[" * 100_000 + b"]" * 100_000)
+    answer = pending.deliver(b"[" * 100_000 + b"]" * 100_000)
 
     assert answer.status_code == 400
     log.find("body is not a valid prediction", outcome="malformed")
     pending.assert_untouched()
 
 
-UNKNOWN: list[tuple[str, Any, str]] = [
+NAMES_NO_JOB = "neither the body nor the URL names a job"
+NO_RECORD = "no job record for this prediction"
+
+# The signed echo path: (case id, body given the pending job and the stack, what the log says). Each
+# body's `webhook` is a string that names no job; the request goes to the pending job's own URL.
+ECHO_UNKNOWN: list[tuple[str, Any, str]] = [
     (
-        "job-that-does-not-exist",
+        "echo-job-that-does-not-exist",
         lambda job, stack: job.body(webhook=_job_url(stack, secrets.token_hex(32))),
-        "no job record for this prediction",
+        NO_RECORD,
     ),
     (
-        "unknown-prediction-and-job",
+        "echo-unknown-prediction-and-job",
         lambda job, stack: job.body(id="unknownprediction", webhook=_job_url(stack, secrets.token_hex(32))),
-        "no job record for this prediction",
+        NO_RECORD,
     ),
-    ("webhook-missing", lambda job, stack: job.body(webhook=DELETE), "signed body names no job"),
-    ("webhook-null", lambda job, stack: job.body(webhook=None), "signed body names no job"),
-    ("webhook-number", lambda job, stack: job.body(webhook=5), "signed body names no job"),
+    ("echo-webhook-without-job", lambda job, stack: job.body(webhook=stack.info.webhook_url), NAMES_NO_JOB),
+    ("echo-webhook-not-a-url", lambda job, stack: job.body(webhook="not a url"), NAMES_NO_JOB),
+    ("echo-webhook-broken-ipv6", lambda job, stack: job.body(webhook="https://[::1/?job=" + job.job_id), NAMES_NO_JOB),
+    ("echo-job-not-hex", lambda job, stack: job.body(webhook=_job_url(stack, "z" * 64)), NAMES_NO_JOB),
+    ("echo-job-upper-case", lambda job, stack: job.body(webhook=_job_url(stack, job.job_id.upper())), NAMES_NO_JOB),
+    ("echo-job-too-short", lambda job, stack: job.body(webhook=_job_url(stack, job.job_id[:63])), NAMES_NO_JOB),
     (
-        "webhook-without-job",
-        lambda job, stack: job.body(webhook=stack.info.webhook_url),
-        "signed body names no job",
-    ),
-    (
-        "job-not-hex",
-        lambda job, stack: job.body(webhook=_job_url(stack, "z" * 64)),
-        "signed body names no job",
-    ),
-    (
-        "job-upper-case",
-        lambda job, stack: job.body(webhook=_job_url(stack, job.job_id.upper())),
-        "signed body names no job",
-    ),
-    (
-        "job-too-short",
-        lambda job, stack: job.body(webhook=_job_url(stack, job.job_id[:63])),
-        "signed body names no job",
-    ),
-    (
-        "job-twice",
+        "echo-job-twice",
         lambda job, stack: job.body(webhook=_job_url(stack, job.job_id) + "&job=" + job.job_id),
-        "signed body names no job",
+        NAMES_NO_JOB,
     ),
     (
-        "job-path-traversal",
+        "echo-job-path-traversal",
         lambda job, stack: job.body(webhook=_job_url(stack, "../" + job.job_id)),
-        "signed body names no job",
+        NAMES_NO_JOB,
     ),
     (
-        "job-in-fragment",
+        "echo-job-in-fragment",
         lambda job, stack: job.body(webhook=stack.info.webhook_url + "#job=" + job.job_id),
-        "signed body names no job",
+        NAMES_NO_JOB,
     ),
 ]
 
 
-@pytest.mark.parametrize(("case", "make", "reason"), UNKNOWN, ids=[c[0] for c in UNKNOWN])
-def test_signed_prediction_for_no_job_is_refused_with_404(
+@pytest.mark.parametrize(("case", "make", "reason"), ECHO_UNKNOWN, ids=[c[0] for c in ECHO_UNKNOWN])
+def test_signed_echo_that_names_no_job_is_refused_with_404_whatever_the_url(
     main_stack: StackClient, pending: PendingJob, case: str, make: Any, reason: str
 ) -> None:
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, make(pending, main_stack))
+    # To the job's own URL: an echo that names no job must not fall back to the URL's `?job=`.
+    answer = pending.deliver(make(pending, main_stack))
+
+    assert answer.status_code == 404
+    assert answer.json() == {"status": 404, "message": "unknown_job"}
+    assert log.find(reason, outcome="unknown_job")["severity"] == "INFO"
+    pending.assert_untouched()
+
+
+# The query path: (case id, body given the pending job, URL given the job and the stack, what the
+# log says). Each body has no `webhook` echo (or one that is not a URL string, which counts as none).
+QUERY_UNKNOWN: list[tuple[str, Any, Any, str]] = [
+    ("query-missing", lambda job: job.body(), lambda job, stack: stack.info.webhook_url, NAMES_NO_JOB),
+    (
+        "query-without-job",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, "prediction=" + job.prediction["id"]),
+        NAMES_NO_JOB,
+    ),
+    ("query-job-empty", lambda job: job.body(), lambda job, stack: _query_url(stack, "job="), NAMES_NO_JOB),
+    (
+        "query-job-not-hex",
+        lambda job: job.body(),
+        lambda job, stack: _job_url(stack, "z" * 64),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-upper-case",
+        lambda job: job.body(),
+        lambda job, stack: _job_url(stack, job.job_id.upper()),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-too-short",
+        lambda job: job.body(),
+        lambda job, stack: _job_url(stack, job.job_id[:63]),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-too-long",
+        lambda job: job.body(),
+        lambda job, stack: _job_url(stack, job.job_id + "0"),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-with-nul",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, f"job={job.job_id}%00"),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-twice",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, f"job={job.job_id}&job={job.job_id}"),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-and-another-job",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, f"job={job.job_id}&job={secrets.token_hex(32)}"),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-path-traversal",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, f"job=../{job.job_id}"),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-misnamed",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, f"JOB={job.job_id}&jobs={job.job_id}"),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-after-semicolon",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, f"x=1;job={job.job_id}"),
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-after-too-many-fields",
+        lambda job: job.body(),
+        lambda job, stack: _query_url(stack, "&".join(f"x{i}=1" for i in range(25)) + f"&job={job.job_id}"),
+        NAMES_NO_JOB,
+    ),
+    (
+        # requests, as every client, never sends the fragment: the function sees no query at all.
+        "query-job-in-fragment",
+        lambda job: job.body(),
+        lambda job, stack: f"{stack.info.webhook_url}#job={job.job_id}",
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-echo-null-and-no-query",
+        lambda job: job.body(webhook=None),
+        lambda job, stack: stack.info.webhook_url,
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-echo-number-and-no-query",
+        lambda job: job.body(webhook=5),
+        lambda job, stack: stack.info.webhook_url,
+        NAMES_NO_JOB,
+    ),
+    (
+        "query-job-that-does-not-exist",
+        lambda job: job.body(),
+        lambda job, stack: _job_url(stack, secrets.token_hex(32)),
+        NO_RECORD,
+    ),
+    (
+        "query-unknown-prediction-and-job",
+        lambda job: job.body(id="unknownprediction"),
+        lambda job, stack: _job_url(stack, secrets.token_hex(32)),
+        NO_RECORD,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "url", "reason"), QUERY_UNKNOWN, ids=[c[0] for c in QUERY_UNKNOWN])
+def test_query_that_names_no_job_is_refused_with_404(
+    main_stack: StackClient, pending: PendingJob, case: str, make: Any, url: Any, reason: str
+) -> None:
+    log = webhook_log(main_stack.info)
+
+    answer = deliver(main_stack.info, make(pending), url=url(pending, main_stack))
 
     assert answer.status_code == 404
     assert answer.json() == {"status": 404, "message": "unknown_job"}
@@ -148,27 +276,75 @@ def test_signed_prediction_for_no_job_is_refused_with_404(
 
 
 OTHER_VERSION = "0" * 64
+NOT_ONE_OF = "prediction id is not one of the job's"
 
-MISMATCHED: list[tuple[str, Any, str]] = [
-    ("unknown-prediction-id", lambda job, other: job.body(id="notoneofthisjobs"), "prediction id is not one of"),
-    ("other-jobs-prediction-id", lambda job, other: job.body(id=other.prediction["id"]), "prediction id is not one"),
-    ("other-model-version", lambda job, other: job.body(version=OTHER_VERSION), "model version differs from the job's"),
+# The query path: (case id, body given the pending job and another job, the job whose URL it is sent
+# to, what the log says). The job named by the URL is the one the log names and that refuses it.
+QUERY_MISMATCHED: list[tuple[str, Any, Any, str]] = [
+    ("query-unknown-prediction-id", lambda job, other: job.body(id="notoneofthisjobs"), lambda job, o: job, NOT_ONE_OF),
     (
-        "other-jobs-prediction-and-output",
-        lambda job, other: other.body(webhook=job.prediction["webhook"]),
-        "prediction id is not one of the job's",
+        "query-other-jobs-prediction-id",
+        lambda job, other: job.body(id=other.prediction["id"]),
+        lambda job, other: job,
+        NOT_ONE_OF,
     ),
+    (
+        "query-other-model-version",
+        lambda job, other: job.body(version=OTHER_VERSION),
+        lambda job, other: job,
+        "model version differs from the job's",
+    ),
+    # Another job's genuine signed body, sent with this job's id in the query.
+    ("query-other-jobs-body", lambda job, other: other.body(), lambda job, other: job, NOT_ONE_OF),
+    # This job's genuine signed body, sent with another job's id in the query.
+    ("query-names-another-job", lambda job, other: job.body(), lambda job, other: other, NOT_ONE_OF),
+    # A `webhook` that is not a URL string counts as no echo: the query decides, and must be confirmed.
+    ("query-echo-number", lambda job, other: job.body(webhook=5), lambda job, other: other, NOT_ONE_OF),
 ]
 
 
-@pytest.mark.parametrize(("case", "make", "reason"), MISMATCHED, ids=[c[0] for c in MISMATCHED])
-def test_signed_prediction_that_does_not_match_its_job_is_refused_with_409(
+@pytest.mark.parametrize(("case", "make", "to", "reason"), QUERY_MISMATCHED, ids=[c[0] for c in QUERY_MISMATCHED])
+def test_query_hint_not_confirmed_by_the_prediction_is_refused_with_409(
+    main_stack: StackClient, pending: PendingJob, job_pool: Any, case: str, make: Any, to: Any, reason: str
+) -> None:
+    other: PendingJob = _other(job_pool)
+    target: PendingJob = to(pending, other)
+    log = webhook_log(main_stack.info)
+
+    answer = target.deliver(make(pending, other))
+
+    assert answer.status_code == 409
+    assert answer.json() == {"status": 409, "message": "mismatch"}
+    entry = log.find(reason, outcome="mismatch", job_id=target.job_id)
+    assert entry["severity"] == "WARNING"
+    pending.assert_untouched()
+    other.assert_untouched()
+
+
+# The signed echo path: (case id, body given the pending job and another job, what the log says).
+# Each body's `webhook` names the pending job; the request goes to the OTHER job's URL, which is
+# ignored: the log names the pending job, and neither job moves.
+ECHO_MISMATCHED: list[tuple[str, Any, str]] = [
+    ("echo-unknown-prediction-id", lambda job, other: job.echoed(id="notoneofthisjobs"), NOT_ONE_OF),
+    ("echo-other-jobs-prediction-id", lambda job, other: job.echoed(id=other.prediction["id"]), NOT_ONE_OF),
+    (
+        "echo-other-model-version",
+        lambda job, other: job.echoed(version=OTHER_VERSION),
+        "model version differs from the job's",
+    ),
+    # Another job's genuine prediction and output, with this job's webhook signed into it.
+    ("echo-other-jobs-prediction-and-output", lambda job, other: other.body(webhook=job.url), NOT_ONE_OF),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "reason"), ECHO_MISMATCHED, ids=[c[0] for c in ECHO_MISMATCHED])
+def test_signed_echo_prediction_that_does_not_match_its_job_is_refused_with_409(
     main_stack: StackClient, pending: PendingJob, job_pool: Any, case: str, make: Any, reason: str
 ) -> None:
     other: PendingJob = _other(job_pool)
     log = webhook_log(main_stack.info)
 
-    answer = deliver(main_stack.info, make(pending, other))
+    answer = other.deliver(make(pending, other))
 
     assert answer.status_code == 409
     assert answer.json() == {"status": 409, "message": "mismatch"}
@@ -188,10 +364,12 @@ def _other(job_pool: Any) -> PendingJob:
     return _others[0]
 
 
-def test_signed_non_terminal_status_changes_nothing(main_stack: StackClient, pending: PendingJob) -> None:
+@pytest.mark.parametrize("path", ["query", "echo"])
+def test_signed_non_terminal_status_changes_nothing(main_stack: StackClient, pending: PendingJob, path: str) -> None:
     log = webhook_log(main_stack.info)
+    body = pending.body(status="processing") if path == "query" else pending.echoed(status="processing")
 
-    answer = deliver(main_stack.info, pending.body(status="processing"))
+    answer = pending.deliver(body)
 
     assert (answer.status_code, answer.json()["message"]) == (200, "ignored")
     log.find("is not final", outcome="ignored", job_id=pending.job_id)

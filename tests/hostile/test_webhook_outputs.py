@@ -24,7 +24,6 @@ from tests.hostile.support import (
     PendingJob,
     answer,
     chunked,
-    deliver,
     gzip_bomb,
     redirect,
     webhook_log,
@@ -177,7 +176,7 @@ def test_refused_output_settles_the_job_as_failed_and_writes_nothing(
     output = make(job, hostile_host)
     log = webhook_log(main_stack.info)
 
-    reply = deliver(main_stack.info, job.succeeded(output))
+    reply = job.deliver(job.succeeded(output))
 
     assert (reply.status_code, reply.json()) == (200, {"status": 200, "message": "failed"})
     entry = log.find("job failed: output_refused", outcome="failed", job_id=job.job_id)
@@ -197,7 +196,7 @@ def test_redirect_within_the_allow_list_is_followed(
     job = job_pool.take()
     url = _route(hostile_host, lambda h, p: redirect(job.prediction["output"]))
 
-    reply = deliver(main_stack.info, job.body(output=url))
+    reply = job.deliver(job.body(output=url))
 
     assert (reply.status_code, reply.json()["message"]) == (200, "completed")
     written = main_stack.processed(job.output_name)
@@ -220,7 +219,7 @@ def test_output_without_a_content_length_is_written(
     png = main_stack.http.get(job.prediction["output"], timeout=30, verify=main_stack.info.ca_bundle).content
     url = _route(hostile_host, lambda h, p: route(png))
 
-    reply = deliver(main_stack.info, job.body(output=url))
+    reply = job.deliver(job.body(output=url))
 
     assert (reply.status_code, reply.json()["message"]) == (200, "completed")
     written = main_stack.processed(job.output_name)
@@ -267,7 +266,7 @@ def test_streamed_output_over_the_cap_is_refused(
     url = _route(limits_hostile_host, route)
     log = webhook_log(limits_stack.info)
 
-    reply = deliver(limits_stack.info, job.succeeded(url))
+    reply = job.deliver(job.succeeded(url))
 
     assert (reply.status_code, reply.json()["message"]) == (200, "failed")
     entry = log.find("job failed: output_refused", outcome="failed", job_id=job.job_id)

@@ -19,7 +19,7 @@ def test_client_honours_retry_after_then_gives_up_with_a_transient_error(
     faults: StackClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = faults
-    stack.set_faults(create_429_rate=1.0, retry_after_seconds=0.3)
+    stack.set_faults(create_429_rate=1.0, retry_after_seconds=1)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", stack.info.ca_bundle)  # as the functions trust the stack's CA
     slept: list[float] = []
     client = PredictionsClient(
@@ -30,7 +30,7 @@ def test_client_honours_retry_after_then_gives_up_with_a_transient_error(
     with pytest.raises(TransientError, match="429"):
         client.create(MODEL_VERSION, "data:image/png;base64,AAAA", stack.info.webhook_url)
 
-    assert slept == [0.3, 0.3]
+    assert slept == [1.0, 1.0]  # the whole-second Retry-After the service sends
     assert stack.stats()["faults"]["create_429"] - before == 3
 
 

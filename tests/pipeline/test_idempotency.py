@@ -13,7 +13,7 @@ import requests
 from bgremove import jobs, naming
 from bgremove.submit import webhook_url_for
 from offline_cloud.client import cloud_event_headers
-from tests.support import StackClient, photo, post_webhook
+from tests.support import StackClient, photo, post_webhook, wait_for
 
 MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 
@@ -52,7 +52,7 @@ def test_same_webhook_delivered_three_times_writes_once(stack: StackClient) -> N
     body = json.dumps(prediction).encode()
 
     with ThreadPoolExecutor(3) as pool:
-        answers = list(pool.map(lambda i: post_webhook(stack.info, body, f"msg_dup_{i}"), range(3)))
+        answers = list(pool.map(lambda i: post_webhook(stack.info, body, f"msg_dup_{i}", job=job["job_id"]), range(3)))
 
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert {a.json()["message"] for a in answers} == {"duplicate"}
@@ -64,7 +64,9 @@ def test_same_webhook_delivered_three_times_writes_once(stack: StackClient) -> N
 
 def test_webhook_arriving_before_the_submission_is_recorded_still_completes_the_job(stack: StackClient) -> None:
     # Reproduce the race deterministically: a job that is only `claimed` (the submitter has not yet
-    # recorded its prediction), and a prediction created for it whose webhook then arrives.
+    # recorded its prediction), and a prediction created for it whose webhook then arrives. The API
+    # does not echo `webhook`, so the webhook cannot confirm the job yet: it answers 503, and the
+    # API's retry completes the job once the submitter has recorded the prediction id.
     name = f"race/{uuid.uuid4().hex}.jpg"
     generation = stack.upload(name, photo("coffee", "JPEG", (120, 80)), "text/plain")  # skipped by the trigger
     source = jobs.Source(stack.info.upload_bucket, name, generation, "image/jpeg", 1)
@@ -83,10 +85,25 @@ def test_webhook_arriving_before_the_submission_is_recorded_still_completes_the_
         },
     )
     assert created.status_code == 201
+    prediction_id = created.json()["id"]
+
+    def first_attempt() -> dict | None:
+        for delivery in stack.stats()["webhook_deliveries"]:
+            if delivery["prediction_id"] == prediction_id and delivery["event"] == "completed":
+                return delivery
+        return None
+
+    early = wait_for(first_attempt, 60, "the first webhook attempt")
+    assert early["status_code"] == 503  # not yet recorded: the sender is asked to retry
+    assert stack.job(stack.info.upload_bucket, name, generation)["state"] == "claimed"
+    # The submitter records its prediction now, as submit_job does right after the create.
+    loaded = stack.gcs.bucket(stack.info.state_bucket).get_blob(naming.job_record_name(claim.job_id))
+    recorded = jobs.submitted(claim, prediction_id, time.time(), 900)
+    loaded.upload_from_string(json.dumps(recorded.to_json()), if_generation_match=loaded.generation)
 
     job = stack.wait_job(name, generation)
     assert job["state"] == "completed"
-    assert job["prediction_ids"] == [created.json()["id"]]
+    assert job["prediction_ids"] == [prediction_id]
     assert stack.processed(job["output_name"]) is not None
 
 
