@@ -4,7 +4,8 @@ stack and write DIR/results.json and DIR/RESULTS.md (DIR defaults to bench/).
 Figures: billed (function time per image against a synchronous baseline), latency (pipeline
 overhead beyond the model's own time), coldstart (against a hello-world function), memory (peak
 RSS of the webhook function relaying a 1 MB and a 100 MB output), throughput (webhooks per second
-against the storage emulator's own create rate). Every figure is a ratio of two measurements taken
+against the storage emulator's own create rate), variants (billed webhook time per output variant
+kind, and peak RSS writing each from a 25-megapixel output). Every figure is a ratio of two measurements taken
 side by side in the same run, so a slow or noisy machine shifts both.
 
 --quick is a smoke run with tiny sizes (well under a minute): its numbers mean nothing.
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import billed, coldstart, common, latency, memory, report, throughput
+from bench import billed, coldstart, common, latency, memory, report, throughput, variants
 
 FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "billed": billed.run,
@@ -32,6 +33,7 @@ FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "coldstart": coldstart.run,
     "memory": memory.run,
     "throughput": throughput.run,
+    "variants": variants.run,
 }
 
 

@@ -67,12 +67,25 @@ def _throughput_summary(f: dict[str, Any]) -> str:
     )
 
 
+def _variants_summary(f: dict[str, Any]) -> str:
+    kinds = f["kinds"]
+    worst = f["slowest_kind"]
+    mp = f"{f['large_megapixels']:g} MP"
+    heaviest = max(kinds, key=lambda k: kinds[k]["large"]["peak_rss_bytes"])
+    return (
+        f"passthrough p50 {ms(kinds['passthrough']['billed_seconds']['p50'])}, slowest {worst} "
+        f"{ms(kinds[worst]['billed_seconds']['p50'])}; peak RSS at {mp}: {mib(f['peak_webhook_rss_bytes'])} "
+        f"({heaviest}), on_upload {mib(f['peak_upload_rss_bytes'])}"
+    )
+
+
 SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "billed": ("1. Billed function time per image", _billed_summary),
     "latency": ("2. Overhead latency", _latency_summary),
     "coldstart": ("3. Cold start", _coldstart_summary),
     "memory": ("4. Memory (peak RSS)", _memory_summary),
     "throughput": ("5. Webhook throughput", _throughput_summary),
+    "variants": ("6. Billed time per output variant kind", _variants_summary),
 }
 
 
@@ -228,12 +241,38 @@ def _throughput_details(f: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _variants_details(f: dict[str, Any]) -> list[str]:
+    mp = f"{f['large_megapixels']:g} MP"
+    w, h = f["photo_size"]
+    rows = [
+        f"| kind | billed p50 ({w}x{h}) | p95 | vs passthrough | {mp}: webhook time | peak RSS | peak above idle |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, k in f["kinds"].items():
+        b, large = k["billed_seconds"], k["large"]
+        rows.append(
+            f"| {kind} | {ms(b['p50'])} | {ms(b['p95'])} | {times(k['ratio_to_passthrough'])} | "
+            f"{secs(large['seconds'])} | {mib(large['peak_rss_bytes'])} | {mib(large['peak_above_idle_bytes'])} |"
+        )
+    rows += ["", f"| on_upload, {mp} upload | bytes | prepare and submit | peak RSS | peak above idle |"]
+    rows.append("|---|---|---|---|---|")
+    for kind, u in f["uploads"].items():
+        rows.append(
+            f"| {kind} | {u['upload_bytes']:,} | {secs(u['seconds'])} | {mib(u['peak_rss_bytes'])} | "
+            f"{mib(u['peak_above_idle_bytes'])} |"
+        )
+    memory = f"webhook {mib(f['webhook_memory_bytes'])}, on_upload {mib(f['upload_memory_bytes'])}"
+    rows += ["", f"Memory set in Terraform (infra/modules/pipeline/variables.tf): {memory}."]
+    return rows
+
+
 DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "billed": _billed_details,
     "latency": _latency_details,
     "coldstart": _coldstart_details,
     "memory": _memory_details,
     "throughput": _throughput_details,
+    "variants": _variants_details,
 }
 
 

@@ -13,14 +13,16 @@ nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bgremove import errors, jobs, logs, naming, signatures
+from bgremove import errors, images, jobs, logs, naming, signatures, variants
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.errors import RetryLater
@@ -149,9 +151,23 @@ def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: fl
 def _write_output(
     job: Job, generation: int, prediction: Prediction, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]
 ) -> Result:
-    target = naming.output_name(job.source.name, cfg.output_prefix)
-    fields["output"] = f"gs://{cfg.processed_bucket}/{target}"
-    metadata = {
+    """Write every output variant of the job (create-only), then complete it.
+
+    The default, one pass-through variant, streams the model's PNG into the processed bucket byte
+    for byte, as it always did. Otherwise each variant's object is looked up first (a redelivery
+    writes only what is missing, and downloads nothing when nothing is), the model's PNG is
+    downloaded once, and each missing variant is rendered and written in turn."""
+    try:
+        chosen = _chosen_variants(job, cfg, deps, fields)
+    except variants.VariantError as exc:
+        return _record_failure(deps.store, job, generation, "bad_metadata", str(exc), now, fields)
+    base = naming.output_name(job.source.name, cfg.output_prefix)
+    default = cfg.output_variants[0].name
+    targets = [(variant, variants.variant_object_name(base, variant, variant.name == default)) for variant in chosen]
+    fields["output"] = f"gs://{cfg.processed_bucket}/{targets[0][1]}"
+    if len(targets) > 1:
+        fields["outputs"] = len(targets)
+    linking = {
         OUTPUT_MARKER: "true",
         "bgremove-source": f"gs://{job.source.bucket}/{job.source.name}",
         "bgremove-source-generation": str(job.source.generation),
@@ -159,27 +175,146 @@ def _write_output(
         "bgremove-prediction-id": prediction.id,
         "bgremove-model-version": prediction.version or job.model_version,
     }
+    written: list[dict[str, Any]] = []
+    url = prediction.output or ""
     try:
-        # No existence check first: the create is conditional anyway, and a duplicate whose job is
-        # already final never gets here. Saves a storage call on every webhook.
-        existing = _put_output(prediction.output or "", target, metadata, cfg, deps)
+        if len(targets) == 1 and targets[0][0].passthrough:
+            # No existence check first: the create is conditional anyway, and a duplicate whose job
+            # is already final never gets here. Saves a storage call on every webhook.
+            variant, target = targets[0]
+            found = _stream_output(url, target, {**linking, VARIANT_KEY: variant.name}, cfg, deps)
+            written.append(_owned(job, variant, target, found))
+        else:
+            _write_variants(targets, url, linking, job, cfg, deps, written)
+    except _NameTaken as exc:
+        return _record_failure(deps.store, job, generation, "output_name_taken", str(exc), now, fields, written)
     except errors.OutputRefused as exc:
-        return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields)
+        return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields, written)
+    except _TooManyPixels as exc:
+        return _record_failure(deps.store, job, generation, "output_too_many_pixels", str(exc), now, fields, written)
+    except variants.UnsupportedImage as exc:
+        return _record_failure(deps.store, job, generation, "output_unsupported", str(exc), now, fields, written)
     except errors.OutputUnavailable as exc:
         logs.warning("output download failed; asking the sender to retry", error=str(exc), **fields)
         raise
-    written, output_generation = existing
-    if written.get("bgremove-job") != job.job_id:
-        # Another upload's output (or a user's file) holds the name: never overwrite it.
-        error = f"{target} exists and is not this job's output"
-        return _record_failure(deps.store, job, generation, "output_name_taken", error, now, fields)
     # If an earlier delivery wrote the object and died before recording it, its prediction stands.
-    winner = written.get("bgremove-prediction-id") or prediction.id
-    final = jobs.completed(job, winner, target, output_generation, now)
+    first = written[0]
+    winner = first["prediction_id"] or prediction.id
+    final = jobs.completed(job, winner, first["object"], first["generation"], now)
+    final = dataclasses.replace(final, outputs=tuple(written))
     return _save_final(deps.store, job, generation, final, fields)
 
 
-def _put_output(url: str, target: str, metadata: dict[str, str], cfg: Config, deps: Deps) -> tuple[dict[str, str], int]:
+VARIANT_KEY = "bgremove-variant"
+
+
+class _NameTaken(Exception):
+    """A variant's object name holds an object that is not this job's output."""
+
+
+class _TooManyPixels(Exception):
+    """The model's output has more pixels than MAX_INPUT_PIXELS: it is not decoded."""
+
+
+def _chosen_variants(job: Job, cfg: Config, deps: Deps, fields: dict[str, Any]) -> tuple[variants.Variant, ...]:
+    """The configured variants with the upload's overrides (its `bgremove-*` custom metadata).
+
+    The claim records them in the job (Source.metadata, from the storage event: exactly that upload
+    generation's metadata, at no cost here). A record without them (claimed by a version that did
+    not record them) reads them from the live object, if it is still that generation."""
+    metadata = job.source.metadata
+    if metadata is None:
+        found = deps.objects.metadata(job.source.bucket, job.source.name)
+        if found is not None and found[1] == job.source.generation:
+            metadata = found[0]
+        else:
+            logs.warning("upload generation gone with its overrides; writing the configured variants", **fields)
+            metadata = {}
+    return variants.select(cfg.output_variants, variants.overrides_from_metadata(metadata))
+
+
+def _owned(job: Job, variant: variants.Variant, target: str, found: tuple[dict[str, str], int]) -> dict[str, Any]:
+    """The record entry of a variant object, after making sure it is this job's."""
+    metadata, generation = found
+    if metadata.get("bgremove-job") != job.job_id:
+        # Another upload's output (or a user's file) holds the name: never overwrite it.
+        raise _NameTaken(f"{target} exists and is not this job's output")
+    return {
+        "variant": variant.name,
+        "object": target,
+        "generation": generation,
+        "prediction_id": metadata.get("bgremove-prediction-id", ""),
+    }
+
+
+def _write_variants(
+    targets: list[tuple[variants.Variant, str]],
+    url: str,
+    linking: dict[str, str],
+    job: Job,
+    cfg: Config,
+    deps: Deps,
+    written: list[dict[str, Any]],
+) -> None:
+    """Write the variants not written yet, appending each entry to `written` (in `targets` order)."""
+    entries: dict[str, dict[str, Any]] = {}
+    missing = []
+    for variant, target in targets:
+        found = deps.objects.metadata(cfg.processed_bucket, target)
+        if found is None:
+            missing.append((variant, target))
+        else:
+            entries[variant.name] = _owned(job, variant, target, found)
+    if missing:
+        png, content_type = _download(url, deps)
+        size = images.dimensions(png[: images.HEAD_BYTES])
+        if size is not None and size[0] * size[1] > cfg.max_input_pixels:
+            raise _TooManyPixels(
+                f"the model's output is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
+                f"over MAX_INPUT_PIXELS ({cfg.max_input_pixels})"
+            )
+        # Rendered variants first: a model output that cannot be decoded then fails before anything
+        # is written. Entries stay in configured order whatever the order of writing.
+        missing.sort(key=lambda item: item[0].passthrough)
+        for variant, target in missing:
+            if variant.passthrough:
+                data, data_type = png, content_type
+            else:
+                rendered = variants.render(png, variant, cfg.max_input_pixels)
+                data, data_type = rendered.data, rendered.content_type
+                del rendered
+            found = _create(target, data, data_type, {**linking, VARIANT_KEY: variant.name}, cfg, deps)
+            del data
+            entries[variant.name] = _owned(job, variant, target, found)
+            written[:] = [entries[v.name] for v, _ in targets if v.name in entries]
+    written[:] = [entries[v.name] for v, _ in targets if v.name in entries]
+
+
+def _download(url: str, deps: Deps) -> tuple[bytes, str]:
+    """The whole output, capped by OUTPUT_MAX_BYTES while it streams in (outputs.open_output)."""
+    stream = deps.open_output(url)
+    try:
+        return stream.read(), stream.content_type
+    finally:
+        stream.close()
+
+
+def _create(
+    target: str, data: bytes, content_type: str, metadata: dict[str, str], cfg: Config, deps: Deps
+) -> tuple[dict[str, str], int]:
+    """Create one variant object from bytes, create-only; return what is there after."""
+    try:
+        generation = deps.objects.create_object(
+            cfg.processed_bucket, target, io.BytesIO(data), len(data), content_type, metadata
+        )
+        return metadata, generation
+    except errors.PreconditionFailed:
+        return _existing(target, cfg, deps)
+
+
+def _stream_output(
+    url: str, target: str, metadata: dict[str, str], cfg: Config, deps: Deps
+) -> tuple[dict[str, str], int]:
     """Stream the output into the processed bucket, create-only; return what is there after."""
     stream = deps.open_output(url)
     try:
@@ -187,21 +322,34 @@ def _put_output(url: str, target: str, metadata: dict[str, str], cfg: Config, de
             cfg.processed_bucket, target, stream, stream.size, stream.content_type, metadata
         )
     except errors.PreconditionFailed:
-        # A concurrent delivery created it first; report what it wrote.
-        existing = deps.objects.metadata(cfg.processed_bucket, target)
-        if existing is None:
-            raise RetryLater("output vanished after a create-only conflict") from None
-        return existing
+        return _existing(target, cfg, deps)
     finally:
         stream.close()
 
 
+def _existing(target: str, cfg: Config, deps: Deps) -> tuple[dict[str, str], int]:
+    # A concurrent delivery (or an earlier one) created it first; report what it wrote.
+    existing = deps.objects.metadata(cfg.processed_bucket, target)
+    if existing is None:
+        raise RetryLater("output vanished after a create-only conflict") from None
+    return existing
+
+
 def _record_failure(
-    store: JobStore, job: Job, generation: int, reason: str, error: str, now: float, fields: dict[str, Any]
+    store: JobStore,
+    job: Job,
+    generation: int,
+    reason: str,
+    error: str,
+    now: float,
+    fields: dict[str, Any],
+    written: list[dict[str, Any]] | None = None,
 ) -> Result:
-    return _save_final(
-        store, job, generation, jobs.failed(job, reason, error, now, fields.get("prediction_id", "")), fields
-    )
+    """A failure record; `written` lists the variants written before the failure, if any."""
+    final = jobs.failed(job, reason, error, now, fields.get("prediction_id", ""))
+    if written:
+        final = dataclasses.replace(final, outputs=tuple(written))
+    return _save_final(store, job, generation, final, fields)
 
 
 def _save_final(store: JobStore, job: Job, generation: int, final: Job, fields: dict[str, Any]) -> Result:
@@ -232,8 +380,10 @@ def _reapply(current: Job, final: Job) -> Job:
     now = final.updated_at
     pid = final.prediction_ids[-1] if final.prediction_ids else ""
     if final.state == jobs.COMPLETED:
-        return jobs.completed(current, pid, final.output_name, final.output_generation, now)
-    return jobs.failed(current, final.reason, final.error, now, pid)
+        done = jobs.completed(current, pid, final.output_name, final.output_generation, now)
+    else:
+        done = jobs.failed(current, final.reason, final.error, now, pid)
+    return dataclasses.replace(done, outputs=final.outputs)
 
 
 def _log(result: Result, fields: dict[str, Any]) -> Result:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from bgremove import variants
+
 DEFAULT_MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 DEFAULT_API_BASE_URL = "https://api.replicate.com/v1"
 INPUT_MODES = ("auto", "signed_url", "data_url")
@@ -75,6 +77,7 @@ class Config:
     reconcile_after_seconds: int
     reconcile_batch_size: int
     log_level: str
+    output_variants: tuple[variants.Variant, ...]
 
 
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[hms])+$")
@@ -110,7 +113,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         webhook_tolerance_seconds=env.whole("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1),
         webhook_max_body_bytes=env.whole("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
         max_input_pixels=env.whole("MAX_INPUT_PIXELS", 25_000_000, minimum=1),
-        allowed_content_types=env.names("ALLOWED_CONTENT_TYPES", "image/jpeg,image/png,image/webp"),
+        allowed_content_types=env.names(
+            "ALLOWED_CONTENT_TYPES", "image/jpeg,image/png,image/webp,image/heic,image/heif,image/avif"
+        ),
         max_upload_bytes=env.whole("MAX_UPLOAD_BYTES", 25 * 1024 * 1024, minimum=1),
         include_prefixes=env.names("INCLUDE_PREFIXES", ""),
         exclude_prefixes=env.names("EXCLUDE_PREFIXES", ""),
@@ -133,6 +138,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reconcile_after_seconds=env.whole("RECONCILE_AFTER_SECONDS", 900, minimum=0),
         reconcile_batch_size=env.whole("RECONCILE_BATCH_SIZE", 100, minimum=1, maximum=10000),
         log_level=log_level,
+        output_variants=_output_variants(env.text("OUTPUT_VARIANTS", "")),
     )
     _check_webhook_limit(cfg)
     return cfg
@@ -222,3 +228,11 @@ class _Env:
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name} must be at most {maximum}, not {value}")
         return value
+
+
+def _output_variants(text: str) -> tuple[variants.Variant, ...]:
+    """OUTPUT_VARIANTS, parsed at start: a bad value stops the function naming the variable."""
+    try:
+        return variants.parse_variants(text)
+    except variants.VariantError as exc:
+        raise ConfigError(str(exc)) from None

@@ -64,3 +64,13 @@ class PreconditionFailed(Exception):
 
 class Conflict(Exception):
     """Another writer changed a job record first; re-read and decide again."""
+
+
+class ImageRefused(Exception):
+    """The upload can never be submitted as it is (an image that cannot be decoded or converted,
+    custom metadata that names a bad override): record a failure with `reason` before any
+    prediction is created. Not worth retrying: the same bytes and metadata give the same answer."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -38,6 +38,10 @@ class Source:
     generation: int
     content_type: str = ""
     size: int = 0
+    # The upload's per-object output overrides (its `bgremove-*` custom metadata keys, see
+    # variants.override_metadata), taken from the storage event at claim time; None when the claim
+    # did not record them (then the completion side reads them from the live object).
+    metadata: dict[str, str] | None = None
 
     @property
     def job_id(self) -> str:
@@ -65,6 +69,9 @@ class Job:
     reason: str = ""
     error: str = ""
     history: tuple[dict[str, Any], ...] = field(default=())
+    # What was written for this job, one entry per output variant in order:
+    # {"variant": name, "object": object name, "generation": int}. The first is output_name.
+    outputs: tuple[dict[str, Any], ...] = ()
 
     @property
     def prediction_id(self) -> str:
@@ -90,14 +97,17 @@ class Job:
         data = dataclasses.asdict(self)
         data["prediction_ids"] = list(self.prediction_ids)
         data["history"] = list(self.history)
+        data["outputs"] = [dict(entry) for entry in self.outputs]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
         values = dict(data)
-        values["source"] = Source(**values["source"])
+        source_fields = {f.name for f in dataclasses.fields(Source)}
+        values["source"] = Source(**{k: v for k, v in values["source"].items() if k in source_fields})
         values["prediction_ids"] = tuple(values.get("prediction_ids", ()))
         values["history"] = tuple(values.get("history", ()))
+        values["outputs"] = tuple(dict(o) for o in values.get("outputs") or () if isinstance(o, dict))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from bgremove import errors, images, inputs, jobs, logs
+from bgremove import errors, images, inputs, jobs, logs, variants
 from bgremove.config import Config
 from bgremove.deps import Deps, PredictionsApi
 from bgremove.errors import RetryLater
@@ -86,7 +86,8 @@ def handle_upload(event: UploadEvent, cfg: Config, deps: Deps, now: float) -> Re
     if reason:
         return _log(Result(Outcome.SKIPPED, reason), fields)
 
-    source = Source(event.bucket, event.name, event.generation, event.content_type, event.size)
+    overrides = variants.override_metadata(event.metadata)
+    source = Source(event.bucket, event.name, event.generation, event.content_type, event.size, overrides)
     fields["job_id"] = source.job_id
     store = deps.store
     claim = _claim(source, cfg, store, now)
@@ -120,7 +121,7 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         if size is not None and size[0] * size[1] > cfg.max_input_pixels:
             error = f"{size[0]}x{size[1]} is {size[0] * size[1]} pixels, over MAX_INPUT_PIXELS ({cfg.max_input_pixels})"
             return _fail(store, job, generation, "too_many_pixels", error, now, fields)
-        image = inputs.image_reference(source, sniffed, cfg, deps.objects)
+        image = inputs.image_reference(source, sniffed, cfg, deps.objects, head)
         client: PredictionsApi = deps.predictions()
         prediction = client.create(
             cfg.model_version, image, webhook_url_for(cfg.webhook_url, job.job_id), cfg.cancel_after
@@ -129,6 +130,8 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         return _fail(store, job, generation, "source_gone", "the upload generation no longer exists", now, fields)
     except errors.ApiRefused as exc:
         return _fail(store, job, generation, f"api_{exc.status}", str(exc), now, fields)
+    except errors.ImageRefused as exc:
+        return _fail(store, job, generation, exc.reason, str(exc), now, fields)
     except RetryLater as exc:
         _release(store, job, generation, now, f"{type(exc).__name__}: {exc}")
         logs.warning("submission not possible now; it will be retried", error=str(exc), **fields)

@@ -397,6 +397,16 @@ def _show(value: object) -> str:
 # --- per-upload overrides -------------------------------------------------------------------------
 
 
+def override_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The entries of an upload's custom metadata that `overrides_from_metadata` reads, as they
+    are (unvalidated): what a job record keeps of the upload's metadata."""
+    return {
+        str(key): str(value)
+        for key, value in metadata.items()
+        if isinstance(key, str) and key.strip().lower() in (BACKGROUND_KEY, VARIANTS_KEY)
+    }
+
+
 def overrides_from_metadata(metadata: Mapping[str, str]) -> Overrides:
     """The overrides in an upload's custom metadata; VariantError names the key at fault.
 

@@ -3,8 +3,11 @@ cut-outs, save them with a contact sheet in demo-output/, print a table, and sto
 
     python -m offline_cloud.demo [IMAGE ...]
 
-Without arguments it uses three photographs that ship with scikit-image. Exits non-zero unless
-every image was processed.
+Without arguments it uses three photographs that ship with scikit-image. The stack is configured
+with a few output variants (DEMO_VARIANTS: the cut-out, a white square JPEG cropped to the subject,
+the mask), or those of the OUTPUT_VARIANTS environment variable when it is set; every variant of
+every image is saved, and the contact sheet shows them side by side. Exits non-zero unless every
+image was processed.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import io
 import json
 import mimetypes
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.cloud import storage
@@ -26,6 +30,23 @@ from offline_cloud.stack import ROOT, Stack, StackError, StackInfo, StackOptions
 OUTPUT_DIR = ROOT / "demo-output"
 SAMPLES = ("coffee", "astronaut", "chelsea")
 TIMEOUT_SECONDS = 120
+# What the demo writes for each image (README, Outputs): the model's PNG as it is, what a marketplace
+# wants (the subject on white, cropped with a margin, square, at most 1024 px, JPEG) and the mask.
+DEMO_VARIANTS = [
+    {"name": "cutout"},
+    {
+        "name": "white",
+        "format": "jpeg",
+        "background": "#ffffff",
+        "crop": True,
+        "margin": "5%",
+        "canvas": "square",
+        "max_size": 1024,
+    },
+    {"name": "mask", "mask": True},
+]
+# Phone formats that the standard library may not know by their extension.
+CONTENT_TYPES = {".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif", ".webp": "image/webp"}
 
 
 @dataclass
@@ -36,7 +57,7 @@ class Row:
     prediction_id: str = ""
     status: str = "pending"
     seconds: float = 0.0
-    output: bytes = b""
+    outputs: list[tuple[str, str, bytes]] = field(default_factory=list)  # (variant, object name, bytes)
 
 
 def sample_images(paths: list[str]) -> list[tuple[str, bytes, str]]:
@@ -45,7 +66,11 @@ def sample_images(paths: list[str]) -> list[tuple[str, bytes, str]]:
         for path in map(Path, paths):
             if not path.is_file():
                 raise SystemExit(f"demo: no such file: {path}")
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            content_type = (
+                CONTENT_TYPES.get(path.suffix.lower())
+                or mimetypes.guess_type(path.name)[0]
+                or "application/octet-stream"
+            )
             images.append((f"demo/{path.name}", path.read_bytes(), content_type))
         return images
     import skimage.data
@@ -60,8 +85,10 @@ def sample_images(paths: list[str]) -> list[tuple[str, bytes, str]]:
 
 def run(paths: list[str]) -> int:
     images = sample_images(paths)
+    variants = os.environ.get("OUTPUT_VARIANTS") or json.dumps(DEMO_VARIANTS)
     print("starting the offline stack (storage emulator, Eventarc relay, predictions service, functions)...")
-    stack = Stack(StackOptions(directory=ROOT / ".stack"))
+    print(f"output variants: {', '.join(v.get('name', '?') for v in json.loads(variants))}")
+    stack = Stack(StackOptions(directory=ROOT / ".stack", function_env={"OUTPUT_VARIANTS": variants}))
     try:
         info = stack.start()
     except StackError as exc:
@@ -81,13 +108,15 @@ def run(paths: list[str]) -> int:
     finally:
         stack.stop()
     OUTPUT_DIR.mkdir(exist_ok=True)
+    written = 0
     for row in rows:
-        if row.output:
-            (OUTPUT_DIR / Path(row.name).with_suffix(".png").name).write_bytes(row.output)
+        for _, name, data in row.outputs:
+            (OUTPUT_DIR / Path(name).name).write_bytes(data)
+            written += 1
     sheet = OUTPUT_DIR / "contact-sheet.png"
     contact_sheet(rows).save(sheet)
     _print_table(rows)
-    print(f"\ncut-outs and {sheet.relative_to(ROOT)} written to {OUTPUT_DIR.relative_to(ROOT)}/")
+    print(f"\n{written} outputs and {sheet.relative_to(ROOT)} written to {OUTPUT_DIR.relative_to(ROOT)}/")
     failed = [row for row in rows if row.status != "completed"]
     if failed:
         print(f"demo: {len(failed)} of {len(rows)} images were not processed", file=sys.stderr)
@@ -112,7 +141,12 @@ def _wait(gcs: storage.Client, info: StackInfo, rows: list[Row], started: dict[s
                 row.status = job["state"] if job["state"] == "completed" else f"failed: {job['reason']}"
                 row.seconds = time.monotonic() - started[row.name]
                 if job["state"] == "completed":
-                    row.output = gcs.bucket(info.processed_bucket).blob(job["output_name"]).download_as_bytes()
+                    # One entry per variant; a record from before variants has only output_name.
+                    outputs = job.get("outputs") or [{"variant": "cutout", "object": job["output_name"]}]
+                    bucket = gcs.bucket(info.processed_bucket)
+                    row.outputs = [
+                        (o["variant"], o["object"], bucket.blob(o["object"]).download_as_bytes()) for o in outputs
+                    ]
         time.sleep(0.2)
     for row in rows:
         if row.status == "pending":
@@ -120,25 +154,42 @@ def _wait(gcs: storage.Client, info: StackInfo, rows: list[Row], started: dict[s
 
 
 def contact_sheet(rows: list[Row], height: int = 240) -> Image.Image:
-    """Each original beside its cut-out, the cut-out over a checkerboard to show transparency."""
-    pairs = []
+    """Each original beside every one of its outputs, named above; transparency over a checkerboard."""
+    gap, label = 8, 16
+    lines = []
     for row in rows:
-        original = Image.open(io.BytesIO(row.original)).convert("RGBA")
-        scale = height / original.height
-        size = (max(1, round(original.width * scale)), height)
-        original = original.resize(size)
-        board = checkerboard(size)
-        if row.output:
-            board.alpha_composite(Image.open(io.BytesIO(row.output)).convert("RGBA").resize(size))
-        pairs.append((original, board))
-    gap = 8
-    width = max((a.width + b.width + 3 * gap for a, b in pairs), default=100)
-    sheet = Image.new("RGBA", (width, len(pairs) * (height + gap) + gap), "white")
-    for i, (original, cutout) in enumerate(pairs):
-        y = gap + i * (height + gap)
-        sheet.paste(original, (gap, y))
-        sheet.paste(cutout, (2 * gap + original.width, y))
+        original = _open(row.original).convert("RGBA")
+        tiles = [("original", original.resize(_fit(original.size, height)))]
+        for variant, _, data in row.outputs:
+            output = _open(data)
+            tile = checkerboard(_fit(output.size, height))
+            tile.alpha_composite(output.convert("RGBA").resize(tile.size))
+            tiles.append((variant, tile))
+        lines.append(tiles)
+    width = max((sum(tile.width + gap for _, tile in tiles) + gap for tiles in lines), default=100)
+    sheet = Image.new("RGBA", (width, len(lines) * (height + label + gap) + gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, tiles in enumerate(lines):
+        y, x = gap + i * (height + label + gap), gap
+        for name, tile in tiles:
+            draw.text((x, y), name, fill=(60, 60, 60, 255))
+            sheet.paste(tile, (x, y + label))
+            x += tile.width + gap
     return sheet
+
+
+def _open(data: bytes) -> Image.Image:
+    try:  # HEIC/HEIF originals, when the user's own images are such
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except ImportError:
+        pass
+    return Image.open(io.BytesIO(data))
+
+
+def _fit(size: tuple[int, int], height: int) -> tuple[int, int]:
+    return max(1, round(size[0] * height / size[1])), height
 
 
 def checkerboard(size: tuple[int, int], square: int = 12) -> Image.Image:
@@ -151,8 +202,11 @@ def checkerboard(size: tuple[int, int], square: int = 12) -> Image.Image:
 
 
 def _print_table(rows: list[Row]) -> None:
-    headers = ("object", "prediction id", "status", "seconds")
-    table = [(row.name, row.prediction_id or "-", row.status, f"{row.seconds:.2f}") for row in rows]
+    headers = ("object", "prediction id", "status", "seconds", "outputs")
+    table = [
+        (row.name, row.prediction_id or "-", row.status, f"{row.seconds:.2f}", ", ".join(v for v, _, _ in row.outputs))
+        for row in rows
+    ]
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     print("\n" + line + "\n" + "-" * len(line))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from offline_cloud.stack import ROOT, die_with_parent
 
-FIGURES = ("billed", "latency", "coldstart", "memory", "throughput")
+FIGURES = ("billed", "latency", "coldstart", "memory", "throughput", "variants")
 
 
 def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path: Path) -> None:

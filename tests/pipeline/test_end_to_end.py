@@ -39,6 +39,7 @@ def test_small_jpeg_goes_as_data_url_and_comes_back_as_transparent_png(stack: St
         "bgremove-job": job["job_id"],
         "bgremove-prediction-id": job["prediction_ids"][-1],
         "bgremove-model-version": job["model_version"],
+        "bgremove-variant": "cutout",
     }
     assert_cutout(blob.download_as_bytes())
     assert _input_of(stack, job["prediction_ids"][-1]).startswith("data:image/jpeg;base64,")

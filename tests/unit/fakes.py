@@ -246,3 +246,30 @@ class World:
             open_output=self.outputs.open,
             webhook_keys=lambda: self.keys,
         )
+
+
+# --- images and call records for the input and output tests ---------------------------------------
+
+
+def cutout_png(size: tuple[int, int] = (60, 40), box: tuple[int, int, int, int] = (15, 10, 45, 30)) -> bytes:
+    """A model-like cut-out: an RGBA PNG, transparent but for an opaque orange rectangle at `box`."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", size, (0, 0, 0, 0))
+    ImageDraw.Draw(image).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=(230, 120, 30, 255))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def record_creates(objects: MemoryObjects) -> list[tuple[str, str]]:
+    """Make `objects` record the (bucket, name) of every create_object call, whether it wins or not."""
+    created: list[tuple[str, str]] = []
+    original = objects.create_object
+
+    def create_object(bucket: str, name: str, *args: Any, **kwargs: Any) -> int:
+        created.append((bucket, name))
+        return original(bucket, name, *args, **kwargs)
+
+    objects.create_object = create_object  # type: ignore[method-assign]
+    return created

@@ -15,7 +15,14 @@ def test_defaults_are_the_documented_ones() -> None:
     cfg = load_config(BASE)
     assert cfg.api_base_url == "https://api.replicate.com/v1"
     assert cfg.model_version == DEFAULT_MODEL_VERSION
-    assert cfg.allowed_content_types == ("image/jpeg", "image/png", "image/webp")
+    assert cfg.allowed_content_types == (
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "image/avif",
+    )
     assert cfg.input_mode == "auto" and cfg.data_url_max_bytes == 256 * 1024
     assert cfg.output_allowed_hosts == ("replicate.delivery",)
     assert cfg.webhook_tolerance_seconds == 300

@@ -24,6 +24,7 @@ resource "google_cloudfunctions2_function" "webhook" {
     }
   }
 
+  # available_memory: sized from peak RSS rendering a 25 MP output (variables.tf, webhook_function_memory).
   service_config {
     service_account_email            = google_service_account.webhook.email
     ingress_settings                 = "ALLOW_ALL"
@@ -81,6 +82,7 @@ resource "google_cloudfunctions2_function" "upload" {
     }
   }
 
+  # available_memory: sized from peak RSS preparing a 25 MP upload (variables.tf, upload_function_memory).
   service_config {
     service_account_email            = google_service_account.upload.email
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"

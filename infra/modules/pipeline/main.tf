@@ -36,6 +36,7 @@ locals {
     RECONCILE_AFTER_SECONDS   = var.reconcile_after_seconds
     RECONCILE_BATCH_SIZE      = var.reconcile_batch_size
     LOG_LEVEL                 = var.log_level
+    OUTPUT_VARIANTS           = var.output_variants
   }
 }
 

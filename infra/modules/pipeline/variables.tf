@@ -82,20 +82,38 @@ variable "access_log_retention_days" {
 # Functions: sizing and scheduling
 # ---------------------------------------------------------------------------
 
+# Memory of the functions, from peak RSS measured at the largest image accepted (MAX_INPUT_PIXELS,
+# 25 MP) in the functions themselves (`make bench`, figure 6; bench/RESULTS.md), Python 3.11,
+# Pillow 12.3, pillow-heif 1.8.1, one request per instance (max_instance_request_concurrency = 1):
+#
+#   on_upload, preparing a 25 MP upload (turned upright / converted, README "Outputs"):
+#     EXIF-rotated JPEG 264 MiB, HEIC 313 MiB, EXIF-rotated WebP 562 MiB (libwebp's own buffers);
+#     an upload that needs nothing decoded stays near the idle 70 MiB.
+#   on_prediction_webhook, writing one variant from a 25 MP cut-out of 52 MB (its PNG bytes stay in
+#     memory while it renders): passthrough no more than idle (streamed; 116-143 MiB), png
+#     colour/crop/canvas 280-361 MiB, jpeg 368 MiB, mask 363 MiB, white square jpeg 453 MiB,
+#     transparent webp 662 MiB.
+#
+# 1 GiB holds the worst of each (562 and 662 MiB) with a third to spare, for the gunicorn master
+# (~30 MiB) and outputs up to OUTPUT_MAX_BYTES (a 128 MiB PNG adds ~80 MiB to the webp peak);
+# 512 MiB would not (a rotated 25 MP WebP upload would be killed). The next tier, 2 GiB, is not
+# needed for memory but doubles the CPU (1 vCPU instead of 0.583): worth it when variants that
+# re-encode PNG run at 20+ MP, which take 14 s here at 25 MP on a full core.
+
 variable "upload_function_memory" {
-  description = "Memory of the on_upload function."
+  description = "Memory of the on_upload function (it decodes uploads that must be turned upright or converted; see the measurements above)."
   type        = string
-  default     = "512M"
+  default     = "1Gi"
 }
 
 variable "webhook_function_memory" {
-  description = "Memory of the webhook function (it holds one model output in memory, up to output_max_bytes)."
+  description = "Memory of the webhook function (it renders the output variants of one 25 MP cut-out at most; see the measurements above)."
   type        = string
   default     = "1Gi"
 }
 
 variable "reconcile_function_memory" {
-  description = "Memory of the reconcile function."
+  description = "Memory of the reconcile function (it settles and resubmits jobs one at a time with the same code as both other functions, so it needs the larger of their peaks)."
   type        = string
   default     = "1Gi"
 }
@@ -209,9 +227,9 @@ variable "max_input_pixels" {
 }
 
 variable "allowed_content_types" {
-  description = "ALLOWED_CONTENT_TYPES: comma-separated content types that are processed."
+  description = "ALLOWED_CONTENT_TYPES: comma-separated content types that are processed (HEIC/HEIF/AVIF are converted before the model sees them)."
   type        = string
-  default     = "image/jpeg,image/png,image/webp"
+  default     = "image/jpeg,image/png,image/webp,image/heic,image/heif,image/avif"
 }
 
 variable "max_upload_bytes" {
@@ -397,5 +415,17 @@ variable "log_level" {
   validation {
     condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], upper(var.log_level))
     error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "output_variants" {
+  description = "OUTPUT_VARIANTS: JSON array of the output variants written per upload (README, Outputs); empty: the model's PNG as it is."
+  type        = string
+  default     = ""
+
+  validation {
+    # The shape only (a non-empty JSON array); each field is checked by bgremove/config.py at start.
+    condition     = trimspace(var.output_variants) == "" || can(jsondecode(var.output_variants)[0])
+    error_message = "output_variants must be empty or a non-empty JSON array of variant objects."
   }
 }
