@@ -1,5 +1,11 @@
 """Cloud Functions entry points: decode the CloudEvent or request, call the core, map outcomes to
-HTTP status codes. Everything else lives in the `bgremove` package."""
+HTTP status codes. Everything else lives in the `bgremove` package.
+
+    on_upload              storage trigger: filter and admit into the submission queue
+    on_task                Cloud Tasks target: submit a prediction, or check a job's deadline
+    on_prediction_webhook  the API's completion callback: write the cut-out
+    reconcile              Cloud Scheduler's sweep over open jobs, the safety net
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import complete, logs, runtime, submit
+from bgremove import complete, logs, naming, runtime, submit
 from bgremove import reconcile as reconciler
-from bgremove.errors import RetryLater
+from bgremove.errors import ApiUnavailable, RetryLater
 
 # Read and check the configuration at cold start, so a bad deployment fails before any request.
 CONFIG = runtime.config()
@@ -31,7 +37,7 @@ _WEBHOOK_STATUS = {
 
 @functions_framework.cloud_event
 def on_upload(cloud_event: CloudEvent) -> None:
-    """Storage trigger: submit a finalized upload for background removal.
+    """Storage trigger: admit a finalized upload into the submission queue.
 
     Raising makes the platform (Eventarc with RETRY_POLICY_RETRY) deliver the event again.
     """
@@ -66,6 +72,40 @@ def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturn
     status = _WEBHOOK_STATUS[result.outcome]
     # The answer names the outcome but never which signature check failed.
     return _answer(status, result.outcome.value if status != 401 else "unauthorized")
+
+
+@functions_framework.http
+def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
+    """Cloud Tasks target (private; Cloud Run checks the queue's OIDC token): a job's submission or
+    its deadline check. Any non-2xx answer is the task's retry; 429 also slows the queue down."""
+    if request.method != "POST":
+        return _answer(405, "method not allowed", {"Allow": "POST"})
+    body = request.get_json(silent=True)
+    kind = body.get("kind") if isinstance(body, dict) else None
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    if kind not in ("submit", "deadline") or not isinstance(job_id, str) or not naming.is_job_id(job_id):
+        logs.warning("task refused: body is not a submit or deadline task", outcome="malformed")
+        return _answer(400, "body must be {kind: submit|deadline, job_id}")
+    retry = request.headers.get("X-CloudTasks-TaskRetryCount", "")
+    try:
+        if kind == "submit":
+            outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time()).outcome.value
+        else:
+            outcome = reconciler.handle_deadline_task(job_id, CONFIG, runtime.deps(), time.time())
+    except RetryLater as exc:
+        throttled = isinstance(exc, ApiUnavailable) and exc.status == 429
+        logs.warning(
+            f"{kind} task not done yet; the queue will retry",
+            job_id=job_id,
+            retry_count=retry,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        if throttled:
+            # The queue backs off and slows its dispatch on 429; pass the API's wait along.
+            wait = exc.retry_after if isinstance(exc, ApiUnavailable) and exc.retry_after else 10
+            return _answer(429, "throttled", {"Retry-After": str(int(wait))})
+        return _answer(503, "try again later")
+    return _answer(200, outcome)
 
 
 @functions_framework.http

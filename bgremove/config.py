@@ -78,6 +78,11 @@ class Config:
     reconcile_batch_size: int
     log_level: str
     output_variants: tuple[variants.Variant, ...]
+    submit_queue: str
+    deadline_queue: str
+    task_handler_url: str
+    tasks_service_account: str
+    queued_check_seconds: int
 
 
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[hms])+$")
@@ -129,7 +134,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         output_max_bytes=env.whole("OUTPUT_MAX_BYTES", 128 * 1024 * 1024, minimum=1),
         http_timeout_seconds=env.number("HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         storage_retry_seconds=env.number("STORAGE_RETRY_SECONDS", 20.0, minimum=0.0),
-        api_max_attempts=env.whole("API_MAX_ATTEMPTS", 4, minimum=1, maximum=20),
+        api_max_attempts=env.whole("API_MAX_ATTEMPTS", 1, minimum=1, maximum=20),
         api_backoff_seconds=env.number("API_BACKOFF_SECONDS", 0.5, minimum=0.0),
         api_backoff_max_seconds=env.number("API_BACKOFF_MAX_SECONDS", 8.0, minimum=0.0),
         claim_ttl_seconds=env.whole("CLAIM_TTL_SECONDS", 300, minimum=1),
@@ -139,9 +144,23 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         reconcile_batch_size=env.whole("RECONCILE_BATCH_SIZE", 100, minimum=1, maximum=10000),
         log_level=log_level,
         output_variants=_output_variants(env.text("OUTPUT_VARIANTS", "")),
+        submit_queue=_queue_path(env.text("SUBMIT_QUEUE", ""), "SUBMIT_QUEUE"),
+        deadline_queue=_queue_path(env.text("DEADLINE_QUEUE", ""), "DEADLINE_QUEUE"),
+        task_handler_url=env.url("TASK_HANDLER_URL", "") if env.text("TASK_HANDLER_URL", "") else "",
+        tasks_service_account=env.text("TASKS_SERVICE_ACCOUNT", ""),
+        queued_check_seconds=env.whole("QUEUED_CHECK_SECONDS", 3600, minimum=60),
     )
     _check_webhook_limit(cfg)
     return cfg
+
+
+_QUEUE_PATH = re.compile(r"^projects/[a-z0-9.:-]+/locations/[a-z0-9-]+/queues/[A-Za-z0-9-]{1,100}$")
+
+
+def _queue_path(value: str, name: str) -> str:
+    if value and not _QUEUE_PATH.match(value):
+        raise ConfigError(f"{name} must be projects/PROJECT/locations/LOCATION/queues/QUEUE, not {value!r}")
+    return value
 
 
 def _check_webhook_limit(cfg: Config) -> None:

@@ -15,6 +15,7 @@ from typing import Protocol
 from bgremove.jobs import JobStore
 from bgremove.objects import Objects, Readable
 from bgremove.predictions import Prediction
+from bgremove.tasks import Queue
 
 
 class PredictionsApi(Protocol):
@@ -41,3 +42,4 @@ class Deps:
     predictions: Callable[[], PredictionsApi]
     open_output: Callable[[str], OutputSource]
     webhook_keys: Callable[[], tuple[bytes, ...]]
+    queue: Callable[[], Queue]

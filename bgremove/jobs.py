@@ -2,18 +2,26 @@
 
 States (the README draws the machine):
 
-    claimed ──> submitted ──> completed
-       │            │
-       └────────────┴──────> failed
+    queued ──> claimed ──> submitted ──> completed
+      │  ▲        │            │
+      │  └────────┴────────────┘ (released after a transient error; resubmitted)
+      └──────────┴─────────────┴──────> failed
 
-`claimed` carries a lease: a run that dies holding it leaves a claim that expires, and the next
-delivery or the reconciler takes it over. `submitted` carries a deadline after which the reconciler
-asks the predictions API what happened. `completed` and `failed` are final. Every write is
-conditional on the generation that was read, so of two writers exactly one wins.
+`queued`: admitted, a submission task is in the queue; its check time is when the sweep asks
+whether that task still exists. `claimed` carries a lease: a task handler that dies holding it
+leaves a claim that expires, and the task's retry (or the sweep) takes it over. `submitted` carries
+a deadline, when a delayed task asks the predictions API what happened. `completed` and `failed` are
+final. Every write is conditional on the generation that was read, so of two writers exactly one
+wins.
+
+Open jobs are also listed under `open/` in the state bucket (an empty index object per job, made
+with the record and deleted when the job ends), so the sweep reads only open work, however many
+finished records the bucket holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -22,6 +30,7 @@ from typing import Any
 from bgremove import errors, logs, naming
 from bgremove.objects import Objects
 
+QUEUED = "queued"
 CLAIMED = "claimed"
 SUBMITTED = "submitted"
 COMPLETED = "completed"
@@ -72,6 +81,16 @@ class Job:
     # What was written for this job, one entry per output variant in order:
     # {"variant": name, "object": object name, "generation": int}. The first is output_name.
     outputs: tuple[dict[str, Any], ...] = ()
+    enqueues: int = 0  # submission tasks created for this job; names the next one
+
+    @property
+    def submit_task_name(self) -> str:
+        """The current submission task's id: a duplicate event re-enqueues under the same name."""
+        return f"{self.job_id}-s{self.enqueues}"
+
+    def deadline_task_name(self) -> str:
+        """One deadline check per (prediction, due time)."""
+        return f"{self.job_id}-d{self.attempts}-{int(self.deadline_at)}"
 
     @property
     def prediction_id(self) -> str:
@@ -89,7 +108,7 @@ class Job:
         """When this job needs attention if nothing else has moved it; 0 for final jobs."""
         if self.state == CLAIMED:
             return self.lease_expires_at
-        if self.state == SUBMITTED:
+        if self.state in (SUBMITTED, QUEUED):
             return self.deadline_at
         return 0.0
 
@@ -115,6 +134,39 @@ class Job:
 # --- transitions: pure functions from one record to the next -------------------------------------
 
 
+def new_queued(source: Source, model_version: str, now: float, check_seconds: float) -> Job:
+    """Admitted: a submission task (named by `submit_task_name`) is about to be enqueued."""
+    return Job(
+        job_id=source.job_id,
+        source=source,
+        state=QUEUED,
+        model_version=model_version,
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + check_seconds,
+        enqueues=1,
+        history=({"state": QUEUED, "at": now},),
+    )
+
+
+def claim(job: Job, now: float, lease_seconds: int, why: str) -> Job:
+    """A task handler takes a queued job (or an expired claim) to submit it."""
+    return _move(job, CLAIMED, now, why, lease_expires_at=now + lease_seconds, deadline_at=0.0)
+
+
+def requeue(job: Job, now: float, check_seconds: float, why: str) -> Job:
+    """Back into the queue under a new task name: a lost, expired or stuck prediction, a claim
+    whose holder died, or a submission task that no longer exists."""
+    return _move(
+        job, QUEUED, now, why, enqueues=job.enqueues + 1, deadline_at=now + check_seconds, lease_expires_at=0.0
+    )
+
+
+def check_later(job: Job, now: float, check_seconds: float) -> Job:
+    """A queued job whose task still exists: look again later."""
+    return dataclasses.replace(job, deadline_at=now + check_seconds, updated_at=now)
+
+
 def new_claim(source: Source, model_version: str, now: float, lease_seconds: int) -> Job:
     return Job(
         job_id=source.job_id,
@@ -133,9 +185,9 @@ def reclaim(job: Job, now: float, lease_seconds: int, why: str) -> Job:
     return _move(job, CLAIMED, now, why, lease_expires_at=now + lease_seconds, deadline_at=0.0)
 
 
-def release(job: Job, now: float, why: str) -> Job:
-    """Give a claim back at once after a transient failure, so the retried event can take it."""
-    return _move(job, CLAIMED, now, why, lease_expires_at=now)
+def release(job: Job, now: float, why: str, check_seconds: float = 0.0) -> Job:
+    """Give a claim back after a transient failure: the task's retry takes it again."""
+    return _move(job, QUEUED, now, why, lease_expires_at=0.0, deadline_at=now + check_seconds)
 
 
 def submitted(job: Job, prediction_id: str, now: float, deadline_seconds: float) -> Job:
@@ -196,8 +248,34 @@ class JobStore:
         self.bucket = bucket
 
     def create(self, job: Job) -> int:
-        """Create-only: raises Conflict when a record for this upload exists already."""
+        """Create-only: raises Conflict when a record for this upload exists already. The job is
+        listed as open first, so an open job is never missing from the index."""
+        self.ensure_open(job.job_id, job.created_at)
         return self.save(job, 0)
+
+    def ensure_open(self, job_id: str, created_at: float) -> None:
+        """List the job under open/ (create-only; an existing entry is fine)."""
+        name = naming.open_index_name(job_id)
+        with contextlib.suppress(errors.PreconditionFailed):
+            self.objects.write_json(self.bucket, name, {}, 0, {"created_at": f"{created_at:.3f}"})
+
+    def open_jobs(self) -> list[str]:
+        """Ids of every job listed as open, oldest first (one listing of open/, no record reads)."""
+        entries = []
+        for name, meta in self.objects.list_with_metadata(self.bucket, naming.OPEN_PREFIX):
+            try:
+                created = float(meta.get("created_at", "0"))
+            except ValueError:
+                created = 0.0
+            entries.append((created, name[len(naming.OPEN_PREFIX) :]))
+        return [job_id for _, job_id in sorted(entries)]
+
+    def close(self, job_id: str) -> None:
+        """Unlist a finished (or missing) job; a failure leaves it for the next sweep to retry."""
+        try:
+            self.objects.delete(self.bucket, naming.open_index_name(job_id))
+        except errors.RetryLater as exc:
+            logs.warning("could not unlist a finished job; the sweep will", job_id=job_id, error=str(exc))
 
     def load(self, job_id: str) -> tuple[Job, int] | None:
         found = self.objects.read_json(self.bucket, naming.job_record_name(job_id))
@@ -211,24 +289,35 @@ class JobStore:
         name = naming.job_record_name(job.job_id)
         summary = {"state": job.state, "due_at": f"{job.due_at:.3f}"}
         try:
-            return self.objects.write_json(self.bucket, name, job.to_json(), generation, summary)
+            written = self.objects.write_json(self.bucket, name, job.to_json(), generation, summary)
         except errors.PreconditionFailed as exc:
             raise Conflict(job.job_id) from exc
+        if job.is_final:
+            self.close(job.job_id)
+        return written
 
-    def overdue(self, now: float, limit: int) -> list[str]:
-        """Ids of up to `limit` unfinished jobs whose lease or deadline has passed, oldest first.
-        Reads only the listing (state and due time are in each record's metadata)."""
-        due: list[tuple[float, str]] = []
-        for name, meta in self.objects.list_with_metadata(self.bucket, naming.JOBS_PREFIX):
-            if meta.get("state") in FINAL_STATES or not name.endswith(".json"):
-                continue
+    def overdue(self, now: float, limit: int, scan: int) -> list[str]:
+        """Ids of up to `limit` open jobs whose check time has passed, oldest first.
+
+        Lists only open/ and reads at most `scan` of those records, oldest first, so a run's cost
+        follows open work, not history. Index entries of finished or missing jobs are removed."""
+        due: list[str] = []
+        for job_id in self.open_jobs()[:scan]:
             try:
-                due_at = float(meta.get("due_at", "0"))
-            except ValueError:
-                due_at = 0.0
-            if due_at <= now:
-                due.append((due_at, name[len(naming.JOBS_PREFIX) : -len(".json")]))
-        return [job_id for _, job_id in sorted(due)[:limit]]
+                loaded = self.load(job_id)
+            except errors.RetryLater:
+                due.append(job_id)  # unreadable now: its settling will say so, and the batch goes on
+                if len(due) >= limit:
+                    break
+                continue
+            if loaded is None or loaded[0].is_final:
+                self.close(job_id)
+                continue
+            if loaded[0].due_at <= now:
+                due.append(job_id)
+                if len(due) >= limit:
+                    break
+        return due
 
 
 def now() -> float:

@@ -14,6 +14,7 @@ import unicodedata
 
 MAX_OBJECT_NAME_BYTES = 1024
 JOBS_PREFIX = "jobs/"
+OPEN_PREFIX = "open/"
 INPUTS_PREFIX = "inputs/"
 OUTPUT_EXTENSION = ".png"
 
@@ -28,8 +29,17 @@ def job_id(bucket: str, name: str, generation: str | int) -> str:
     return hashlib.sha256(job_key(bucket, name, generation).encode()).hexdigest()
 
 
+def is_job_id(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 def job_record_name(job: str) -> str:
     return f"{JOBS_PREFIX}{job}.json"
+
+
+def open_index_name(job: str) -> str:
+    """The index entry that lists a job as open (see jobs.JobStore)."""
+    return f"{OPEN_PREFIX}{job}"
 
 
 def input_copy_name(job: str) -> str:

@@ -1,10 +1,12 @@
-"""The reconciler: settle jobs that nothing else will move, a bounded batch per run.
+"""Settling jobs that nothing else will move: one job at its deadline, or a bounded sweep.
 
-Run by Cloud Scheduler through the `reconcile` entry point. It finds unfinished jobs whose claim
-lease or submission deadline has passed and settles each: a finished prediction goes through the
-same code as its webhook; a lost, expired or data-removed one is resubmitted (within
-MAX_PREDICTION_ATTEMPTS); a claim whose submitter died is submitted again. Every change is a
-conditional write, so it is safe beside webhooks, uploads and other reconciler runs.
+`reconcile_job` is what a job's deadline check does (a delayed task on the deadline queue, see
+`handle_deadline_task`): a finished prediction goes through the same code as its webhook; a lost,
+expired or data-removed one is put back in the submission queue (within MAX_PREDICTION_ATTEMPTS);
+a still-running one is looked at again later; a claim whose holder died is queued again; a queued
+job whose task no longer exists gets a new task. `reconcile` is the safety net Cloud Scheduler
+runs: the same for every overdue job listed as open, a bounded batch per run. Every change is a
+conditional write, so it is safe beside webhooks, tasks and other runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from bgremove.jobs import Job
 
 # A prediction still running this long after its Cancel-After deadline is treated as stuck.
 STUCK_GRACE_SECONDS = 60.0
+# A sweep reads at most this many open records per job it may settle (oldest first).
+SCAN_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Report:
 def reconcile(cfg: Config, deps: Deps, now: float) -> Report:
     """One bounded batch. A transient failure on one job (storage, API, output host) leaves that
     job for the next run and the batch goes on; only the listing itself failing aborts the run."""
-    overdue = deps.store.overdue(now, cfg.reconcile_batch_size)
+    overdue = deps.store.overdue(now, cfg.reconcile_batch_size, cfg.reconcile_batch_size * SCAN_FACTOR)
     outcomes: Counter[str] = Counter()
     for job_id in overdue:
         try:
@@ -48,6 +52,14 @@ def reconcile(cfg: Config, deps: Deps, now: float) -> Report:
     return report
 
 
+def handle_deadline_task(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
+    """A job's deadline check. A job whose due time moved on (its deadline was extended, or it was
+    resubmitted) is checked again by the task that move scheduled, so this one does nothing."""
+    outcome = reconcile_job(job_id, cfg, deps, now)
+    logs.info(f"deadline check: {outcome}", job_id=job_id, outcome=outcome)
+    return outcome
+
+
 def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
     loaded = deps.store.load(job_id)
     if loaded is None:
@@ -56,8 +68,17 @@ def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
     if job.is_final or job.due_at > now:
         return "not_due"
     fields: dict[str, Any] = {"job_id": job_id, "object": f"gs://{job.source.bucket}/{job.source.name}"}
+    if job.state == jobs.QUEUED:
+        if deps.queue().exists(cfg.submit_queue, job.submit_task_name):
+            # Waiting its turn (a slow account can queue for hours): look again later.
+            try:
+                deps.store.save(jobs.check_later(job, now, cfg.queued_check_seconds), generation)
+            except jobs.Conflict:
+                return "raced"
+            return "still_queued"
+        return _resubmit(job, generation, "its submission task is gone", cfg, deps, now, fields)
     if job.state == jobs.CLAIMED:
-        # The run that claimed it died before recording a prediction (or gave it back).
+        # The task handler that claimed it died before recording a prediction.
         return _resubmit(job, generation, "claim expired", cfg, deps, now, fields)
 
     client = deps.predictions()
@@ -69,10 +90,12 @@ def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
     submitted_at = _submitted_at(job)
     if now - submitted_at < duration_seconds(cfg.cancel_after) + STUCK_GRACE_SECONDS:
         # Still queued or running within its Cancel-After deadline: look again a period later.
+        later = jobs.extend_deadline(job, now + cfg.reconcile_after_seconds, now)
         try:
-            deps.store.save(jobs.extend_deadline(job, now + cfg.reconcile_after_seconds, now), generation)
+            deps.store.save(later, generation)
         except jobs.Conflict:
             return "raced"
+        submit.schedule_deadline(later, cfg, deps)
         return "waiting"
     try:
         client.cancel(prediction.id)
@@ -82,14 +105,24 @@ def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
 
 
 def _resubmit(job: Job, generation: int, why: str, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]) -> str:
-    taken = jobs.reclaim(job, now, cfg.claim_ttl_seconds, f"reconciler: {why}")
+    """Back into the submission queue under a new task name (its pace, its retries), or a failure
+    record when the attempt budget is spent."""
+    if job.attempts >= cfg.max_prediction_attempts:
+        final = jobs.failed(job, "attempts_exhausted", f"{job.attempts} predictions created; last: {why}", now)
+        try:
+            deps.store.save(final, generation)
+        except jobs.Conflict:
+            return "raced"
+        logs.warning("job failed: attempts_exhausted", error=final.error, **fields)
+        return "settled_failed"
+    queued = jobs.requeue(job, now, cfg.queued_check_seconds, f"reconciler: {why}")
     try:
-        generation = deps.store.save(taken, generation)
+        deps.store.save(queued, generation)
     except jobs.Conflict:
         return "raced"
-    logs.info(f"reconcile: resubmitting ({why})", attempts=job.attempts, **fields)
-    result = submit.submit_job(taken, generation, cfg, deps, now, dict(fields))
-    return "resubmitted" if result.outcome is submit.Outcome.SUBMITTED else "settled_" + result.outcome.value
+    logs.info(f"reconcile: queued again ({why})", attempts=job.attempts, **fields)
+    submit.enqueue_submission(queued, cfg, deps)
+    return "requeued"
 
 
 def _submitted_at(job: Job) -> float:

@@ -15,6 +15,7 @@ from bgremove.jobs import JobStore
 from bgremove.predictions import PredictionsClient
 from bgremove.signatures import decode_secret
 from bgremove.storage import GcsObjects
+from bgremove.tasks import CloudTasksQueue
 
 
 @functools.cache
@@ -41,6 +42,7 @@ def deps() -> Deps:
         predictions=predictions_client,
         open_output=open_output,
         webhook_keys=webhook_keys,
+        queue=task_queue,
     )
 
 
@@ -66,6 +68,19 @@ def predictions_client() -> PredictionsClient:
         backoff_max_seconds=cfg.api_backoff_max_seconds,
         session=requests.Session(),
     )
+
+
+@functools.cache
+def task_queue() -> CloudTasksQueue:
+    cfg = config()
+    for name, value in (
+        ("SUBMIT_QUEUE", cfg.submit_queue),
+        ("DEADLINE_QUEUE", cfg.deadline_queue),
+        ("TASK_HANDLER_URL", cfg.task_handler_url),
+    ):
+        if not value:
+            raise ConfigError(f"{name} is required to enqueue tasks but not set")
+    return CloudTasksQueue(cfg.tasks_service_account, timeout_seconds=cfg.http_timeout_seconds)
 
 
 @functools.cache

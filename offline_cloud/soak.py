@@ -170,6 +170,8 @@ def run_soak(
         relay_min_backoff=0.3,
         relay_max_backoff=3.0,
         relay_max_attempts=12,
+        tasks_min_backoff=0.3,
+        tasks_max_backoff=3.0,
         predictions_faults=PREDICTION_FAULTS,
         relay_faults=RELAY_FAULTS,
         function_env=FUNCTION_ENV,

@@ -73,6 +73,25 @@ class StackOptions:
     trigger: bool = True
     function_env: dict[str, str] = field(default_factory=dict)  # pipeline settings to override
     function_workers: int = 1
+    # The two Cloud Tasks queues, as infra/ creates them by default: submissions at the API's create
+    # limit (600 a minute), deadline checks on their own; Cloud Tasks' retry defaults shortened to
+    # what Terraform sets. Tests that need speed pass shorter backoffs (tests/conftest.py).
+    submit_rate_per_second: float = 10.0
+    submit_max_concurrent: int = 100
+    deadline_rate_per_second: float = 50.0
+    deadline_max_concurrent: int = 100
+    tasks_min_backoff: float = 10.0
+    tasks_max_backoff: float = 600.0
+    tasks_max_doublings: int = 5
+    tasks_max_attempts: int = -1  # unlimited: max_retry_duration bounds it
+    tasks_max_retry_seconds: float = 7 * 24 * 3600.0
+    tasks_pool: int = 64
+    tasks_faults: dict[str, Any] = field(default_factory=dict)
+
+
+TASKS_LOCATION = f"projects/{PUBSUB_PROJECT}/locations/us-central1"
+SUBMIT_QUEUE = f"{TASKS_LOCATION}/queues/submissions"
+DEADLINE_QUEUE = f"{TASKS_LOCATION}/queues/deadlines"
 
 
 @dataclass
@@ -99,6 +118,11 @@ class StackInfo:
     trigger_url: str
     trigger_attached: bool
     reconcile_url: str
+    task_handler_url: str
+    tasks_endpoint: str
+    tasks_admin_url: str
+    submit_queue: str
+    deadline_queue: str
     relay_admin_url: str
     ca_bundle: str
     service_account_key: str
@@ -170,14 +194,21 @@ class Stack:
         api_token = "r8_offline_" + secrets.token_hex(16)
         webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         ports = {
-            name: free_port() for name in ("gcs", "pubsub", "relay", "predictions", "trigger", "webhook", "reconciler")
-        }
+            name: free_port()
+            for name in (
+                "gcs", "pubsub", "relay", "predictions", "trigger", "webhook", "reconciler", "tasks", "tasks-admin",
+                "task-handler",
+            )
+        }  # fmt: skip
         gcs_url = f"http://127.0.0.1:{ports['gcs']}"
         predictions_url = f"https://localhost:{ports['predictions']}"
         trigger_url = f"http://127.0.0.1:{ports['trigger']}/"
         webhook_url = f"http://127.0.0.1:{ports['webhook']}/"
         relay_url = f"http://127.0.0.1:{ports['relay']}"
         reconcile_url = f"http://127.0.0.1:{ports['reconciler']}/"
+        task_handler_url = f"http://127.0.0.1:{ports['task-handler']}/"
+        tasks_endpoint = f"127.0.0.1:{ports['tasks']}"
+        tasks_admin_url = f"http://127.0.0.1:{ports['tasks-admin']}"
 
         # The relay answers Pub/Sub before the emulator starts publishing to it.
         self._spawn(
@@ -198,9 +229,20 @@ class Stack:
             ),
             logs_dir,
         )
+        self._spawn(
+            "cloud-tasks",
+            [
+                sys.executable, "-m", "offline_cloud.cloud_tasks", "--port", str(ports["tasks"]),
+                "--admin-port", str(ports["tasks-admin"]), "--pool", str(o.tasks_pool),
+                "--faults", json.dumps(o.tasks_faults), "--log-file", str(logs_dir / "cloud-tasks-dispatches.jsonl"),
+            ],
+            logs_dir,
+        )  # fmt: skip
         self._wait("eventarc-relay", relay_url + "/health")
         self._wait("storage-emulator", gcs_url + "/storage/v1/b")
         _create_buckets(gcs_url, (o.upload_bucket, o.processed_bucket, o.state_bucket))
+        self._wait("cloud-tasks", tasks_admin_url + "/health")
+        _create_queues(tasks_endpoint, o)
 
         function_env = {
             "UPLOAD_BUCKET": o.upload_bucket,
@@ -216,6 +258,10 @@ class Stack:
             "OUTPUT_ALLOWED_HOSTS": "localhost",
             "API_BACKOFF_SECONDS": "0.2",
             "API_BACKOFF_MAX_SECONDS": "2",
+            "SUBMIT_QUEUE": SUBMIT_QUEUE,
+            "DEADLINE_QUEUE": DEADLINE_QUEUE,
+            "TASK_HANDLER_URL": task_handler_url,
+            "TASKS_SERVICE_ACCOUNT": f"tasks@{PUBSUB_PROJECT}.iam.gserviceaccount.com",
             **o.function_env,
         }
         platform_env = {
@@ -225,6 +271,7 @@ class Stack:
             # Only the stack's own CA: offline there is nothing else to trust, and requests reads the
             # bundle on every new connection (the full public bundle costs 24-46 ms each time).
             "REQUESTS_CA_BUNDLE": str(certs.ca_cert),
+            "CLOUD_TASKS_EMULATOR_HOST": tasks_endpoint,
             "WORKERS": str(o.function_workers),
             "PYTHONUNBUFFERED": "1",
         }
@@ -233,6 +280,7 @@ class Stack:
             ("trigger", "on_upload", ports["trigger"]),
             ("webhook", "on_prediction_webhook", ports["webhook"]),
             ("reconciler", "reconcile", ports["reconciler"]),
+            ("task-handler", "on_task", ports["task-handler"]),
         ):
             self._spawn(
                 f"function-{name}",
@@ -245,6 +293,7 @@ class Stack:
         self._wait("function-trigger", trigger_url, method="GET")
         self._wait("function-webhook", webhook_url, method="GET")
         self._wait("function-reconciler", reconcile_url, method="GET")
+        self._wait("function-task-handler", task_handler_url, method="GET")
 
         self.info = StackInfo(
             storage_emulator_host=gcs_url,
@@ -260,6 +309,11 @@ class Stack:
             trigger_url=trigger_url,
             trigger_attached=o.trigger,
             reconcile_url=reconcile_url,
+            task_handler_url=task_handler_url,
+            tasks_endpoint=tasks_endpoint,
+            tasks_admin_url=tasks_admin_url,
+            submit_queue=SUBMIT_QUEUE,
+            deadline_queue=DEADLINE_QUEUE,
             relay_admin_url=relay_url,
             ca_bundle=str(certs.ca_cert),
             service_account_key=str(key_file),
@@ -431,6 +485,39 @@ def _service_account_key(path: Path) -> Path:
     path.write_text(json.dumps(data))
     path.chmod(0o600)
     return path
+
+
+def _create_queues(endpoint: str, o: StackOptions) -> None:
+    """The submission and deadline queues, with the rate, concurrency and retry settings Terraform
+    gives them (infra/modules/pipeline/tasks.tf)."""
+    from google.cloud import tasks_v2
+    from google.protobuf import duration_pb2
+
+    from offline_cloud import cloud_tasks
+
+    def seconds(value: float) -> duration_pb2.Duration:
+        return duration_pb2.Duration(seconds=int(value), nanos=int(round((value % 1) * 1e9)))
+
+    client = cloud_tasks.client(endpoint)
+    for path, rate, concurrent in (
+        (SUBMIT_QUEUE, o.submit_rate_per_second, o.submit_max_concurrent),
+        (DEADLINE_QUEUE, o.deadline_rate_per_second, o.deadline_max_concurrent),
+    ):
+        queue = tasks_v2.Queue(
+            name=path,
+            rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=rate, max_concurrent_dispatches=concurrent),
+            retry_config=tasks_v2.RetryConfig(
+                max_attempts=o.tasks_max_attempts,
+                max_retry_duration=seconds(o.tasks_max_retry_seconds),
+                min_backoff=seconds(o.tasks_min_backoff),
+                max_backoff=seconds(o.tasks_max_backoff),
+                max_doublings=o.tasks_max_doublings,
+            ),
+        )
+        try:
+            client.create_queue(parent=TASKS_LOCATION, queue=queue, timeout=10)
+        except Exception as exc:
+            raise StackError(f"cloud-tasks: could not create queue {path}: {exc}") from exc
 
 
 def _create_buckets(gcs_url: str, names: tuple[str, ...]) -> None:

@@ -21,6 +21,9 @@ FAST_RETRIES: dict[str, object] = {
     "relay_min_backoff": 0.2,
     "relay_max_backoff": 2.0,
     "relay_max_attempts": 6,
+    # Cloud Tasks retries a failed dispatch after 10 s doubling to 600 s in production (Terraform).
+    "tasks_min_backoff": 0.2,
+    "tasks_max_backoff": 2.0,
 }
 
 

@@ -70,6 +70,23 @@ class StackClient:
     def stats(self) -> dict[str, Any]:
         return self.api("GET", "/_admin/stats").json()
 
+    # cloud tasks
+    def tasks_log(self, queue: str = "") -> list[dict[str, Any]]:
+        """The Cloud Tasks emulator's dispatch records (of one queue, or all)."""
+        params = {"queue": queue, "limit": 100000} if queue else {"limit": 100000}
+        answer = requests.get(self.info.tasks_admin_url + "/log", params=params, timeout=10).json()
+        return list(answer if isinstance(answer, list) else answer.get("log", []))
+
+    def pause_queue(self, queue: str) -> None:
+        from offline_cloud import cloud_tasks
+
+        cloud_tasks.client(self.info.tasks_endpoint).pause_queue(name=queue)
+
+    def resume_queue(self, queue: str) -> None:
+        from offline_cloud import cloud_tasks
+
+        cloud_tasks.client(self.info.tasks_endpoint).resume_queue(name=queue)
+
     # eventarc relay
     def deliveries(self) -> list[dict[str, Any]]:
         return requests.get(self.info.relay_admin_url + "/deliveries", timeout=10).json()["log"]

@@ -14,7 +14,14 @@ an empty list means it passed.
 - source archive: only main.py, bgremove/ and requirements.txt, named by hash;
 - imports: every import in main.py and bgremove/ is bgremove, the standard library or a
   distribution listed in requirements.txt;
-- triggers and access: storage trigger, public webhook, scheduler-invoked reconciler.
+- triggers and access: storage trigger, public webhook, scheduler-invoked reconciler;
+- per function: exactly the environment and secrets each entry point needs, and nothing the
+  code reads only offline (the emulator hosts);
+- Cloud Tasks: SUBMIT_QUEUE and DEADLINE_QUEUE are the paths of the queue resources, whose
+  rate and retry settings come from module variables; TASK_HANDLER_URL is the URL of the
+  on_task function; only a dedicated account (TASKS_SERVICE_ACCOUNT) may invoke it; its
+  timeout fits the tasks' dispatch deadline; each runtime account has exactly the
+  queue-level grants its code needs, and actAs on the OIDC account only where it enqueues.
 """
 
 from __future__ import annotations
@@ -31,15 +38,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.checks.tfparse import items, locals_of, single, split_top_level, top_blocks, unwrap, variables_of
+from infra.checks.tfparse import Block, items, locals_of, single, split_top_level, top_blocks, unwrap, variables_of
 
 FUNCTION_TYPE = "google_cloudfunctions2_function"
+QUEUE_TYPE = "google_cloud_tasks_queue"
+QUEUE_IAM_TYPE = "google_cloud_tasks_queue_iam_member"
+RUN_IAM_TYPE = "google_cloud_run_service_iam_member"
+SA_IAM_TYPE = "google_service_account_iam_member"
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 READERS = frozenset({"text", "required", "names", "whole", "number", "url"})
+WEBHOOK_ENTRY_POINT = "on_prediction_webhook"
+TASK_HANDLER_ENTRY_POINT = "on_task"
+ENQUEUER = "roles/cloudtasks.enqueuer"
+QUEUE_VIEWER = "roles/cloudtasks.viewer"
+SERVICE_ACCOUNT_USER = "roles/iam.serviceAccountUser"
+PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+# Ingress settings that keep the internet out; Cloud Tasks in the project reaches both.
+PRIVATE_INGRESS = frozenset({"ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"})
 # Set from resources rather than from a module variable.
 COMPUTED_SETTINGS = frozenset(
-    {"UPLOAD_BUCKET", "PROCESSED_BUCKET", "STATE_BUCKET", "WEBHOOK_URL", "SIGNING_SERVICE_ACCOUNT"}
+    {
+        "UPLOAD_BUCKET",
+        "PROCESSED_BUCKET",
+        "STATE_BUCKET",
+        "WEBHOOK_URL",
+        "SIGNING_SERVICE_ACCOUNT",
+        "SUBMIT_QUEUE",
+        "DEADLINE_QUEUE",
+        "TASK_HANDLER_URL",
+        "TASKS_SERVICE_ACCOUNT",
+    }
 )
+# Emulator endpoints the Google client libraries (or our seams) read by themselves: they make
+# a client talk plaintext to a local fake without credentials, so a deployment never sets them.
+EMULATOR_VARIABLES = frozenset({"STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"})
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PRIVATE_KEY", "API_KEY")
 DEPLOYED_TOP_LEVEL = frozenset({"main.py", "requirements.txt", "bgremove"})
 NO_DEFAULT: Any = object()
@@ -202,6 +234,19 @@ class TfFunction:
     env: dict[str, str]  # variable -> expression
     secret_env: dict[str, dict[str, Any]]  # variable -> secret_environment_variables block
     problems: list[str]
+    name_raw: str = ""  # the `name` argument as written (a template such as "${local.x}")
+    location_raw: str = ""
+    timeout: str | None = None  # service_config.timeout_seconds, unwrapped
+
+    @property
+    def address(self) -> str:
+        return f"{FUNCTION_TYPE}.{self.name}"
+
+    @property
+    def runtime_member(self) -> str | None:
+        """`google_service_account.X.member` for a runtime account given as `...X.email`."""
+        match = re.fullmatch(r"google_service_account\.(\w+)\.email", (self.service_account or "").strip())
+        return f"google_service_account.{match.group(1)}.member" if match else None
 
 
 def tf_functions(module: Mapping[str, Mapping[str, Any]]) -> list[TfFunction]:
@@ -234,6 +279,9 @@ def tf_functions(module: Mapping[str, Mapping[str, Any]]) -> list[TfFunction]:
                 env=env,
                 secret_env=secret_env,
                 problems=problems,
+                name_raw=str(block.body.get("name", "")),
+                location_raw=str(block.body.get("location", "")),
+                timeout=None if service.get("timeout_seconds") is None else str(unwrap(service["timeout_seconds"])),
             )
         )
     return functions
@@ -378,16 +426,16 @@ def check_settings(
             continue
         if read.name not in wired:
             problems.append(f"{read.name} is not wired to a module variable: set it to var.{snake(read.name)}")
-    http_urls = {
-        f"{FUNCTION_TYPE}.{fn.name}.{attr}"
-        for fn in functions
-        if fn.event_trigger is None
-        for attr in ("service_config[0].uri", "url")
-    }
+    # WEBHOOK_URL must be the webhook function's URL (any HTTP function's, when none has the
+    # webhook's entry point, so the check still means something on other layouts).
+    targets = [fn for fn in functions if fn.entry_point == WEBHOOK_ENTRY_POINT] or [
+        fn for fn in functions if fn.event_trigger is None
+    ]
+    http_urls = {f"{FUNCTION_TYPE}.{fn.name}.{attr}" for fn in targets for attr in ("service_config[0].uri", "url")}
     for fn in functions:
         url = fn.env.get("WEBHOOK_URL")
         if url is not None and url.strip() not in http_urls:
-            problems.append(f"{fn.name}: WEBHOOK_URL = {url}, not the URL of an HTTP function")
+            problems.append(f"{fn.name}: WEBHOOK_URL = {url}, not the URL of the webhook function")
         if url is not None and url.strip().startswith(f"{FUNCTION_TYPE}.{fn.name}."):
             problems.append(f"{fn.name}: WEBHOOK_URL refers to the function itself (a dependency cycle)")
         signer = fn.env.get("SIGNING_SERVICE_ACCOUNT")
@@ -616,13 +664,7 @@ def check_access(module: Mapping[str, Mapping[str, Any]], functions: Iterable[Tf
     """Storage trigger settings, and who may invoke each function."""
     problems: list[str] = []
     resources = list(top_blocks(module, "resource"))
-    invokers: dict[str, set[str]] = {}
-    for block in resources:
-        if block.type == "google_cloud_run_service_iam_member" and block.body.get("role") == "roles/run.invoker":
-            service = str(unwrap(block.body.get("service")))
-            match = re.fullmatch(rf"{FUNCTION_TYPE}\.(\w+)\.name", service)
-            if match:
-                invokers.setdefault(match.group(1), set()).add(str(unwrap(block.body.get("member"))))
+    invokers = function_invokers(module)
     scheduled: dict[str, str] = {}
     for block in resources:
         if block.type != "google_cloud_scheduler_job":
@@ -652,6 +694,12 @@ def check_access(module: Mapping[str, Mapping[str, Any]], functions: Iterable[Tf
                 problems.append(f"{fn.name}: the trigger's service account has no roles/run.invoker on the function")
             if fn.ingress != "ALLOW_INTERNAL_ONLY":
                 problems.append(f"{fn.name}: an event-triggered function should use ALLOW_INTERNAL_ONLY ingress")
+        elif fn.entry_point == TASK_HANDLER_ENTRY_POINT:
+            if "allUsers" in members or "allAuthenticatedUsers" in members:
+                problems.append(f"{fn.name}: the task handler has a public invoker; only Cloud Tasks may call it")
+            if fn.ingress not in PRIVATE_INGRESS:
+                problems.append(f"{fn.name}: the task handler must use internal ingress, not {fn.ingress!r}")
+            # Who may call it, and with which token: check_task_handler.
         elif fn.ingress == "ALLOW_ALL":
             if "allUsers" not in members:
                 problems.append(f"{fn.name}: public (ALLOW_ALL) but allUsers lacks roles/run.invoker")
@@ -661,9 +709,37 @@ def check_access(module: Mapping[str, Mapping[str, Any]], functions: Iterable[Tf
                 problems.append(f"{fn.name}: internal HTTP function that no scheduler job calls with an OIDC token")
             elif account.replace(".email", ".member") not in members:
                 problems.append(f"{fn.name}: the scheduler's service account has no roles/run.invoker on it")
-        if "allUsers" in members and fn.ingress != "ALLOW_ALL":
+        if "allUsers" in members and fn.ingress != "ALLOW_ALL" and fn.entry_point != TASK_HANDLER_ENTRY_POINT:
             problems.append(f"{fn.name}: allUsers may invoke it, but it is not the public webhook")
     return problems
+
+
+def function_invokers(module: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
+    """{function resource name: members with roles/run.invoker on its Cloud Run service}."""
+    invokers: dict[str, set[str]] = {}
+    for block in top_blocks(module, "resource"):
+        if block.type == RUN_IAM_TYPE and block.body.get("role") == "roles/run.invoker":
+            service = str(unwrap(block.body.get("service")))
+            match = re.fullmatch(rf"{FUNCTION_TYPE}\.(\w+)\.name", service)
+            if match:
+                invokers.setdefault(match.group(1), set()).update(members_of(block))
+    return invokers
+
+
+def members_of(block: Block) -> list[str]:
+    """The members an IAM member block grants to: its `member`, or each value of a literal
+    for_each map when member = each.value."""
+    member = str(unwrap(block.body.get("member", "")))
+    for_each = block.body.get("for_each")
+    if member == "each.value" and isinstance(for_each, dict):
+        return [str(unwrap(v)) for _, v in items(for_each)]
+    return [member]
+
+
+def _reference(expression: Any, tf_type: str, attr: str) -> str | None:
+    """NAME when expression is exactly `tf_type.NAME.attr`."""
+    match = re.fullmatch(rf"{re.escape(tf_type)}\.(\w+)\.{re.escape(attr)}", str(unwrap(expression)).strip())
+    return match.group(1) if match else None
 
 
 def check_module_calls(
@@ -688,3 +764,455 @@ def check_module_calls(
 
 def module_variables(module: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return variables_of(module)
+
+
+# ---------------------------------------------------------------------------
+# Per-function environment
+# ---------------------------------------------------------------------------
+
+
+def direct_env_reads(sources: Mapping[str, str]) -> dict[str, str]:
+    """Variables deployed code reads from os.environ directly, bypassing config.py: {name: file}.
+
+    Finds `os.environ.get("X")`, `os.environ["X"]` and `os.getenv("X")`, with X a literal or a
+    module-level string constant. Settings go through config.py; what the code reads this way
+    are offline hooks (the Cloud Tasks emulator host), never set by a deployment.
+    """
+    found: dict[str, str] = {}
+    for source_name, source in sources.items():
+        if source_name.endswith("bgremove/config.py"):
+            continue
+        tree = ast.parse(source)
+        constants = _module_constants(tree)
+        for node in ast.walk(tree):
+            key: ast.expr | None = None
+            if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute):
+                func = node.func
+                environ_get = func.attr == "get" and _is_os_environ(func.value)
+                if environ_get or (func.attr == "getenv" and _is_name(func.value, "os")):
+                    key = node.args[0]
+            elif isinstance(node, ast.Subscript) and _is_os_environ(node.value):
+                key = node.slice
+            if key is None:
+                continue
+            value = _evaluate(key, constants)
+            if isinstance(value, str):
+                found.setdefault(value, source_name)
+    return found
+
+
+def _is_name(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _is_os_environ(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "environ" and _is_name(node.value, "os")
+
+
+def check_offline_only(functions: Iterable[TfFunction], sources: Mapping[str, str]) -> list[str]:
+    """No function sets an emulator endpoint or anything the code reads outside config.py."""
+    offline = dict.fromkeys(EMULATOR_VARIABLES, "the Google client libraries") | direct_env_reads(sources)
+    problems = []
+    for fn in functions:
+        for key in sorted((set(fn.env) | set(fn.secret_env)) & set(offline)):
+            problems.append(
+                f"{fn.name}: sets {key}, which is offline-only (read by {offline[key]} through os.environ, "
+                "not bgremove/config.py): a deployment must never set it"
+            )
+    return problems
+
+
+def check_function_environment(
+    reads: Mapping[str, EnvRead],
+    functions: Iterable[TfFunction],
+    extras: Mapping[str, Iterable[str]],
+    secrets: Mapping[str, Iterable[str]],
+) -> list[str]:
+    """Each function sets exactly what its entry point needs.
+
+    Every function gets the shared settings (every variable config.py reads that is neither
+    computed nor secret) and the buckets; `extras` names, per entry point, the computed
+    variables it needs on top (queues, URLs, accounts), `secrets` the secrets it gets.
+    """
+    shared = {
+        read.name
+        for read in reads.values()
+        if read.required or (read.name not in COMPUTED_SETTINGS and not _is_secret_name(read.name))
+    }
+    problems = []
+    for fn in functions:
+        entry = fn.entry_point or ""
+        if entry not in extras or entry not in secrets:
+            problems.append(f"{fn.name}: no per-function expectations for entry point {entry!r}")
+            continue
+        wanted = shared | set(extras[entry])
+        for key in sorted(wanted - set(fn.env)):
+            problems.append(f"{fn.name} ({entry}): does not set {key}, which it needs")
+        for key in sorted(set(fn.env) - wanted):
+            problems.append(f"{fn.name} ({entry}): sets {key}, which it does not need")
+        wanted_secrets = set(secrets[entry])
+        for key in sorted(wanted_secrets - set(fn.secret_env)):
+            problems.append(f"{fn.name} ({entry}): lacks the secret {key}, which it needs")
+        for key in sorted(set(fn.secret_env) - wanted_secrets):
+            problems.append(f"{fn.name} ({entry}): gets the secret {key}, which it does not need")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Cloud Tasks
+# ---------------------------------------------------------------------------
+
+
+def check_queues(
+    module: Mapping[str, Mapping[str, Any]],
+    functions: Iterable[TfFunction],
+    queues: Mapping[str, str],
+    variables: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """The queue variables point at the queue resources, which take their settings from variables.
+
+    `queues` maps each variable (SUBMIT_QUEUE) to the google_cloud_tasks_queue resource it must
+    name (submit). config.py wants the full path projects/P/locations/L/queues/Q, which is the
+    resource's `id`.
+    """
+    functions = list(functions)
+    problems: list[str] = []
+    declared = {b.name: b for b in top_blocks(module, "resource") if b.type == QUEUE_TYPE}
+    if len(set(queues.values())) != len(queues):
+        problems.append(f"the queue variables must name different queues: {dict(queues)}")
+    for variable, queue in queues.items():
+        if queue not in declared:
+            problems.append(f"{variable}: there is no {QUEUE_TYPE}.{queue}")
+    for fn in functions:
+        for variable, queue in queues.items():
+            expression = fn.env.get(variable)
+            if expression is None:
+                continue  # whether it must be set: check_function_environment
+            wanted = f"{QUEUE_TYPE}.{queue}.id"
+            if expression.strip() == wanted:
+                continue
+            named = re.fullmatch(rf"{QUEUE_TYPE}\.(\w+)\.(\w+)", expression.strip())
+            if named and named.group(1) not in declared:
+                why = f"{QUEUE_TYPE}.{named.group(1)} is not declared"
+            elif named and named.group(2) != "id":
+                why = f"config.py needs the full path (.id), not .{named.group(2)}"
+            elif named:
+                why = f"that is the {named.group(1)} queue"
+            else:
+                why = "not a queue resource's id"
+            problems.append(f"{fn.name}: {variable} = {expression}, expected {wanted} ({why})")
+    locations = {fn.location_raw for fn in functions if fn.location_raw}
+    for resource in declared.values():
+        body = resource.body
+        if locations and str(body.get("location", "")) not in locations:
+            problems.append(f"{resource.address}: location {body.get('location')!r} is not the functions' {locations}")
+        for block_name, arguments in (
+            ("rate_limits", ("max_dispatches_per_second", "max_concurrent_dispatches")),
+            ("retry_config", ("max_attempts", "max_retry_duration", "min_backoff", "max_backoff", "max_doublings")),
+        ):
+            settings = single(body, block_name)
+            if settings is None:
+                problems.append(
+                    f"{resource.address}: no {block_name} block (the queue would run on Cloud Tasks' defaults)"
+                )
+                continue
+            for argument in arguments:
+                value = str(settings.get(argument, ""))
+                used = re.findall(r"\bvar\.(\w+)", value)
+                if not used:
+                    problems.append(f"{resource.address}: {block_name}.{argument} must come from a module variable")
+                for name in used:
+                    if name not in variables:
+                        problems.append(
+                            f"{resource.address}: {block_name}.{argument} uses var.{name}, which is not declared"
+                        )
+                    elif not str(variables[name].get("description", "")).strip():
+                        problems.append(f"variable {name}: no description")
+    return problems
+
+
+def dispatch_deadline_seconds(tasks_source: str, runtime_source: str | None = None) -> float | None:
+    """The dispatch deadline the code gives its tasks: CloudTasksQueue's `deadline_seconds`
+    default in bgremove/tasks.py, or the constant runtime.py passes instead."""
+    if runtime_source:
+        for node in ast.walk(ast.parse(runtime_source)):
+            if isinstance(node, ast.Call) and _is_name(node.func, "CloudTasksQueue"):
+                for keyword in node.keywords:
+                    if keyword.arg == "deadline_seconds":
+                        value = _evaluate(keyword.value, {})
+                        return float(value) if isinstance(value, int | float) else None
+    tree = ast.parse(tasks_source)
+    constants = _module_constants(tree)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "CloudTasksQueue":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    names = [a.arg for a in item.args.args]
+                    with_defaults = names[len(names) - len(item.args.defaults) :]
+                    defaults = dict(zip(with_defaults, item.args.defaults, strict=True))
+                    default = defaults.get("deadline_seconds")
+                    value = _evaluate(default, constants) if default is not None else None
+                    return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+def check_task_handler(
+    module: Mapping[str, Mapping[str, Any]],
+    functions: Iterable[TfFunction],
+    variables: Mapping[str, Mapping[str, Any]],
+    dispatch_deadline: float | None,
+) -> list[str]:
+    """The on_task function: reached at TASK_HANDLER_URL, invoked only by the tasks' dedicated
+    OIDC account (TASKS_SERVICE_ACCOUNT), never public, with a timeout within the deadline."""
+    functions = list(functions)
+    handlers = [fn for fn in functions if fn.entry_point == TASK_HANDLER_ENTRY_POINT]
+    if len(handlers) != 1:
+        return [f"expected one function with entry point {TASK_HANDLER_ENTRY_POINT}, found {len(handlers)}"]
+    handler = handlers[0]
+    problems: list[str] = []
+    if handler.event_trigger is not None:
+        problems.append(f"{handler.name}: the task handler is an HTTP function; it must have no event_trigger")
+    if handler.ingress not in PRIVATE_INGRESS:
+        problems.append(
+            f"{handler.name}: ingress {handler.ingress!r}; the task handler takes Cloud Tasks traffic only "
+            f"({' or '.join(sorted(PRIVATE_INGRESS))})"
+        )
+    local_values = locals_of(module)
+
+    # TASK_HANDLER_URL
+    computed_url_locals: set[str] = set()
+    for fn in functions:
+        expression = fn.env.get("TASK_HANDLER_URL")
+        if expression is None:
+            continue
+        verdict, local = _handler_url_verdict(expression, fn, handler, local_values)
+        if verdict:
+            problems.append(f"{fn.name}: TASK_HANDLER_URL = {expression}: {verdict}")
+        elif local:
+            computed_url_locals.add(local)
+    for local in sorted(computed_url_locals):
+        if not _url_is_verified(module, handler, local):
+            problems.append(
+                f"local.{local} (TASK_HANDLER_URL) is computed, but nothing checks that the deployed handler "
+                f'serves it: add data "google_cloud_run_v2_service" for {handler.address} with a postcondition on '
+                f"contains(self.urls, local.{local})"
+            )
+
+    # TASKS_SERVICE_ACCOUNT: one dedicated account, the only invoker.
+    accounts = {fn.env["TASKS_SERVICE_ACCOUNT"].strip() for fn in functions if "TASKS_SERVICE_ACCOUNT" in fn.env}
+    invokers = function_invokers(module).get(handler.name, set())
+    for member in sorted(invokers & PUBLIC_MEMBERS):
+        problems.append(f"{handler.name}: {member} may invoke the task handler; it must not be public")
+    if len(accounts) > 1:
+        problems.append(f"TASKS_SERVICE_ACCOUNT differs between functions: {sorted(accounts)}")
+    for account in sorted(accounts):
+        name = _reference(account, "google_service_account", "email")
+        if name is None:
+            problems.append(f"TASKS_SERVICE_ACCOUNT = {account}: not a google_service_account's email")
+            continue
+        member = f"google_service_account.{name}.member"
+        users = _account_users(module, functions)
+        if name in users:
+            problems.append(
+                f"TASKS_SERVICE_ACCOUNT = {account} is also {users[name]}: the tasks' OIDC identity must be "
+                "a dedicated account"
+            )
+        if member not in invokers:
+            problems.append(f"{handler.name}: {member} (TASKS_SERVICE_ACCOUNT) has no roles/run.invoker on it")
+        for other in sorted(invokers - {member} - PUBLIC_MEMBERS):
+            problems.append(f"{handler.name}: {other} may invoke the task handler; only {member} may")
+
+    # Timeout within the dispatch deadline.
+    if dispatch_deadline is None:
+        problems.append("cannot read the tasks' dispatch deadline from bgremove/tasks.py (CloudTasksQueue)")
+    else:
+        problems += _timeout_problems(handler, variables, dispatch_deadline)
+    return problems
+
+
+def _handler_url_verdict(
+    expression: str, fn: TfFunction, handler: TfFunction, local_values: Mapping[str, Any]
+) -> tuple[str, str | None]:
+    """('', local name or None) when expression is the handler's URL, else (why not, None).
+
+    Accepted: the handler's `service_config[0].uri` or `url` (from another function; on the
+    handler itself that is a dependency cycle), or a local holding Cloud Run's deterministic
+    URL of the handler's service: https://<the handler's name>-<project number>.<its location>.run.app.
+    """
+    expression = expression.strip()
+    local = re.fullmatch(r"local\.(\w+)", expression)
+    raw = str(local_values.get(local.group(1), "")) if local else "${" + expression + "}"
+    if local and local.group(1) not in local_values:
+        return f"there is no local {local.group(1)!r}", None
+    target = re.fullmatch(rf"\$\{{{FUNCTION_TYPE}\.(\w+)\.(service_config\[0\]\.uri|url)\}}", raw)
+    if target:
+        if target.group(1) != handler.name:
+            return f"that is {FUNCTION_TYPE}.{target.group(1)}, not the task handler {handler.address}", None
+        if fn.name == handler.name:
+            return "the task handler's own URL (a dependency cycle)", None
+        return "", None
+    deterministic = (
+        "https://"
+        + re.escape(handler.name_raw)
+        + r"-\$\{data\.google_project\.\w+\.number\}\."
+        + re.escape(handler.location_raw)
+        + r"\.run\.app"
+    )
+    if local and handler.name_raw and re.fullmatch(deterministic, raw):
+        return "", local.group(1)
+    return f"not the URL of the task handler {handler.address} (entry point {TASK_HANDLER_ENTRY_POINT})", None
+
+
+def _url_is_verified(module: Mapping[str, Mapping[str, Any]], handler: TfFunction, local: str) -> bool:
+    for block in top_blocks(module, "data"):
+        if block.type != "google_cloud_run_v2_service":
+            continue
+        if _reference(block.body.get("name"), FUNCTION_TYPE, "name") != handler.name:
+            continue
+        for lifecycle in block.body.get("lifecycle", []):
+            for condition in lifecycle.get("postcondition", []):
+                text = str(condition.get("condition", ""))
+                if "self.urls" in text and f"local.{local}" in text:
+                    return True
+    return False
+
+
+def _account_users(module: Mapping[str, Mapping[str, Any]], functions: Iterable[TfFunction]) -> dict[str, str]:
+    """{service account resource name: what else uses it} for runtime, trigger and scheduler accounts."""
+    used: dict[str, str] = {}
+    for fn in functions:
+        name = _reference(fn.service_account, "google_service_account", "email")
+        if name:
+            used.setdefault(name, f"the runtime account of {fn.name}")
+        trigger = fn.event_trigger or {}
+        name = _reference(trigger.get("service_account_email"), "google_service_account", "email")
+        if name:
+            used.setdefault(name, f"the trigger account of {fn.name}")
+    for block in top_blocks(module, "resource"):
+        if block.type == "google_cloud_scheduler_job":
+            oidc = single(single(block.body, "http_target") or {}, "oidc_token") or {}
+            name = _reference(oidc.get("service_account_email"), "google_service_account", "email")
+            if name:
+                used.setdefault(name, f"the OIDC account of {block.address}")
+    return used
+
+
+def _timeout_problems(handler: TfFunction, variables: Mapping[str, Mapping[str, Any]], deadline: float) -> list[str]:
+    timeout = (handler.timeout or "").strip()
+    if not timeout:
+        return [
+            f"{handler.name}: no timeout_seconds (the platform default exceeds the {deadline:g} s dispatch deadline)"
+        ]
+    variable = re.fullmatch(r"var\.(\w+)", timeout)
+    if variable is None:
+        try:
+            value = float(timeout)
+        except ValueError:
+            return [f"{handler.name}: cannot read timeout_seconds = {timeout}"]
+        return (
+            [f"{handler.name}: timeout {value:g} s exceeds the tasks' {deadline:g} s dispatch deadline"]
+            if value > deadline
+            else []
+        )
+    name = variable.group(1)
+    declared = variables.get(name)
+    if declared is None:
+        return [f"{handler.name}: timeout_seconds = var.{name}, which is not declared"]
+    problems = []
+    default = declared.get("default")
+    if not isinstance(default, int | float) or default > deadline:
+        problems.append(
+            f"variable {name}: default {default!r} exceeds the tasks' {deadline:g} s dispatch deadline "
+            "(bgremove/tasks.py): Cloud Tasks would retry attempts that are still running"
+        )
+    caps = [
+        float(cap)
+        for validation in declared.get("validation", [])
+        for cap in re.findall(rf"var\.{name}\s*<=\s*(\d+(?:\.\d+)?)", str(validation.get("condition", "")))
+    ]
+    if not caps or min(caps) > deadline:
+        problems.append(f"variable {name}: needs a validation capping it at the {deadline:g} s dispatch deadline")
+    return problems
+
+
+def check_queue_grants(
+    module: Mapping[str, Mapping[str, Any]],
+    functions: Iterable[TfFunction],
+    expected: Mapping[str, Mapping[str, Iterable[str]]],
+) -> list[str]:
+    """Queue-level roles exactly as each entry point's code needs them, and no wider ones.
+
+    `expected` maps an entry point to {queue resource name: roles}. Also: no project-level
+    Cloud Tasks or serviceAccountUser role, and roles/iam.serviceAccountUser on the
+    TASKS_SERVICE_ACCOUNT account exactly for the functions that set it (creating a task with
+    an OIDC token of an account needs actAs on it).
+    """
+    functions = list(functions)
+    problems: list[str] = []
+    queues = {b.name for b in top_blocks(module, "resource") if b.type == QUEUE_TYPE}
+    granted: dict[str, set[tuple[str, str]]] = {}  # member -> {(queue, role)}
+    for block in top_blocks(module, "resource"):
+        role = str(block.body.get("role", ""))
+        if block.type == QUEUE_IAM_TYPE:
+            queue = _reference(block.body.get("name"), QUEUE_TYPE, "name")
+            if queue is None or queue not in queues:
+                problems.append(f"{block.address}: name must be {QUEUE_TYPE}.<queue>.name of a declared queue")
+                continue
+            for member in members_of(block):
+                granted.setdefault(member, set()).add((queue, role))
+        elif block.type in ("google_project_iam_member", "google_project_iam_binding") and (
+            role.startswith("roles/cloudtasks.") or role == SERVICE_ACCOUNT_USER
+        ):
+            problems.append(f"{block.address}: {role} on the whole project; grant it on the queue or account only")
+    runtime = {fn.runtime_member: fn for fn in functions if fn.runtime_member}
+    for fn in functions:
+        runtime_member = fn.runtime_member
+        entry = fn.entry_point or ""
+        if runtime_member is None or entry not in expected:
+            problems.append(f"{fn.name}: no expected queue grants for entry point {entry!r}")
+            continue
+        wanted = {(queue, role) for queue, roles in expected[entry].items() for role in roles}
+        have = granted.get(runtime_member, set())
+        for queue, role in sorted(wanted - have):
+            problems.append(f"{fn.name}: lacks {role} on {QUEUE_TYPE}.{queue}, which its code needs")
+        for queue, role in sorted(have - wanted):
+            problems.append(f"{fn.name}: has {role} on {QUEUE_TYPE}.{queue}, which it does not need")
+    for member in sorted(set(granted) - set(runtime)):
+        for queue, role in sorted(granted[member]):
+            problems.append(f"{QUEUE_TYPE}.{queue}: {role} granted to {member}, which no function runs as")
+
+    # actAs on the tasks' OIDC account.
+    accounts = {
+        name
+        for fn in functions
+        if (name := _reference(fn.env.get("TASKS_SERVICE_ACCOUNT"), "google_service_account", "email"))
+    }
+    for account in sorted(accounts):
+        users: set[str] = set()
+        for block in top_blocks(module, "resource"):
+            if (
+                block.type == SA_IAM_TYPE
+                and _reference(block.body.get("service_account_id"), "google_service_account", "name") == account
+            ):
+                if block.body.get("role") == SERVICE_ACCOUNT_USER:
+                    users.update(members_of(block))
+                elif block.body.get("role") == "roles/iam.serviceAccountTokenCreator":
+                    problems.append(
+                        f"{block.address}: tokenCreator on {account}; enqueuing needs serviceAccountUser only"
+                    )
+        for fn in functions:
+            enqueues = "TASKS_SERVICE_ACCOUNT" in fn.env
+            if enqueues and fn.runtime_member not in users:
+                problems.append(
+                    f"{fn.name}: creates tasks with an OIDC token of google_service_account.{account} but lacks "
+                    f"{SERVICE_ACCOUNT_USER} on it"
+                )
+            if not enqueues and fn.runtime_member in users:
+                problems.append(
+                    f"{fn.name}: has {SERVICE_ACCOUNT_USER} on google_service_account.{account} but enqueues nothing"
+                )
+        for member in sorted(users - set(runtime)):
+            problems.append(
+                f"{member} has {SERVICE_ACCOUNT_USER} on google_service_account.{account}, but no function runs as it"
+            )
+    return problems

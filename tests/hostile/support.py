@@ -100,6 +100,11 @@ def trigger_log(info: StackInfo) -> LogCursor:
     return LogCursor(info.logs["function-trigger"])
 
 
+def task_log(info: StackInfo) -> LogCursor:
+    """The task handler's log: submission-time decisions (bytes, pixels, API answers) are made there."""
+    return LogCursor(info.logs["function-task-handler"])
+
+
 # --- webhook deliveries -----------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bgremove import naming
-from tests.hostile.support import object_resource, post_event, trigger_log, webhook_log
+from tests.hostile.support import object_resource, post_event, task_log, trigger_log, webhook_log
 from tests.support import StackClient, photo, wait_for
 
 PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n" * 4
@@ -90,7 +90,7 @@ def test_content_type_that_lies_about_the_bytes_fails_without_a_prediction(
 ) -> None:
     stack = main_stack
     name = f"liar/{uuid.uuid4().hex}/{case}"
-    log = trigger_log(stack.info)
+    log = task_log(stack.info)  # the bytes are read when the submission task runs
 
     generation = stack.upload(name, data, content_type)
     job = stack.wait_job(name, generation)
@@ -221,15 +221,15 @@ def test_event_for_an_object_that_does_not_exist_fails_without_a_prediction(main
     stack = main_stack
     name = f"ghost/{uuid.uuid4().hex}.jpg"
 
-    log = trigger_log(stack.info)
+    log = task_log(stack.info)  # the object is read when the submission task runs
 
     answer = post_event(stack.info, _resource(stack.info.upload_bucket, name), name=name)
 
     assert answer.status_code == 200
-    job = stack.job(stack.info.upload_bucket, name, 1700000000000001)
-    assert job is not None and (job["state"], job["reason"]) == ("failed", "source_gone")
+    job = stack.wait_job(name, 1700000000000001)
+    assert (job["state"], job["reason"]) == ("failed", "source_gone")
     assert (job["attempts"], job["prediction_ids"]) == (0, [])  # no prediction was created
-    assert log.find("upload failed", reason="source_gone", object=f"gs://{stack.info.upload_bucket}/{name}")
+    assert log.wait_for("upload failed", reason="source_gone", object=f"gs://{stack.info.upload_bucket}/{name}")
     _no_output(stack, name)
 
 

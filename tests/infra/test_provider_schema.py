@@ -27,6 +27,28 @@ def test_schema_has_what_the_module_relies_on(schemas: dict[str, dict[str, Any]]
     assert len(schemas["resource"]) > 1000
 
 
+def test_schema_knows_the_cloud_tasks_resources(schemas: dict[str, dict[str, Any]]) -> None:
+    """The names tasks.tf relies on, as the hashicorp/google 6.50 schema spells them."""
+    queue = schemas["resource"]["google_cloud_tasks_queue"]
+    args = queue["args"]
+    assert args["name"]["required"] and args["location"]["required"]
+    rate = args["rate_limits"]["block"]
+    assert rate["list"] is False
+    assert set(rate["args"]) == {"max_dispatches_per_second", "max_concurrent_dispatches"}  # max_burst_size: output
+    retry = args["retry_config"]["block"]
+    assert retry["list"] is False
+    assert set(retry["args"]) == {"max_attempts", "max_retry_duration", "min_backoff", "max_backoff", "max_doublings"}
+    assert args["stackdriver_logging_config"]["block"]["args"]["sampling_ratio"]["required"]
+    assert "state" not in args, "the provider does not manage pause/resume; the README relies on that"
+    assert {"id", "name", "location", "project"} <= set(queue["attrs"])
+    member = schemas["resource"]["google_cloud_tasks_queue_iam_member"]["args"]
+    assert {name for name, arg in member.items() if arg["required"]} == {"name", "role", "member"}
+    assert {"project", "location", "condition"} <= set(member)
+    assert "number" in schemas["data"]["google_project"]["attrs"]
+    assert "urls" in schemas["data"]["google_cloud_run_v2_service"]["attrs"]
+    assert schemas["data"]["google_cloud_run_v2_service"]["args"]["name"]["required"]
+
+
 def test_blocks_use_known_and_required_arguments(
     tf: dict[str, dict[str, Any]], schemas: dict[str, dict[str, Any]]
 ) -> None:

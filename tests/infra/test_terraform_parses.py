@@ -93,6 +93,8 @@ def test_apis_enabled(module: dict[str, dict[str, Any]]) -> None:
         "iam",
         "iamcredentials",
         "cloudscheduler",
+        "cloudresourcemanager",
+        "cloudtasks",
         "logging",
     ]
     wanted = {f"{api}.googleapis.com" for api in apis}

@@ -1,4 +1,5 @@
-"""The Terraform deploys what the code expects: entry points, environment, runtime, archive, access."""
+"""The Terraform deploys what the code expects: entry points, environment, runtime, archive, access,
+queues and the task handler."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 
 from infra.checks import wiring
-from infra.checks.tfparse import REPO_ROOT
+from infra.checks.tfparse import REPO_ROOT, locals_of, single, top_blocks, unwrap
+from tests.infra import expectations
 
-EXPECTED_ENTRY_POINTS = {"on_upload": "cloud_event", "on_prediction_webhook": "http", "reconcile": "http"}
+EXPECTED_ENTRY_POINTS = expectations.ENTRY_POINTS
 
 
 def read(path: str) -> str | None:
@@ -55,12 +57,18 @@ def reads() -> dict[str, wiring.EnvRead]:
     return found
 
 
-def test_the_three_functions(functions: list[wiring.TfFunction]) -> None:
+def test_the_four_functions(functions: list[wiring.TfFunction]) -> None:
     by_entry = {fn.entry_point: fn for fn in functions}
+    assert len(by_entry) == len(functions) == len(EXPECTED_ENTRY_POINTS)
     assert set(by_entry) == set(EXPECTED_ENTRY_POINTS)
-    assert by_entry["on_upload"].event_trigger is not None
-    assert by_entry["on_prediction_webhook"].event_trigger is None
-    assert by_entry["reconcile"].event_trigger is None
+    for entry, kind in EXPECTED_ENTRY_POINTS.items():
+        assert (by_entry[entry].event_trigger is not None) == (kind == "cloud_event"), entry
+
+
+def test_main_defines_every_entry_point_with_its_decorator() -> None:
+    defined = wiring.main_entry_points(read("main.py") or "")
+    for entry, kind in EXPECTED_ENTRY_POINTS.items():
+        assert kind in defined.get(entry, set()), (entry, defined.get(entry))
 
 
 def test_entry_points_exist_with_the_right_decorator(functions: list[wiring.TfFunction]) -> None:
@@ -81,10 +89,25 @@ def test_environment_read_equals_environment_set(
 def test_secrets_go_only_where_needed(functions: list[wiring.TfFunction]) -> None:
     secrets = {fn.entry_point: set(fn.secret_env) for fn in functions}
     assert secrets == {
-        "on_upload": {"PREDICTIONS_API_TOKEN"},
+        "on_upload": set(),  # it only admits into the queue; the task handler calls the API
+        "on_task": {"PREDICTIONS_API_TOKEN"},
         "on_prediction_webhook": {"WEBHOOK_SECRETS"},
         "reconcile": {"PREDICTIONS_API_TOKEN"},
     }
+
+
+def test_each_function_sets_exactly_what_its_entry_point_needs(
+    reads: dict[str, wiring.EnvRead], functions: list[wiring.TfFunction]
+) -> None:
+    assert set(expectations.TASK_ENV) <= set(reads), "config.py no longer reads the task settings"
+    assert wiring.check_function_environment(reads, functions, expectations.EXTRA_ENV, expectations.SECRETS) == []
+
+
+def test_offline_only_variables_are_never_set(functions: list[wiring.TfFunction]) -> None:
+    direct = wiring.direct_env_reads(deployed_sources())
+    assert direct == {"CLOUD_TASKS_EMULATOR_HOST": "bgremove/tasks.py"}, direct
+    assert wiring.check_offline_only(functions, deployed_sources()) == []
+    assert not any("CLOUD_TASKS_EMULATOR_HOST" in fn.env for fn in functions)
 
 
 def test_settings_are_module_variables_with_config_defaults(
@@ -95,10 +118,97 @@ def test_settings_are_module_variables_with_config_defaults(
 
 def test_webhook_url_points_at_the_webhook_function(functions: list[wiring.TfFunction]) -> None:
     for fn in functions:
-        if fn.entry_point == "on_prediction_webhook":
-            assert "WEBHOOK_URL" not in fn.env, "the webhook function cannot know its own URL (cycle)"
-        else:
+        if fn.entry_point in ("on_task", "reconcile"):
             assert fn.env["WEBHOOK_URL"] == "google_cloudfunctions2_function.webhook.service_config[0].uri"
+        else:  # the webhook cannot know its own URL (a cycle); on_upload creates no prediction
+            assert "WEBHOOK_URL" not in fn.env, fn.name
+
+
+def test_queue_variables_point_at_the_queues(
+    module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]
+) -> None:
+    assert wiring.check_queues(module, functions, expectations.QUEUES, wiring.module_variables(module)) == []
+    for fn in functions:
+        if fn.entry_point != "on_prediction_webhook":
+            assert fn.env["SUBMIT_QUEUE"] == "google_cloud_tasks_queue.submit.id"
+            assert fn.env["DEADLINE_QUEUE"] == "google_cloud_tasks_queue.deadline.id"
+
+
+def test_queue_defaults_follow_the_api_limits(module: dict[str, dict[str, Any]]) -> None:
+    variables = wiring.module_variables(module)
+    # 600 creates a minute; 3000 other calls a minute (a deadline check reads one prediction).
+    assert variables["submit_queue_max_dispatches_per_second"]["default"] == 10
+    assert variables["deadline_queue_max_dispatches_per_second"]["default"] == 50
+    assert variables["submit_queue_max_attempts"]["default"] == -1
+    assert variables["submit_queue_max_retry_duration_seconds"]["default"] == 7 * 24 * 3600
+    assert variables["submit_queue_min_backoff_seconds"]["default"] == 10
+    assert variables["submit_queue_max_backoff_seconds"]["default"] == 600
+    assert variables["submit_queue_max_doublings"]["default"] == 5
+    assert variables["api_max_attempts"]["default"] == 1, "no sleeping inside billed functions: the queue retries"
+    # What bounds a queued task, and what the operator sees when it runs out, is documented.
+    description = variables["submit_queue_max_retry_duration_seconds"]["description"]
+    assert "31-day" in description and "QUEUED_CHECK_SECONDS" in description
+    for name, variable in variables.items():
+        assert str(variable.get("description", "")).strip(), f"variable {name} has no description"
+
+
+def test_environments_set_their_own_pace(
+    roots: dict[str, dict[str, dict[str, Any]]], module: dict[str, dict[str, Any]]
+) -> None:
+    def root_default(root: str, name: str) -> Any:
+        for body in roots[root].values():
+            for entry in body.get("variable", []):
+                if name in entry:
+                    return entry[name].get("default")
+        raise KeyError(name)
+
+    module_defaults = wiring.module_variables(module)
+    for root in ("infra/envs/dev", "infra/envs/prod"):
+        (call,) = [b for body in roots[root].values() for e in body.get("module", []) for b in e.values()]
+        for name in ("submit_queue_max_dispatches_per_second", "deadline_queue_max_dispatches_per_second"):
+            assert unwrap(call[name]) == f"var.{name}", (root, name)
+    prod, dev = "infra/envs/prod", "infra/envs/dev"
+    rate = "submit_queue_max_dispatches_per_second"
+    assert root_default(prod, rate) == module_defaults[rate]["default"] == 10
+    assert 0 < root_default(dev, rate) < root_default(prod, rate)
+    for root in (prod, dev):
+        assert root_default(root, "task_max_instances") >= root_default(root, "submit_queue_max_concurrent_dispatches")
+
+
+def test_task_handler_is_private_and_reached_at_its_url(
+    module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]
+) -> None:
+    deadline = wiring.dispatch_deadline_seconds(read("bgremove/tasks.py") or "", read("bgremove/runtime.py"))
+    assert deadline == 60.0
+    assert wiring.check_task_handler(module, functions, wiring.module_variables(module), deadline) == []
+    (handler,) = [fn for fn in functions if fn.entry_point == "on_task"]
+    assert handler.ingress == "ALLOW_INTERNAL_ONLY"
+    assert wiring.function_invokers(module)[handler.name] == {"google_service_account.tasks_invoker.member"}
+    url = locals_of(module)["task_handler_url"]
+    assert url.startswith("https://${local.task_function_name}-") and url.endswith(".run.app")
+    assert all(fn.env.get("TASK_HANDLER_URL", "local.task_handler_url") == "local.task_handler_url" for fn in functions)
+
+
+def test_queue_grants_are_least_privilege(
+    module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]
+) -> None:
+    assert wiring.check_queue_grants(module, functions, expectations.QUEUE_GRANTS) == []
+    project_roles = {
+        str(block.body.get("role"))
+        for block in top_blocks(module, "resource")
+        if block.type == "google_project_iam_member"
+    }
+    assert not any(role.startswith("roles/cloudtasks.") for role in project_roles), project_roles
+
+
+def test_queues_enable_logging_and_have_no_queue_level_target(module: dict[str, dict[str, Any]]) -> None:
+    queues = {b.name: b.body for b in top_blocks(module, "resource") if b.type == "google_cloud_tasks_queue"}
+    assert set(queues) == {"submit", "deadline"}
+    for name, body in queues.items():
+        assert single(body, "stackdriver_logging_config") is not None, name
+        # Each task names its own URL and OIDC token (bgremove/tasks.py); a queue-level
+        # http_target would override them.
+        assert "http_target" not in body, name
 
 
 def test_source_archive_holds_only_the_function_code(module: dict[str, dict[str, Any]]) -> None:

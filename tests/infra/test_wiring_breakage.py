@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from infra.checks import wiring
+from infra.checks.provider_schema import check_blocks
 from infra.checks.tfparse import REPO_ROOT, single
+from tests.infra import expectations
 
 Module = dict[str, dict[str, Any]]
 
@@ -188,12 +190,12 @@ def test_unreadable_environment_expression_is_reported(mod: Module) -> None:
 
 
 def test_signing_account_must_be_the_runtime_account(mod: Module) -> None:
-    upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
-    single(upload, "service_config")["service_account_email"] = "${google_service_account.webhook.email}"
+    tasks = find(mod, "resource", "google_cloudfunctions2_function", "tasks")
+    single(tasks, "service_config")["service_account_email"] = "${google_service_account.webhook.email}"
     problems = wiring.check_settings(
         reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
     )
-    assert any("upload: SIGNING_SERVICE_ACCOUNT" in p for p in problems), problems
+    assert any("tasks: SIGNING_SERVICE_ACCOUNT" in p for p in problems), problems
 
 
 # ---------------------------------------------------------------------------
@@ -284,3 +286,365 @@ def test_module_call_with_unknown_variable_is_caught(roots: dict[str, Module], m
     next(iter(main["module"][0].values()))["log_levle"] = "DEBUG"
     problems = wiring.check_module_calls(broken, wiring.module_variables(module))
     assert "infra/envs/dev: module 'pipeline' passes 'log_levle', which the module does not declare" in problems
+
+
+# ---------------------------------------------------------------------------
+# The task handler, the queues and their grants
+# ---------------------------------------------------------------------------
+
+FUNCTIONS_TF = "infra/modules/pipeline/functions.tf"
+
+
+def task_env(module: Module) -> dict[str, Any]:
+    env: dict[str, Any] = find_locals(module)["task_env"]
+    return env
+
+
+def deadline() -> float | None:
+    return wiring.dispatch_deadline_seconds(text("bgremove/tasks.py"), text("bgremove/runtime.py"))
+
+
+def handler_problems(module: Module) -> list[str]:
+    return wiring.check_task_handler(module, wiring.tf_functions(module), wiring.module_variables(module), deadline())
+
+
+def queue_problems(module: Module) -> list[str]:
+    return wiring.check_queues(
+        module, wiring.tf_functions(module), expectations.QUEUES, wiring.module_variables(module)
+    )
+
+
+def grant_problems(module: Module) -> list[str]:
+    return wiring.check_queue_grants(module, wiring.tf_functions(module), expectations.QUEUE_GRANTS)
+
+
+def env_problems(module: Module) -> list[str]:
+    return wiring.check_function_environment(
+        reads_of(text("bgremove/config.py")),
+        wiring.tf_functions(module),
+        expectations.EXTRA_ENV,
+        expectations.SECRETS,
+    )
+
+
+def add_resource(module: Module, tf_type: str, name: str, body: dict[str, Any]) -> None:
+    module[FUNCTIONS_TF]["resource"].append({tf_type: {name: {**body, "__is_block__": True}}})
+
+
+def test_the_real_module_passes_the_task_checks(module: Module) -> None:
+    assert handler_problems(module) == []
+    assert queue_problems(module) == []
+    assert grant_problems(module) == []
+    assert env_problems(module) == []
+
+
+def test_renamed_on_task_is_caught(module: Module) -> None:
+    main = text("main.py").replace("def on_task(", "def on_cloud_task(")
+    problems = wiring.check_entry_points(wiring.tf_functions(module), main)
+    assert any("tasks: entry point 'on_task' is not a top-level function" in p for p in problems), problems
+
+
+def test_on_task_without_the_http_decorator_is_caught(module: Module) -> None:
+    main = text("main.py").replace(
+        "@functions_framework.http\ndef on_task(", "@functions_framework.cloud_event\ndef on_task("
+    )
+    assert main != text("main.py")
+    problems = wiring.check_entry_points(wiring.tf_functions(module), main)
+    assert any("tasks: main.py's on_task needs @functions_framework.http" in p for p in problems), problems
+
+
+# Queue names -----------------------------------------------------------------
+
+
+def test_submit_queue_wired_to_the_deadline_queue_is_caught(mod: Module) -> None:
+    task_env(mod)["SUBMIT_QUEUE"] = "${google_cloud_tasks_queue.deadline.id}"
+    problems = queue_problems(mod)
+    wanted = (
+        "upload: SUBMIT_QUEUE = google_cloud_tasks_queue.deadline.id, expected "
+        "google_cloud_tasks_queue.submit.id (that is the deadline queue)"
+    )
+    assert wanted in problems, problems
+
+
+def test_queue_given_by_short_name_is_caught(mod: Module) -> None:
+    task_env(mod)["DEADLINE_QUEUE"] = "${google_cloud_tasks_queue.deadline.name}"
+    problems = queue_problems(mod)
+    assert any("DEADLINE_QUEUE" in p and "full path (.id), not .name" in p for p in problems), problems
+
+
+def test_queue_that_does_not_exist_is_caught(mod: Module) -> None:
+    task_env(mod)["SUBMIT_QUEUE"] = "${google_cloud_tasks_queue.submissions.id}"
+    problems = queue_problems(mod)
+    assert any("google_cloud_tasks_queue.submissions is not declared" in p for p in problems), problems
+
+
+def test_hard_coded_queue_path_is_caught(mod: Module) -> None:
+    task_env(mod)["SUBMIT_QUEUE"] = "projects/p/locations/europe-west1/queues/bgr-submit"
+    problems = queue_problems(mod)
+    assert any("SUBMIT_QUEUE" in p and "not a queue resource's id" in p for p in problems), problems
+
+
+def test_hard_coded_queue_rate_is_caught(mod: Module) -> None:
+    queue = find(mod, "resource", "google_cloud_tasks_queue", "submit")
+    single(queue, "rate_limits")["max_dispatches_per_second"] = 10
+    problems = queue_problems(mod)
+    assert (
+        "google_cloud_tasks_queue.submit: rate_limits.max_dispatches_per_second must come from a module variable"
+        in problems
+    ), problems
+
+
+def test_queue_without_retry_config_is_caught(mod: Module) -> None:
+    del find(mod, "resource", "google_cloud_tasks_queue", "deadline")["retry_config"]
+    problems = queue_problems(mod)
+    assert any("google_cloud_tasks_queue.deadline: no retry_config block" in p for p in problems), problems
+
+
+def test_misspelt_queue_arguments_are_caught(mod: Module, schemas: dict[str, dict[str, Any]]) -> None:
+    queue = find(mod, "resource", "google_cloud_tasks_queue", "submit")
+    rate = single(queue, "rate_limits")
+    rate["max_dispatch_per_second"] = rate.pop("max_dispatches_per_second")
+    retry = single(queue, "retry_config")
+    retry["max_retry_duraton"] = retry.pop("max_retry_duration")
+    grant = find(mod, "resource", "google_cloud_tasks_queue_iam_member", "submit_enqueuer")
+    grant["queue"] = grant.pop("name")
+    problems = check_blocks(mod, schemas)
+    for wanted in (
+        "google_cloud_tasks_queue.submit.rate_limits: unknown argument 'max_dispatch_per_second' "
+        "(did you mean 'max_dispatches_per_second'?)",
+        "google_cloud_tasks_queue.submit.retry_config: unknown argument 'max_retry_duraton'",
+        "google_cloud_tasks_queue_iam_member.submit_enqueuer: unknown argument 'queue'",
+        "google_cloud_tasks_queue_iam_member.submit_enqueuer: missing required argument 'name'",
+    ):
+        assert any(wanted in p for p in problems), (wanted, problems)
+
+
+def test_queue_block_written_as_an_argument_is_caught(mod: Module, schemas: dict[str, dict[str, Any]]) -> None:
+    queue = find(mod, "resource", "google_cloud_tasks_queue", "deadline")
+    queue["rate_limits"] = {"max_dispatches_per_second": 5}
+    problems = check_blocks(mod, schemas)
+    assert any("google_cloud_tasks_queue.deadline: 'rate_limits' is a block" in p for p in problems), problems
+
+
+# TASK_HANDLER_URL --------------------------------------------------------------
+
+
+def test_task_handler_url_pointing_at_the_webhook_is_caught(mod: Module) -> None:
+    task_env(mod)["TASK_HANDLER_URL"] = "${google_cloudfunctions2_function.webhook.service_config[0].uri}"
+    problems = handler_problems(mod)
+    for fn in ("upload", "tasks", "reconcile"):
+        assert any(
+            p.startswith(f"{fn}: TASK_HANDLER_URL") and "that is google_cloudfunctions2_function.webhook" in p
+            for p in problems
+        ), (fn, problems)
+
+
+def test_computed_url_of_another_service_is_caught(mod: Module) -> None:
+    find_locals(mod)["task_handler_url"] = (
+        "https://${var.name_prefix}-webhook-${data.google_project.this.number}.${var.region}.run.app"
+    )
+    problems = handler_problems(mod)
+    assert any("upload: TASK_HANDLER_URL = local.task_handler_url: not the URL" in p for p in problems), problems
+
+
+def test_task_handler_with_its_own_uri_is_a_cycle(mod: Module) -> None:
+    task_env(mod)["TASK_HANDLER_URL"] = "${google_cloudfunctions2_function.tasks.service_config[0].uri}"
+    problems = handler_problems(mod)
+    assert any(p.startswith("tasks: TASK_HANDLER_URL") and "dependency cycle" in p for p in problems), problems
+    assert not any(p.startswith("upload: TASK_HANDLER_URL") for p in problems), problems
+
+
+def test_unverified_computed_url_is_caught(mod: Module) -> None:
+    data = find(mod, "data", "google_cloud_run_v2_service", "tasks")
+    del data["lifecycle"]
+    problems = handler_problems(mod)
+    assert any("nothing checks that the deployed handler serves it" in p for p in problems), problems
+
+
+# Who may invoke the task handler -------------------------------------------------
+
+
+def test_public_invoker_on_the_task_handler_is_caught(mod: Module) -> None:
+    add_resource(
+        mod,
+        "google_cloud_run_service_iam_member",
+        "tasks_public",
+        {
+            "location": "${google_cloudfunctions2_function.tasks.location}",
+            "service": "${google_cloudfunctions2_function.tasks.name}",
+            "role": "roles/run.invoker",
+            "member": "allUsers",
+        },
+    )
+    assert "tasks: allUsers may invoke the task handler; it must not be public" in handler_problems(mod)
+    access = wiring.check_access(mod, wiring.tf_functions(mod))
+    assert "tasks: the task handler has a public invoker; only Cloud Tasks may call it" in access
+
+
+def test_other_invoker_on_the_task_handler_is_caught(mod: Module) -> None:
+    invoker = find(mod, "resource", "google_cloud_run_service_iam_member", "tasks_invoker")
+    invoker["member"] = "${google_service_account.scheduler.member}"
+    problems = handler_problems(mod)
+    assert (
+        "tasks: google_service_account.tasks_invoker.member (TASKS_SERVICE_ACCOUNT) has no roles/run.invoker on it"
+        in problems
+    ), problems
+    assert any("google_service_account.scheduler.member may invoke the task handler" in p for p in problems)
+
+
+def test_runtime_account_as_the_oidc_identity_is_caught(mod: Module) -> None:
+    task_env(mod)["TASKS_SERVICE_ACCOUNT"] = "${google_service_account.upload.email}"
+    problems = handler_problems(mod)
+    assert any("is also the runtime account of upload" in p for p in problems), problems
+
+
+def test_public_ingress_on_the_task_handler_is_caught(mod: Module) -> None:
+    tasks = find(mod, "resource", "google_cloudfunctions2_function", "tasks")
+    single(tasks, "service_config")["ingress_settings"] = "ALLOW_ALL"
+    assert any("tasks: ingress 'ALLOW_ALL'" in p for p in handler_problems(mod))
+    access = wiring.check_access(mod, wiring.tf_functions(mod))
+    assert "tasks: the task handler must use internal ingress, not 'ALLOW_ALL'" in access
+
+
+def test_timeout_beyond_the_dispatch_deadline_is_caught(mod: Module) -> None:
+    variable = wiring.module_variables(mod)["task_function_timeout_seconds"]
+    variable["default"] = 120
+    del variable["validation"]
+    problems = handler_problems(mod)
+    assert any("variable task_function_timeout_seconds: default 120 exceeds" in p for p in problems), problems
+    assert any("needs a validation capping it at the 60 s dispatch deadline" in p for p in problems), problems
+
+
+def test_shorter_dispatch_deadline_in_code_is_caught(module: Module) -> None:
+    tasks_py = text("bgremove/tasks.py").replace("deadline_seconds: float = 60.0", "deadline_seconds: float = 30.0")
+    assert tasks_py != text("bgremove/tasks.py")
+    shorter = wiring.dispatch_deadline_seconds(tasks_py, text("bgremove/runtime.py"))
+    assert shorter == 30.0
+    problems = wiring.check_task_handler(module, wiring.tf_functions(module), wiring.module_variables(module), shorter)
+    assert any("default 55 exceeds the tasks' 30 s dispatch deadline" in p for p in problems), problems
+
+
+# Queue grants --------------------------------------------------------------------
+
+
+def test_missing_enqueuer_grant_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_cloud_tasks_queue_iam_member", "submit_enqueuer")
+    del grant["for_each"]["upload"]
+    problems = grant_problems(mod)
+    assert (
+        "upload: lacks roles/cloudtasks.enqueuer on google_cloud_tasks_queue.submit, which its code needs" in problems
+    ), problems
+
+
+def test_missing_viewer_grant_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_cloud_tasks_queue_iam_member", "submit_viewer")
+    del grant["for_each"]["reconcile"]
+    problems = grant_problems(mod)
+    assert any("reconcile: lacks roles/cloudtasks.viewer on google_cloud_tasks_queue.submit" in p for p in problems)
+
+
+def test_extra_queue_grant_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_cloud_tasks_queue_iam_member", "deadline_enqueuer")
+    grant["for_each"]["upload"] = "${google_service_account.upload.member}"
+    problems = grant_problems(mod)
+    assert (
+        "upload: has roles/cloudtasks.enqueuer on google_cloud_tasks_queue.deadline, which it does not need" in problems
+    ), problems
+
+
+def test_project_wide_cloud_tasks_role_is_caught(mod: Module) -> None:
+    add_resource(
+        mod,
+        "google_project_iam_member",
+        "upload_enqueuer",
+        {
+            "project": "${var.project_id}",
+            "role": "roles/cloudtasks.enqueuer",
+            "member": "${google_service_account.upload.member}",
+        },
+    )
+    problems = grant_problems(mod)
+    assert any(
+        "google_project_iam_member.upload_enqueuer: roles/cloudtasks.enqueuer on the whole project" in p
+        for p in problems
+    )
+
+
+def test_missing_act_as_on_the_oidc_account_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_service_account_iam_member", "enqueuers_act_as_tasks_invoker")
+    del grant["for_each"]["upload"]
+    problems = grant_problems(mod)
+    assert any(
+        p.startswith("upload: creates tasks with an OIDC token of google_service_account.tasks_invoker")
+        for p in problems
+    ), problems
+
+
+def test_act_as_for_a_function_that_enqueues_nothing_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_service_account_iam_member", "enqueuers_act_as_tasks_invoker")
+    grant["for_each"]["webhook"] = "${google_service_account.webhook.member}"
+    problems = grant_problems(mod)
+    assert any(p.startswith("webhook: has roles/iam.serviceAccountUser") for p in problems), problems
+
+
+# Per-function environment --------------------------------------------------------
+
+
+def test_emulator_host_set_by_terraform_is_caught(mod: Module) -> None:
+    task_env(mod)["CLOUD_TASKS_EMULATOR_HOST"] = "127.0.0.1:8123"
+    functions = wiring.tf_functions(mod)
+    sources = {"bgremove/tasks.py": text("bgremove/tasks.py")}
+    problems = wiring.check_offline_only(functions, sources)
+    assert any(
+        p.startswith("upload: sets CLOUD_TASKS_EMULATOR_HOST, which is offline-only (read by bgremove/tasks.py")
+        for p in problems
+    ), problems
+    environment = wiring.check_environment(reads_of(text("bgremove/config.py")), functions)
+    assert any("sets CLOUD_TASKS_EMULATOR_HOST, which bgremove/config.py never reads" in p for p in environment)
+
+
+def test_api_token_back_on_upload_is_caught(mod: Module) -> None:
+    upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
+    single(upload, "service_config")["secret_environment_variables"] = [
+        {"key": "PREDICTIONS_API_TOKEN", "secret": "x", "version": "latest", "__is_block__": True}
+    ]
+    problems = env_problems(mod)
+    assert "upload (on_upload): gets the secret PREDICTIONS_API_TOKEN, which it does not need" in problems
+
+
+def test_function_without_the_task_settings_is_caught(mod: Module) -> None:
+    reconcile = find(mod, "resource", "google_cloudfunctions2_function", "reconcile")
+    single(reconcile, "service_config")["environment_variables"] = (
+        "${merge(local.app_env, {WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri})}"
+    )
+    problems = env_problems(mod)
+    for key in sorted(expectations.TASK_ENV):
+        assert f"reconcile (reconcile): does not set {key}, which it needs" in problems, (key, problems)
+
+
+def test_webhook_url_on_upload_is_caught(mod: Module) -> None:
+    upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
+    single(upload, "service_config")["environment_variables"] = (
+        "${merge(local.app_env, local.task_env, "
+        "{WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri})}"
+    )
+    assert "upload (on_upload): sets WEBHOOK_URL, which it does not need" in env_problems(mod)
+
+
+def test_webhook_url_pointing_at_the_task_handler_is_caught(mod: Module) -> None:
+    reconcile = find(mod, "resource", "google_cloudfunctions2_function", "reconcile")
+    single(reconcile, "service_config")["environment_variables"] = (
+        "${merge(local.app_env, local.task_env, "
+        "{WEBHOOK_URL = google_cloudfunctions2_function.tasks.service_config[0].uri})}"
+    )
+    problems = wiring.check_settings(
+        reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
+    )
+    assert any(p.startswith("reconcile: WEBHOOK_URL") and "not the URL of the webhook" in p for p in problems)
+
+
+def test_changed_queued_check_default_is_caught(mod: Module) -> None:
+    variables = wiring.module_variables(mod)
+    variables["queued_check_seconds"]["default"] = 600
+    problems = wiring.check_settings(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), variables)
+    assert any("variable queued_check_seconds: default 600" in p for p in problems), problems

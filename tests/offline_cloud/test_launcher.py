@@ -71,7 +71,7 @@ def test_launcher_writes_stack_json_and_sigint_stops_every_child(tmp_path: Path)
         assert info["predictions_base_url"] == info["predictions_root_url"] + "/v1"
         children = [psutil.Process(pid) for pid in info["pids"].values()]
         descendants = psutil.Process(launcher.pid).children(recursive=True)
-        assert len(children) == 6 and all(c.is_running() for c in children)
+        assert len(children) == 8 and all(c.is_running() for c in children)
         # Everything answers on 127.0.0.1.
         buckets = requests.get(info["storage_emulator_host"] + "/storage/v1/b", timeout=5).json()["items"]
         assert {b["name"] for b in buckets} == {"my-uploads", "processed", "my-state"}

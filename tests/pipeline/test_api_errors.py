@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bgremove import naming
 from bgremove.predictions import PredictionsClient, TransientError
 from tests.conftest import start_stack
 from tests.support import StackClient, photo, wait_for
@@ -34,31 +35,32 @@ def test_client_honours_retry_after_then_gives_up_with_a_transient_error(
     assert stack.stats()["faults"]["create_429"] - before == 3
 
 
-def test_5xx_on_create_is_retried_by_eventarc_until_the_api_recovers(faults: StackClient) -> None:
+@pytest.mark.parametrize(("knob", "status"), [("create_5xx_rate", 503), ("create_429_rate", 429)])
+def test_unavailable_or_throttled_api_becomes_the_tasks_retry_until_it_recovers(
+    faults: StackClient, knob: str, status: int
+) -> None:
     stack = faults
-    stack.set_faults(create_5xx_rate=1.0)
-    name = f"api-5xx/{uuid.uuid4().hex}.jpg"
+    stack.set_faults(**{knob: 1.0})
+    name = f"api-{status}/{uuid.uuid4().hex}.jpg"
     generation = stack.upload(name, photo("coffee", "JPEG", (120, 80)), "image/jpeg")
-    # The function answers 500 after its own retries; the relay redelivers the event.
-    event_id = wait_for(
-        lambda: next((e["id"] for e in stack.deliveries() if e.get("subject") == f"objects/{name}"), None),
+    job_id = naming.job_id(stack.info.upload_bucket, name, generation)
+    # The task handler makes one call, answers 503 (or 429, which also slows the queue), and the
+    # queue retries the task; the upload event itself was answered at once.
+    failed = wait_for(
+        lambda: next((r for r in stack.tasks_log(stack.info.submit_queue) if job_id in r["task"]), None),
         30,
-        "the event",
+        "a failed dispatch",
     )
-    wait_for(
-        lambda: any(e["id"] == event_id and e.get("outcome") == "500" for e in stack.deliveries()),
-        30,
-        "a failed delivery",
-    )
+    assert failed["status"] == status
     job = stack.job(stack.info.upload_bucket, name, generation)
-    assert job is not None and job["state"] == "claimed" and job["attempts"] == 0  # released, not failed
-    stack.set_faults(create_5xx_rate=0.0)
+    assert job is not None and job["state"] == "queued" and job["attempts"] == 0  # released, not failed
+    stack.set_faults(**{knob: 0.0})
 
     final = stack.wait_job(name, generation)
 
     assert final["state"] == "completed" and final["attempts"] == 1
     delivered = stack.final_deliveries(f"objects/{name}")
-    assert delivered[0]["result"] == "delivered" and "500" in delivered[0]["outcomes"]
+    assert delivered[0]["result"] == "delivered" and delivered[0]["outcomes"] == ["200"]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from bgremove.deps import Deps, OutputSource
 from bgremove.jobs import JobStore
 from bgremove.objects import Readable
 from bgremove.predictions import Prediction
+from bgremove.tasks import Task
 
 BASE_ENV = {
     "UPLOAD_BUCKET": "uploads",
@@ -26,6 +27,9 @@ BASE_ENV = {
     "WEBHOOK_URL": "https://hooks.example.com/webhook",
     "WEBHOOK_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     "OUTPUT_ALLOWED_HOSTS": "replicate.delivery",
+    "SUBMIT_QUEUE": "projects/p/locations/l/queues/submissions",
+    "DEADLINE_QUEUE": "projects/p/locations/l/queues/deadlines",
+    "TASK_HANDLER_URL": "https://tasks.example.com/on_task",
 }
 
 
@@ -66,6 +70,7 @@ class MemoryObjects(Faulty):
         self.buckets: dict[str, dict[str, Stored]] = {}
         self._generation = 1000
         self.copies: list[tuple[str, str, str, str]] = []
+        self.unreadable: set[str] = set()  # object names whose reads fail (an outage of those)
 
     def put(
         self, bucket: str, name: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None
@@ -106,6 +111,8 @@ class MemoryObjects(Faulty):
 
     def read_json(self, bucket: str, name: str) -> tuple[dict[str, Any], int] | None:
         self._enter("read_json")
+        if name in self.unreadable:
+            raise errors.StorageUnavailable(f"ServiceUnavailable reading {name}")
         found = self.get(bucket, name)
         return None if found is None else (json.loads(found.data), found.generation)
 
@@ -228,6 +235,34 @@ class FakeOutputs(Faulty):
         return FakeOutput(self.files.get(url, PNG))
 
 
+class FakeQueue(Faulty):
+    """Named tasks per queue; a name seen before answers False (ALREADY_EXISTS), as Cloud Tasks
+    reserves it. `run` removes a task as a dispatch that succeeded would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: dict[str, dict[str, Task]] = {}
+        self.seen: set[tuple[str, str]] = set()
+
+    def enqueue(self, task: Task) -> bool:
+        self._enter("enqueue")
+        if (task.queue, task.name) in self.seen:
+            return False
+        self.seen.add((task.queue, task.name))
+        self.tasks.setdefault(task.queue, {})[task.name] = task
+        return True
+
+    def exists(self, queue: str, name: str) -> bool:
+        self._enter("exists")
+        return name in self.tasks.get(queue, {})
+
+    def pending(self, queue: str) -> list[Task]:
+        return list(self.tasks.get(queue, {}).values())
+
+    def drop(self, queue: str, name: str) -> None:
+        self.tasks.get(queue, {}).pop(name, None)
+
+
 @dataclass
 class World:
     """One fake instance: the seams, and the Deps built over them."""
@@ -235,6 +270,7 @@ class World:
     objects: MemoryObjects = field(default_factory=MemoryObjects)
     api: FakePredictions = field(default_factory=FakePredictions)
     outputs: FakeOutputs = field(default_factory=FakeOutputs)
+    queue: FakeQueue = field(default_factory=FakeQueue)
     keys: tuple[bytes, ...] = (b"test-key-0123456789",)
 
     @property
@@ -245,6 +281,7 @@ class World:
             predictions=lambda: self.api,
             open_output=self.outputs.open,
             webhook_keys=lambda: self.keys,
+            queue=lambda: self.queue,
         )
 
 
@@ -273,3 +310,16 @@ def record_creates(objects: MemoryObjects) -> list[tuple[str, str]]:
 
     objects.create_object = create_object  # type: ignore[method-assign]
     return created
+
+
+def process(event: Any, cfg: Config, deps: Deps, now: float) -> Any:
+    """An upload event, then its submission task as the queue would dispatch it (again, after a
+    failed attempt left the job queued)."""
+    from bgremove import jobs, naming, submit
+
+    admitted = submit.handle_upload(event, cfg, deps, now)
+    job_id = naming.job_id(event.bucket, event.name, event.generation)
+    loaded = deps.store.load(job_id)
+    if loaded is not None and loaded[0].state == jobs.QUEUED:
+        return submit.handle_submit_task(job_id, cfg, deps, now)
+    return admitted

@@ -16,7 +16,7 @@ from skimage import data
 from bgremove import errors, images, inputs, jobs, naming, submit, upright
 from bgremove.jobs import Source
 from bgremove.submit import Outcome, UploadEvent
-from tests.unit.fakes import BASE_ENV, World, config
+from tests.unit.fakes import BASE_ENV, World, config, process
 
 NOW = 1_700_000_000.0
 T = Image.Transpose
@@ -75,7 +75,7 @@ def event(world: World, data_: bytes, content_type: str, name: str = "photos/a.j
 
 def submitted(world: World, ev: UploadEvent, **env: str) -> str:
     """Submit the upload; return the image reference the model was given."""
-    result = submit.handle_upload(ev, config(**env), world.deps, NOW)
+    result = process(ev, config(**env), world.deps, NOW)
     assert result.outcome is Outcome.SUBMITTED, result
     return world.api.created[-1]["image"]
 
@@ -229,7 +229,7 @@ def test_a_retry_reuses_the_prepared_copy_its_first_attempt_wrote() -> None:
     ev = event(world, turned(3), "image/jpeg")
     world.api.fail("create", errors.ApiUnavailable("503"))
     with pytest.raises(errors.RetryLater):
-        submit.handle_upload(ev, config(INPUT_MODE="signed_url"), world.deps, NOW)
+        process(ev, config(INPUT_MODE="signed_url"), world.deps, NOW)
     copy_name = f"inputs/{naming.job_id(ev.bucket, ev.name, ev.generation)}"
     first = world.objects.get("state", copy_name)
     assert first is not None
@@ -337,7 +337,7 @@ def test_unsupported_upload_ends_in_a_failure_record_before_any_prediction(data_
     """Needs submit_job to record errors.ImageRefused as a failure (see the module doc of inputs)."""
     world = World()
     ev = event(world, data_, content_type)
-    result = submit.handle_upload(ev, config(DATA_URL_MAX_BYTES="10"), world.deps, NOW)
+    result = process(ev, config(DATA_URL_MAX_BYTES="10"), world.deps, NOW)
     assert result.outcome is Outcome.FAILED and result.reason == "unsupported_image"
     job = job_of(world, ev)
     assert job.state == jobs.FAILED and job.reason == "unsupported_image" and "cannot decode" in job.error
@@ -403,7 +403,7 @@ def test_the_claim_records_the_overrides_so_a_bad_one_fails_before_any_predictio
     """Needs handle_upload to record the event's override keys in the Source (variants.override_metadata)."""
     world = World()
     ev = event(world, encode(scene(), "JPEG"), "image/jpeg", **{"bgremove-background": "blue", "owner": "x"})
-    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    result = process(ev, config(), world.deps, NOW)
     assert result.outcome is Outcome.FAILED and result.reason == "bad_metadata"
     job = job_of(world, ev)
     assert job.source.metadata == {"bgremove-background": "blue"} and "bgremove-background" in job.error

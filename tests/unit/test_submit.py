@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from typing import Any
 
@@ -40,6 +41,14 @@ def event(world: World, name: str = "photos/a.jpg", data: bytes | None = None, *
     }
     values.update(changes)
     return UploadEvent(**values)
+
+
+def process(ev: UploadEvent, cfg: Any, deps: Any, now: float) -> submit.Result:
+    """Admit the upload, then run its submission task as the queue would dispatch it."""
+    admitted = submit.handle_upload(ev, cfg, deps, now)
+    if admitted.outcome is not Outcome.QUEUED:
+        return admitted
+    return submit.handle_submit_task(admitted.job_id, cfg, deps, now)
 
 
 def job_of(world: World, ev: UploadEvent) -> jobs.Job:
@@ -86,7 +95,7 @@ def test_object_under_the_output_prefix_of_the_uploads_bucket_is_skipped() -> No
 def test_small_upload_is_submitted_as_a_data_url_with_the_job_in_the_webhook_url() -> None:
     world = World()
     ev = event(world)
-    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    result = process(ev, config(), world.deps, NOW)
     assert result.outcome is Outcome.SUBMITTED
     job = job_of(world, ev)
     assert job.state == jobs.SUBMITTED and job.prediction_ids == ("pred1",) and job.attempts == 1
@@ -100,7 +109,7 @@ def test_small_upload_is_submitted_as_a_data_url_with_the_job_in_the_webhook_url
 def test_large_upload_is_submitted_as_a_signed_url_of_its_generation() -> None:
     world = World()
     ev = event(world)
-    result = submit.handle_upload(ev, config(DATA_URL_MAX_BYTES="10"), world.deps, NOW)
+    result = process(ev, config(DATA_URL_MAX_BYTES="10"), world.deps, NOW)
     assert result.outcome is Outcome.SUBMITTED
     assert world.api.created[0]["image"].endswith(f"photos/a.jpg?generation={ev.generation}&X-Goog-Signature=sig")
 
@@ -108,7 +117,7 @@ def test_large_upload_is_submitted_as_a_signed_url_of_its_generation() -> None:
 def test_name_with_dot_segments_is_copied_and_the_copy_is_signed() -> None:
     world = World()
     ev = event(world, name="a/../b.jpg")
-    submit.handle_upload(ev, config(INPUT_MODE="signed_url"), world.deps, NOW)
+    process(ev, config(INPUT_MODE="signed_url"), world.deps, NOW)
     job_id = naming.job_id(ev.bucket, ev.name, ev.generation)
     assert world.objects.copies == [("uploads", "a/../b.jpg", "state", f"inputs/{job_id}")]
     assert f"/state/inputs/{job_id}?generation=None" in world.api.created[0]["image"]
@@ -129,7 +138,7 @@ def test_upload_that_cannot_be_processed_ends_in_a_failure_record_before_any_pre
 ) -> None:
     world = World()
     ev = event(world, data=data, **changes)
-    result = submit.handle_upload(ev, config(**env), world.deps, NOW)
+    result = process(ev, config(**env), world.deps, NOW)
     assert result.outcome is Outcome.FAILED and result.reason == reason
     job = job_of(world, ev)
     assert job.state == jobs.FAILED and job.reason == reason
@@ -139,7 +148,7 @@ def test_upload_that_cannot_be_processed_ends_in_a_failure_record_before_any_pre
 def test_pixel_limit_failure_names_the_size_and_the_setting() -> None:
     world = World()
     ev = event(world, data=jpeg((50, 40)))
-    submit.handle_upload(ev, config(MAX_INPUT_PIXELS="1999"), world.deps, NOW)
+    process(ev, config(MAX_INPUT_PIXELS="1999"), world.deps, NOW)
     assert "50x40 is 2000 pixels, over MAX_INPUT_PIXELS (1999)" in job_of(world, ev).error
 
 
@@ -147,7 +156,7 @@ def test_upload_whose_generation_is_gone_ends_as_source_gone() -> None:
     world = World()
     ev = event(world)
     world.objects.put(ev.bucket, ev.name, jpeg())  # overwritten: the event's generation is gone
-    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    result = process(ev, config(), world.deps, NOW)
     assert result.outcome is Outcome.FAILED and result.reason == "source_gone"
 
 
@@ -156,7 +165,7 @@ def test_api_refusal_ends_in_a_failure_record_named_for_the_status(status: int) 
     world = World()
     world.api.fail("create", errors.ApiRefused(f"POST /predictions answered {status}", status))
     ev = event(world)
-    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    result = process(ev, config(), world.deps, NOW)
     assert result.outcome is Outcome.FAILED and result.reason == f"api_{status}"
 
 
@@ -176,11 +185,11 @@ def test_transient_error_releases_the_claim_and_asks_for_a_retry(method: str, ex
     ev = event(world)
     env = {"DATA_URL_MAX_BYTES": "10"} if method == "signed_url" else {}
     with pytest.raises(errors.RetryLater):
-        submit.handle_upload(ev, config(**env), world.deps, NOW)
+        process(ev, config(**env), world.deps, NOW)
     job = job_of(world, ev)
-    assert job.state == jobs.CLAIMED and job.lease_expired(NOW)  # released: the retry can take it
-    # ... and the platform's retry does.
-    assert submit.handle_upload(ev, config(**env), world.deps, NOW + 10).outcome is Outcome.SUBMITTED
+    assert job.state == jobs.QUEUED  # released: the task's retry can take it
+    # ... and the queue's retry does.
+    assert submit.handle_submit_task(job.job_id, config(**env), world.deps, NOW + 10).outcome is Outcome.SUBMITTED
 
 
 def test_storage_outage_while_releasing_leaves_a_claim_that_expires() -> None:
@@ -194,88 +203,134 @@ def test_storage_outage_while_releasing_leaves_a_claim_that_expires() -> None:
 
     def flaky(*args: Any, **kwargs: Any) -> int:
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 4:  # index, record, claim, then the release
             raise errors.StorageUnavailable("503 on release")
         return original(*args, **kwargs)
 
     world.objects.write_json = flaky  # type: ignore[method-assign]
     with pytest.raises(errors.RetryLater):
-        submit.handle_upload(ev, config(), world.deps, NOW)
+        process(ev, config(), world.deps, NOW)
     job = job_of(world, ev)
     assert job.state == jobs.CLAIMED and not job.lease_expired(NOW) and job.lease_expired(NOW + 300)
+    # The task's retry after the lease takes the claim over.
+    assert submit.handle_submit_task(job.job_id, config(), world.deps, NOW + 301).outcome is Outcome.SUBMITTED
 
 
-def test_storage_outage_while_claiming_asks_for_a_retry_without_a_record() -> None:
+def test_storage_outage_while_admitting_asks_for_a_retry_without_a_record() -> None:
     world = World()
     world.objects.fail("write_json", errors.StorageUnavailable("503"))
     ev = event(world)
     with pytest.raises(errors.RetryLater):
-        submit.handle_upload(ev, config(), world.deps, NOW)
+        process(ev, config(), world.deps, NOW)
     assert world.objects.buckets.get("state", {}) == {}
+    assert world.queue.pending(BASE_ENV["SUBMIT_QUEUE"]) == []
 
 
-# --- claim, takeover, duplicates ------------------------------------------------------------------
+# --- admission, claim, takeover, duplicates -------------------------------------------------------
 
 
-def test_duplicate_event_of_a_submitted_job_has_no_second_effect() -> None:
+def test_upload_is_admitted_as_a_queued_job_with_one_named_task_and_no_api_call() -> None:
+    world = World()
+    ev = event(world)
+    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    assert result.outcome is Outcome.QUEUED
+    job = job_of(world, ev)
+    assert job.state == jobs.QUEUED and job.deadline_at == NOW + 3600
+    [task] = world.queue.pending(BASE_ENV["SUBMIT_QUEUE"])
+    assert task.name == f"{job.job_id}-s1" and task.body == {"kind": "submit", "job_id": job.job_id}
+    assert task.url == BASE_ENV["TASK_HANDLER_URL"]
+    assert world.api.created == []
+    assert world.objects.get("state", f"open/{job.job_id}") is not None  # listed as open
+
+
+def test_duplicate_event_makes_no_second_task_and_no_second_prediction() -> None:
+    world = World()
+    ev = event(world)
+    first = process(ev, config(), world.deps, NOW)
+    again = submit.handle_upload(ev, config(), world.deps, NOW + 1)
+    assert first.outcome is Outcome.SUBMITTED and again.outcome is Outcome.DUPLICATE
+    assert len(world.api.created) == 1 and len(world.queue.seen) == 2  # the submission and its deadline
+
+
+def test_duplicate_event_of_a_queued_job_re_enqueues_under_the_same_name() -> None:
+    """The run that admitted it may have died between the record and the task."""
+    world = World()
+    ev = event(world)
+    world.queue.fail("enqueue", errors.QueueUnavailable("UNAVAILABLE"))
+    with pytest.raises(errors.RetryLater):
+        submit.handle_upload(ev, config(), world.deps, NOW)
+    assert world.queue.pending(BASE_ENV["SUBMIT_QUEUE"]) == []
+    result = submit.handle_upload(ev, config(), world.deps, NOW + 10)
+    assert result.outcome is Outcome.DUPLICATE and "missing" in result.reason
+    assert [t.name for t in world.queue.pending(BASE_ENV["SUBMIT_QUEUE"])] == [f"{job_of(world, ev).job_id}-s1"]
+    # and a third delivery finds the task: ALREADY_EXISTS, nothing new.
+    assert "missing" not in submit.handle_upload(ev, config(), world.deps, NOW + 20).reason
+    assert len(world.queue.pending(BASE_ENV["SUBMIT_QUEUE"])) == 1
+
+
+def test_task_dispatched_while_another_dispatch_holds_a_live_claim_asks_for_a_retry() -> None:
     world = World()
     ev = event(world)
     submit.handle_upload(ev, config(), world.deps, NOW)
-    again = submit.handle_upload(ev, config(), world.deps, NOW + 1)
-    assert again.outcome is Outcome.DUPLICATE and len(world.api.created) == 1
-
-
-def test_event_while_another_delivery_holds_a_live_claim_asks_for_a_retry() -> None:
-    world = World()
-    ev = event(world)
-    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
-    world.deps.store.create(jobs.new_claim(source, "v", NOW, 300))
+    job_id = job_of(world, ev).job_id
+    loaded = world.deps.store.load(job_id)
+    assert loaded is not None
+    world.deps.store.save(jobs.claim(loaded[0], NOW, 300, "another dispatch"), loaded[1])
     with pytest.raises(errors.RetryLater, match="holds the claim"):
-        submit.handle_upload(ev, config(), world.deps, NOW + 10)
+        submit.handle_submit_task(job_id, config(), world.deps, NOW + 10)
     assert world.api.created == []
 
 
-def test_expired_claim_is_taken_over_by_the_next_delivery() -> None:
+def test_duplicate_dispatch_of_a_submitted_job_has_no_second_effect() -> None:
     world = World()
     ev = event(world)
-    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
-    world.deps.store.create(jobs.new_claim(source, "v", NOW, 300))
-    result = submit.handle_upload(ev, config(), world.deps, NOW + 301)
-    assert result.outcome is Outcome.SUBMITTED
-    job = job_of(world, ev)
-    assert any("taken over" in entry.get("why", "") for entry in job.history)
+    first = process(ev, config(), world.deps, NOW)
+    again = submit.handle_submit_task(first.job_id, config(), world.deps, NOW + 1)
+    assert again.outcome is Outcome.DUPLICATE and len(world.api.created) == 1
 
 
-def test_two_deliveries_taking_one_expired_claim_only_one_wins() -> None:
+def test_task_for_a_missing_job_does_nothing() -> None:
+    world = World()
+    assert submit.handle_submit_task("0" * 64, config(), world.deps, NOW).outcome is Outcome.IGNORED
+
+
+def test_claim_losing_a_race_asks_for_a_retry() -> None:
     world = World()
     ev = event(world)
-    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
+    submit.handle_upload(ev, config(), world.deps, NOW)
+    world.objects.fail("write_json", errors.PreconditionFailed("raced"))
+    with pytest.raises(errors.RetryLater, match="changed while claiming"):
+        submit.handle_submit_task(job_of(world, ev).job_id, config(), world.deps, NOW)
+
+
+def test_record_vanishing_while_admitting_asks_for_a_retry() -> None:
+    world = World()
+    ev = event(world)
+    submit.handle_upload(ev, config(), world.deps, NOW)
     store = world.deps.store
-    store.create(jobs.new_claim(source, "v", NOW, 300))
-    loaded = store.load(source.job_id)
-    assert loaded is not None
-    # Another delivery takes it between our load and our save.
-    store.save(jobs.reclaim(loaded[0], NOW + 301, 300, "other"), loaded[1])
-    original_load = store.load
-
-    def stale_load(job_id: str) -> tuple[jobs.Job, int] | None:
-        return loaded  # type: ignore[return-value]
-
-    store.load = stale_load  # type: ignore[method-assign]
-    result = submit._claim(source, config(), store, NOW + 301)
-    store.load = original_load  # type: ignore[method-assign]
-    assert isinstance(result, submit.Result) and result.outcome is Outcome.DUPLICATE
-
-
-def test_record_vanishing_while_claiming_asks_for_a_retry() -> None:
-    world = World()
-    ev = event(world)
-    source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
-    store = world.deps.store
-    store.create(jobs.new_claim(source, "v", NOW, 300))
+    deps = dataclasses.replace(world.deps, store=store)
     store.load = lambda job_id: None  # type: ignore[method-assign]
     with pytest.raises(errors.RetryLater, match="vanished"):
-        submit._claim(source, config(), store, NOW)
+        submit.handle_upload(ev, config(), deps, NOW)
+
+
+def test_submission_schedules_its_deadline_check_on_the_deadline_queue() -> None:
+    world = World()
+    ev = event(world)
+    result = process(ev, config(), world.deps, NOW)
+    job = job_of(world, ev)
+    [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
+    assert check.schedule_at == job.deadline_at == NOW + 900
+    assert check.body == {"kind": "deadline", "job_id": result.job_id}
+
+
+def test_deadline_check_that_cannot_be_scheduled_still_leaves_the_job_submitted() -> None:
+    world = World()
+    ev = event(world)
+    admitted = submit.handle_upload(ev, config(), world.deps, NOW)
+    world.queue.fail("enqueue", errors.QueueUnavailable("UNAVAILABLE"))
+    result = submit.handle_submit_task(admitted.job_id, config(), world.deps, NOW)
+    assert result.outcome is Outcome.SUBMITTED and job_of(world, ev).state == jobs.SUBMITTED
 
 
 def test_attempt_budget_spent_ends_as_attempts_exhausted() -> None:

@@ -18,8 +18,23 @@ output "webhook_url" {
   value       = module.pipeline.webhook_url
 }
 
+output "task_handler_url" {
+  description = "Internal URL of the task handler (on_task), the target of every task."
+  value       = module.pipeline.task_handler_url
+}
+
+output "queue_names" {
+  description = "Cloud Tasks queues (gcloud tasks queues pause|resume NAME --location=REGION)."
+  value       = module.pipeline.queue_names
+}
+
+output "queue_ids" {
+  description = "Full paths of the queues (SUBMIT_QUEUE, DEADLINE_QUEUE)."
+  value       = module.pipeline.queue_ids
+}
+
 output "function_names" {
-  description = "Names of the three functions."
+  description = "Names of the four functions."
   value       = module.pipeline.function_names
 }
 

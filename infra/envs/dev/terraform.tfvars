@@ -2,3 +2,7 @@
 project_id  = "CHANGE-ME-bgremove-dev"
 region      = "europe-west1"
 name_prefix = "bgr-dev"
+
+# Low-credit account (6 prediction creates a minute): uncomment.
+# submit_queue_max_dispatches_per_second = 0.1
+# submit_queue_max_concurrent_dispatches = 2

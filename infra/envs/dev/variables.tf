@@ -12,3 +12,45 @@ variable "name_prefix" {
   description = "Per-environment name prefix (see the module's variable)."
   type        = string
 }
+
+# Cloud Tasks admission (see the module's variables and infra/README.md, "Queues").
+# Dev admits at 60 creates a minute (1/s): enough for test drops, and it leaves most of
+# an account's 600 a minute to production when both share one API token.
+# An account with little credit (6 creates a minute) needs
+# submit_queue_max_dispatches_per_second = 0.1, set in terraform.tfvars.
+
+variable "submit_queue_max_dispatches_per_second" {
+  description = "Prediction creates per second the submission queue dispatches (the module's submit_queue_max_dispatches_per_second)."
+  type        = number
+  default     = 1
+}
+
+variable "submit_queue_max_concurrent_dispatches" {
+  description = "Submission tasks in flight at once (the module's submit_queue_max_concurrent_dispatches)."
+  type        = number
+  default     = 10
+}
+
+variable "submit_queue_max_retry_duration_seconds" {
+  description = "How long a submission task is retried before Cloud Tasks drops it and the sweep requeues the job (the module's submit_queue_max_retry_duration_seconds)."
+  type        = number
+  default     = 86400
+}
+
+variable "deadline_queue_max_dispatches_per_second" {
+  description = "Deadline checks dispatched per second (the module's deadline_queue_max_dispatches_per_second)."
+  type        = number
+  default     = 5
+}
+
+variable "deadline_queue_max_concurrent_dispatches" {
+  description = "Deadline checks in flight at once (the module's deadline_queue_max_concurrent_dispatches)."
+  type        = number
+  default     = 10
+}
+
+variable "task_max_instances" {
+  description = "Upper bound on task handler instances (the module's task_max_instances); keep it at least submit_queue_max_concurrent_dispatches."
+  type        = number
+  default     = 10
+}

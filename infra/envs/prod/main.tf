@@ -37,6 +37,14 @@ module "pipeline" {
   region      = var.region
   name_prefix = var.name_prefix
 
+  # Admission through Cloud Tasks: this environment's pace (variables.tf).
+  submit_queue_max_dispatches_per_second   = var.submit_queue_max_dispatches_per_second
+  submit_queue_max_concurrent_dispatches   = var.submit_queue_max_concurrent_dispatches
+  submit_queue_max_retry_duration_seconds  = var.submit_queue_max_retry_duration_seconds
+  deadline_queue_max_dispatches_per_second = var.deadline_queue_max_dispatches_per_second
+  deadline_queue_max_concurrent_dispatches = var.deadline_queue_max_concurrent_dispatches
+  task_max_instances                       = var.task_max_instances
+
   # Production keeps the module defaults (buckets kept on destroy, secrets
   # protected, INFO logs); raise the instance caps here for more throughput.
   state_retention_days = 30

@@ -12,3 +12,44 @@ variable "name_prefix" {
   description = "Per-environment name prefix (see the module's variable)."
   type        = string
 }
+
+# Cloud Tasks admission (see the module's variables and infra/README.md, "Queues").
+# Production keeps the module's defaults: the predictions API's 600 creates a minute.
+# An account with little credit (6 creates a minute) needs
+# submit_queue_max_dispatches_per_second = 0.1, set in terraform.tfvars.
+
+variable "submit_queue_max_dispatches_per_second" {
+  description = "Prediction creates per second the submission queue dispatches (the module's submit_queue_max_dispatches_per_second)."
+  type        = number
+  default     = 10
+}
+
+variable "submit_queue_max_concurrent_dispatches" {
+  description = "Submission tasks in flight at once (the module's submit_queue_max_concurrent_dispatches)."
+  type        = number
+  default     = 100
+}
+
+variable "submit_queue_max_retry_duration_seconds" {
+  description = "How long a submission task is retried before Cloud Tasks drops it and the sweep requeues the job (the module's submit_queue_max_retry_duration_seconds)."
+  type        = number
+  default     = 604800
+}
+
+variable "deadline_queue_max_dispatches_per_second" {
+  description = "Deadline checks dispatched per second (the module's deadline_queue_max_dispatches_per_second)."
+  type        = number
+  default     = 50
+}
+
+variable "deadline_queue_max_concurrent_dispatches" {
+  description = "Deadline checks in flight at once (the module's deadline_queue_max_concurrent_dispatches)."
+  type        = number
+  default     = 50
+}
+
+variable "task_max_instances" {
+  description = "Upper bound on task handler instances (the module's task_max_instances); keep it at least submit_queue_max_concurrent_dispatches."
+  type        = number
+  default     = 100
+}

@@ -1,4 +1,4 @@
-# Three Cloud Functions (2nd gen) built from the same source archive. The
+# Four Cloud Functions (2nd gen) built from the same source archive. The
 # entry points are the functions of the same name in main.py.
 
 # Public HTTP endpoint for the prediction webhooks. Its authentication is the
@@ -61,12 +61,14 @@ resource "google_cloud_run_service_iam_member" "webhook_public" {
   member   = "allUsers"
 }
 
-# Storage trigger: one event per finalized object in the uploads bucket.
+# Storage trigger: one event per finalized object in the uploads bucket. It filters
+# and admits each upload into the submission queue; it never calls the predictions API
+# (no token, no webhook URL, no signing).
 resource "google_cloudfunctions2_function" "upload" {
   project     = var.project_id
   location    = var.region
   name        = "${var.name_prefix}-on-upload"
-  description = "Starts a background-removal prediction for each new upload."
+  description = "Admits each new upload into the submission queue."
   labels      = local.labels
 
   build_config {
@@ -91,17 +93,7 @@ resource "google_cloudfunctions2_function" "upload" {
     max_instance_count               = var.upload_max_instances
     max_instance_request_concurrency = 1
     all_traffic_on_latest_revision   = true
-    environment_variables = merge(local.app_env, {
-      WEBHOOK_URL             = google_cloudfunctions2_function.webhook.service_config[0].uri
-      SIGNING_SERVICE_ACCOUNT = google_service_account.upload.email
-    })
-
-    secret_environment_variables {
-      key        = "PREDICTIONS_API_TOKEN"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.api_token.secret_id
-      version    = "latest"
-    }
+    environment_variables            = merge(local.app_env, local.task_env)
   }
 
   event_trigger {
@@ -122,8 +114,8 @@ resource "google_cloudfunctions2_function" "upload" {
     google_storage_bucket_iam_member.build_source_viewer,
     google_project_iam_member.gcs_pubsub_publisher,
     google_project_iam_member.trigger_event_receiver,
-    google_secret_manager_secret_iam_member.api_token_accessor,
-    google_service_account_iam_member.upload_signs_as_itself,
+    google_cloud_tasks_queue_iam_member.submit_enqueuer,
+    google_service_account_iam_member.enqueuers_act_as_tasks_invoker,
   ]
 }
 
@@ -135,12 +127,112 @@ resource "google_cloud_run_service_iam_member" "upload_trigger_invoker" {
   member   = google_service_account.trigger.member
 }
 
-# Reconciler: internal HTTP, called by Cloud Scheduler with an OIDC token.
+# Task handler: internal HTTP, called only by Cloud Tasks with an OIDC token of
+# tasks-invoker. Kind "submit" creates a job's prediction; kind "deadline" checks a job
+# when it is due. Any non-2xx answer is the task's retry (429 also slows the queue).
+#
+# Ingress ALLOW_INTERNAL_ONLY: Cloud Tasks in the same project calling the run.app URL
+# counts as internal traffic, so nothing outside the project reaches it at the network
+# level; and roles/run.invoker is granted to tasks-invoker alone, so only tasks carrying
+# that account's token get in. (ALLOW_ALL with IAM would also hold, but opens the URL to
+# the internet for no caller that needs it.)
+#
+# The timeout stays within the 60 s dispatch deadline bgremove/tasks.py gives each
+# task: Cloud Tasks then never retries an attempt that is still running.
+resource "google_cloudfunctions2_function" "tasks" {
+  project     = var.project_id
+  location    = var.region
+  name        = local.task_function_name
+  description = "Cloud Tasks target: submits queued jobs and checks their deadlines."
+  labels      = local.labels
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "on_task"
+    service_account = google_service_account.build.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.tasks.email
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    available_memory                 = var.task_function_memory
+    timeout_seconds                  = var.task_function_timeout_seconds
+    max_instance_count               = var.task_max_instances
+    max_instance_request_concurrency = 1
+    all_traffic_on_latest_revision   = true
+    environment_variables = merge(local.app_env, local.task_env, {
+      WEBHOOK_URL             = google_cloudfunctions2_function.webhook.service_config[0].uri
+      SIGNING_SERVICE_ACCOUNT = google_service_account.tasks.email
+    })
+
+    secret_environment_variables {
+      key        = "PREDICTIONS_API_TOKEN"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.api_token.secret_id
+      version    = "latest"
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = length("${local.task_function_name}-${data.google_project.this.number}") <= 63
+      error_message = "Cloud Run gives a deterministic URL (TASK_HANDLER_URL) only to SERVICE-PROJECT_NUMBER labels of at most 63 characters: shorten name_prefix."
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_gcf_buckets,
+    google_storage_bucket_iam_member.build_source_viewer,
+    google_secret_manager_secret_iam_member.api_token_accessor,
+    google_service_account_iam_member.tasks_signs_as_itself,
+    google_cloud_tasks_queue_iam_member.submit_enqueuer,
+    google_cloud_tasks_queue_iam_member.deadline_enqueuer,
+    google_cloud_tasks_queue_iam_member.submit_viewer,
+    google_service_account_iam_member.enqueuers_act_as_tasks_invoker,
+  ]
+}
+
+# Only the tasks' OIDC identity may invoke the task handler: no public invoker, and
+# neither the runtime accounts nor the scheduler.
+resource "google_cloud_run_service_iam_member" "tasks_invoker" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.tasks.location
+  service  = google_cloudfunctions2_function.tasks.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.tasks_invoker.member
+}
+
+# TASK_HANDLER_URL is computed (see local.task_handler_url); after the handler is
+# deployed, its Cloud Run service must list that URL, or every task would miss it.
+data "google_cloud_run_v2_service" "tasks" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.tasks.location
+  name     = google_cloudfunctions2_function.tasks.name
+
+  lifecycle {
+    postcondition {
+      condition     = try(contains(self.urls, local.task_handler_url), false)
+      error_message = "The task handler's Cloud Run service does not serve TASK_HANDLER_URL (local.task_handler_url); tasks would not reach it."
+    }
+  }
+}
+
+# Reconciler: internal HTTP, called by Cloud Scheduler with an OIDC token. The safety
+# net: it sweeps the open jobs, settles finished predictions and puts lost work back in
+# the submission queue (it never creates predictions itself, so it signs nothing).
 resource "google_cloudfunctions2_function" "reconcile" {
   project     = var.project_id
   location    = var.region
   name        = "${var.name_prefix}-reconcile"
-  description = "Finishes or restarts stuck work; run by Cloud Scheduler."
+  description = "Sweeps open jobs and requeues lost work; run by Cloud Scheduler."
   labels      = local.labels
 
   build_config {
@@ -164,9 +256,9 @@ resource "google_cloudfunctions2_function" "reconcile" {
     max_instance_count               = var.reconcile_max_instances
     max_instance_request_concurrency = 1
     all_traffic_on_latest_revision   = true
-    environment_variables = merge(local.app_env, {
-      WEBHOOK_URL             = google_cloudfunctions2_function.webhook.service_config[0].uri
-      SIGNING_SERVICE_ACCOUNT = google_service_account.reconcile.email
+    # WEBHOOK_URL: bgremove/runtime.py builds the API client (GET, cancel) only with it.
+    environment_variables = merge(local.app_env, local.task_env, {
+      WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri
     })
 
     secret_environment_variables {
@@ -182,7 +274,10 @@ resource "google_cloudfunctions2_function" "reconcile" {
     google_project_iam_member.build_gcf_buckets,
     google_storage_bucket_iam_member.build_source_viewer,
     google_secret_manager_secret_iam_member.api_token_accessor,
-    google_service_account_iam_member.reconcile_signs_as_itself,
+    google_cloud_tasks_queue_iam_member.submit_enqueuer,
+    google_cloud_tasks_queue_iam_member.deadline_enqueuer,
+    google_cloud_tasks_queue_iam_member.submit_viewer,
+    google_service_account_iam_member.enqueuers_act_as_tasks_invoker,
   ]
 }
 

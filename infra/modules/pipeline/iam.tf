@@ -1,5 +1,6 @@
 # Service accounts: one runtime identity per function, so each gets only what
-# it needs, plus the Eventarc trigger, the scheduler and the build identities.
+# it needs, plus the Eventarc trigger, the scheduler, the Cloud Tasks OIDC and the
+# build identities. The queue grants are in tasks.tf.
 
 resource "google_service_account" "upload" {
   project      = var.project_id
@@ -19,6 +20,22 @@ resource "google_service_account" "reconcile" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-reconcile"
   display_name = "bgremove reconcile runtime"
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "tasks" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-tasks"
+  display_name = "bgremove on_task runtime (task handler)"
+  depends_on   = [google_project_service.enabled]
+}
+
+# The identity in the OIDC token Cloud Tasks attaches to every task (TASKS_SERVICE_ACCOUNT):
+# the only member with roles/run.invoker on the task handler. No function runs as it.
+resource "google_service_account" "tasks_invoker" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-tasks-invoker"
+  display_name = "bgremove Cloud Tasks OIDC (invokes on_task)"
   depends_on   = [google_project_service.enabled]
 }
 
@@ -47,12 +64,13 @@ resource "google_service_account" "build" {
 # Buckets
 # ---------------------------------------------------------------------------
 
-# uploads: read-only, for the functions that hand images to the model (the
-# webhook function never reads uploads).
+# uploads: read-only, for the one function that hands images to the model: the task
+# handler reads the image's head, inlines small ones and signs URLs of the others.
+# on_upload only admits (the event carries name, size and type) and the reconciler
+# requeues instead of submitting, so neither reads uploads.
 resource "google_storage_bucket_iam_member" "uploads_viewer" {
   for_each = {
-    upload    = google_service_account.upload.member
-    reconcile = google_service_account.reconcile.member
+    tasks = google_service_account.tasks.member
   }
   bucket = google_storage_bucket.uploads.name
   role   = "roles/storage.objectViewer"
@@ -61,10 +79,12 @@ resource "google_storage_bucket_iam_member" "uploads_viewer" {
 
 # processed: outputs are created, never overwritten (objectCreator cannot
 # overwrite or delete); objectViewer to see whether an output exists. Only the
-# functions that store outputs get either.
+# functions that store outputs get either: the webhook, and the reconciler and the
+# task handler, whose deadline checks settle finished predictions the same way.
 resource "google_storage_bucket_iam_member" "processed_viewer" {
   for_each = {
     webhook   = google_service_account.webhook.member
+    tasks     = google_service_account.tasks.member
     reconcile = google_service_account.reconcile.member
   }
   bucket = google_storage_bucket.processed.name
@@ -75,6 +95,7 @@ resource "google_storage_bucket_iam_member" "processed_viewer" {
 resource "google_storage_bucket_iam_member" "processed_creator" {
   for_each = {
     webhook   = google_service_account.webhook.member
+    tasks     = google_service_account.tasks.member
     reconcile = google_service_account.reconcile.member
   }
   bucket = google_storage_bucket.processed.name
@@ -82,11 +103,14 @@ resource "google_storage_bucket_iam_member" "processed_creator" {
   member = each.value
 }
 
-# state: records are rewritten under generation preconditions (update, delete).
+# state: records are rewritten under generation preconditions (update, delete), and
+# the open-jobs index is written and deleted; the task handler also puts the signed
+# copies of awkwardly named inputs here.
 resource "google_storage_bucket_iam_member" "state_admin" {
   for_each = {
     upload    = google_service_account.upload.member
     webhook   = google_service_account.webhook.member
+    tasks     = google_service_account.tasks.member
     reconcile = google_service_account.reconcile.member
   }
   bucket = google_storage_bucket.state.name
@@ -95,20 +119,14 @@ resource "google_storage_bucket_iam_member" "state_admin" {
 }
 
 # ---------------------------------------------------------------------------
-# V4 signed URLs through IAM SignBlob: the functions that start predictions
-# sign as themselves.
+# V4 signed URLs through IAM SignBlob: the function that starts predictions (the
+# task handler, alone since admission goes through the queue) signs as itself.
 # ---------------------------------------------------------------------------
 
-resource "google_service_account_iam_member" "upload_signs_as_itself" {
-  service_account_id = google_service_account.upload.name
+resource "google_service_account_iam_member" "tasks_signs_as_itself" {
+  service_account_id = google_service_account.tasks.name
   role               = "roles/iam.serviceAccountTokenCreator"
-  member             = google_service_account.upload.member
-}
-
-resource "google_service_account_iam_member" "reconcile_signs_as_itself" {
-  service_account_id = google_service_account.reconcile.name
-  role               = "roles/iam.serviceAccountTokenCreator"
-  member             = google_service_account.reconcile.member
+  member             = google_service_account.tasks.member
 }
 
 # ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@ locals {
   bucket_prefix = coalesce(var.bucket_prefix, "${var.project_id}-${var.name_prefix}")
   labels        = merge({ app = "bgremove" }, var.labels)
 
-  # Application settings shared by the three functions: the environment variables
-  # read by bgremove/config.py. Per-function additions (WEBHOOK_URL,
+  # Application settings shared by the four functions: the environment variables
+  # read by bgremove/config.py. Per-function additions (local.task_env, WEBHOOK_URL,
   # SIGNING_SERVICE_ACCOUNT) and the secrets are set on each function.
   app_env = {
     UPLOAD_BUCKET             = google_storage_bucket.uploads.name
@@ -37,7 +37,33 @@ locals {
     RECONCILE_BATCH_SIZE      = var.reconcile_batch_size
     LOG_LEVEL                 = var.log_level
     OUTPUT_VARIANTS           = var.output_variants
+    QUEUED_CHECK_SECONDS      = var.queued_check_seconds
   }
+
+  # The task handler (entry point on_task) is named here because its URL must be known
+  # before it exists: on_task enqueues tasks to itself (deadline checks, requeues), so
+  # TASK_HANDLER_URL cannot be its own service_config[0].uri (a dependency cycle). Cloud
+  # Run's deterministic URL, https://SERVICE-PROJECT_NUMBER.REGION.run.app, is a *.run.app
+  # URL: Cloud Run accepts it as the OIDC audience, and Cloud Tasks requests to it count as
+  # internal traffic (ALLOW_INTERNAL_ONLY ingress). data.google_cloud_run_v2_service.tasks
+  # checks after deployment that the service really serves it.
+  task_function_name = "${var.name_prefix}-tasks"
+  task_handler_url   = "https://${local.task_function_name}-${data.google_project.this.number}.${var.region}.run.app"
+
+  # What every function that enqueues tasks needs (bgremove/runtime.py task_queue): the two
+  # queues (full paths), the handler's URL and the account whose OIDC token the tasks carry.
+  task_env = {
+    SUBMIT_QUEUE          = google_cloud_tasks_queue.submit.id
+    DEADLINE_QUEUE        = google_cloud_tasks_queue.deadline.id
+    TASK_HANDLER_URL      = local.task_handler_url
+    TASKS_SERVICE_ACCOUNT = google_service_account.tasks_invoker.email
+  }
+}
+
+# The project number, for the task handler's deterministic URL (Cloud Resource Manager).
+data "google_project" "this" {
+  project_id = var.project_id
+  depends_on = [google_project_service.enabled]
 }
 
 # ---------------------------------------------------------------------------
@@ -49,7 +75,9 @@ resource "google_project_service" "enabled" {
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
+    "cloudtasks.googleapis.com",
     "eventarc.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",

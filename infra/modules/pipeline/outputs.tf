@@ -33,10 +33,32 @@ output "reconcile_url" {
   value       = google_cloudfunctions2_function.reconcile.service_config[0].uri
 }
 
+output "task_handler_url" {
+  description = "Internal URL of the task handler (on_task): TASK_HANDLER_URL, the target and OIDC audience of every task."
+  value       = local.task_handler_url
+}
+
+output "queue_names" {
+  description = "Short names of the Cloud Tasks queues, for gcloud tasks queues describe|pause|resume NAME --location=REGION."
+  value = {
+    submit   = google_cloud_tasks_queue.submit.name
+    deadline = google_cloud_tasks_queue.deadline.name
+  }
+}
+
+output "queue_ids" {
+  description = "Full paths of the queues (projects/P/locations/L/queues/Q), as set in SUBMIT_QUEUE and DEADLINE_QUEUE."
+  value = {
+    submit   = google_cloud_tasks_queue.submit.id
+    deadline = google_cloud_tasks_queue.deadline.id
+  }
+}
+
 output "function_names" {
-  description = "Names of the three functions."
+  description = "Names of the four functions."
   value = {
     upload    = google_cloudfunctions2_function.upload.name
+    tasks     = google_cloudfunctions2_function.tasks.name
     webhook   = google_cloudfunctions2_function.webhook.name
     reconcile = google_cloudfunctions2_function.reconcile.name
   }
@@ -45,12 +67,14 @@ output "function_names" {
 output "service_accounts" {
   description = "Emails of the service accounts the module created."
   value = {
-    upload    = google_service_account.upload.email
-    webhook   = google_service_account.webhook.email
-    reconcile = google_service_account.reconcile.email
-    trigger   = google_service_account.trigger.email
-    scheduler = google_service_account.scheduler.email
-    build     = google_service_account.build.email
+    upload        = google_service_account.upload.email
+    tasks         = google_service_account.tasks.email
+    webhook       = google_service_account.webhook.email
+    reconcile     = google_service_account.reconcile.email
+    trigger       = google_service_account.trigger.email
+    scheduler     = google_service_account.scheduler.email
+    tasks_invoker = google_service_account.tasks_invoker.email
+    build         = google_service_account.build.email
   }
 }
 

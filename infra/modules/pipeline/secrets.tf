@@ -28,10 +28,12 @@ resource "google_secret_manager_secret" "webhook_secret" {
   depends_on = [google_project_service.enabled]
 }
 
-# The predictions API token: for the functions that start predictions.
+# The predictions API token: for the functions that call the API: the task handler
+# (creates predictions; its deadline checks read them) and the reconciler (reads and
+# cancels them). on_upload only enqueues and never needs it.
 resource "google_secret_manager_secret_iam_member" "api_token_accessor" {
   for_each = {
-    upload    = google_service_account.upload.member
+    tasks     = google_service_account.tasks.member
     reconcile = google_service_account.reconcile.member
   }
   project   = var.project_id

@@ -118,6 +118,12 @@ variable "reconcile_function_memory" {
   default     = "1Gi"
 }
 
+variable "task_function_memory" {
+  description = "Memory of the task handler (on_task): it inlines small inputs as data URLs and its deadline checks stream finished outputs into the processed bucket, like the reconciler."
+  type        = string
+  default     = "1Gi"
+}
+
 variable "upload_function_timeout_seconds" {
   description = "Timeout of the on_upload function (event functions: at most 540)."
   type        = number
@@ -146,6 +152,17 @@ variable "reconcile_function_timeout_seconds" {
   }
 }
 
+variable "task_function_timeout_seconds" {
+  description = "Timeout of the task handler (on_task). At most the 60 s dispatch deadline bgremove/tasks.py sets on every task, so Cloud Tasks never retries an attempt that is still running; one attempt makes one API call (HTTP_TIMEOUT_SECONDS) plus a few storage calls."
+  type        = number
+  default     = 55
+
+  validation {
+    condition     = var.task_function_timeout_seconds >= 15 && var.task_function_timeout_seconds <= 60
+    error_message = "task_function_timeout_seconds must be 15-60: the tasks' dispatch deadline is 60 seconds."
+  }
+}
+
 variable "upload_max_instances" {
   description = "Upper bound on on_upload instances: bounds the fan-out of a bulk upload."
   type        = number
@@ -158,6 +175,17 @@ variable "webhook_max_instances" {
   default     = 20
 }
 
+variable "task_max_instances" {
+  description = "Upper bound on task handler instances (one request each). Keep it at least submit_queue_max_concurrent_dispatches: beyond it Cloud Run answers 429 and the queue backs off. In steady state about rate x request time are busy (10/s x ~1 s)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.task_max_instances >= 1
+    error_message = "task_max_instances must be at least 1."
+  }
+}
+
 variable "reconcile_max_instances" {
   description = "Upper bound on reconcile instances (one run at a time is enough)."
   type        = number
@@ -165,7 +193,7 @@ variable "reconcile_max_instances" {
 }
 
 variable "reconcile_schedule" {
-  description = "Cron schedule of the reconcile job."
+  description = "Cron schedule of the reconcile job, the safety-net sweep over open jobs (every 10 minutes by default)."
   type        = string
   default     = "*/10 * * * *"
 }
@@ -174,6 +202,182 @@ variable "reconcile_time_zone" {
   description = "Time zone of reconcile_schedule."
   type        = string
   default     = "Etc/UTC"
+}
+
+# ---------------------------------------------------------------------------
+# Cloud Tasks queues (tasks.tf). Not application settings: the code only gets the
+# queues' paths (SUBMIT_QUEUE, DEADLINE_QUEUE). Limits apply to retries too.
+#
+# What bounds a queued task: it is retried until BOTH submit_queue_max_attempts and
+# submit_queue_max_retry_duration_seconds are spent, and never lives longer than Cloud
+# Tasks' 31-day retention. Then Cloud Tasks deletes it; the job stays `queued`; the
+# sweep finds the task gone after QUEUED_CHECK_SECONDS and enqueues a new one, logging
+# "reconcile: queued again (its submission task is gone)".
+# ---------------------------------------------------------------------------
+
+variable "submit_queue_max_dispatches_per_second" {
+  description = "Submission queue: tasks dispatched per second, i.e. prediction creates per second. Default 10 = the predictions API's 600 creates a minute; an account with little credit (6 a minute) needs 0.1. Cloud Tasks allows at most 500."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.submit_queue_max_dispatches_per_second > 0 && var.submit_queue_max_dispatches_per_second <= 500
+    error_message = "submit_queue_max_dispatches_per_second must be more than 0 and at most 500."
+  }
+}
+
+variable "submit_queue_max_concurrent_dispatches" {
+  description = "Submission queue: tasks in flight at once (each one API create). Default 100 = the rate x the 10 s HTTP timeout, so a slow API cannot pile up more. Cloud Tasks allows at most 5000."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.submit_queue_max_concurrent_dispatches >= 1 && var.submit_queue_max_concurrent_dispatches <= 5000
+    error_message = "submit_queue_max_concurrent_dispatches must be 1-5000."
+  }
+}
+
+variable "submit_queue_max_attempts" {
+  description = "Submission queue: attempts per task, the first included; -1 (default) = unlimited, so submit_queue_max_retry_duration_seconds bounds a task. A task stops only when both are spent."
+  type        = number
+  default     = -1
+
+  validation {
+    condition     = var.submit_queue_max_attempts == -1 || var.submit_queue_max_attempts >= 1
+    error_message = "submit_queue_max_attempts must be -1 (unlimited) or at least 1."
+  }
+}
+
+variable "submit_queue_max_retry_duration_seconds" {
+  description = "Submission queue: how long a failing task keeps being retried, counted from its first attempt (waiting its turn does not count: Cloud Tasks' 31-day retention bounds that); default 604800 (7 days) of 429s or outages. 0 = unlimited, leaving only the 31-day retention. When it runs out the task is deleted, the job stays queued, and the sweep enqueues a new task after QUEUED_CHECK_SECONDS, logging \"reconcile: queued again (its submission task is gone)\"."
+  type        = number
+  default     = 604800
+
+  validation {
+    condition     = var.submit_queue_max_retry_duration_seconds >= 0 && var.submit_queue_max_retry_duration_seconds <= 2678400
+    error_message = "submit_queue_max_retry_duration_seconds must be 0-2678400 (Cloud Tasks keeps a task 31 days at most)."
+  }
+}
+
+variable "submit_queue_min_backoff_seconds" {
+  description = "Submission queue: wait before the first retry of a task (429, 503 or a timeout from on_task); default 10."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.submit_queue_min_backoff_seconds >= 0
+    error_message = "submit_queue_min_backoff_seconds must not be negative."
+  }
+}
+
+variable "submit_queue_max_backoff_seconds" {
+  description = "Submission queue: longest wait between retries of a task; default 600."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.submit_queue_max_backoff_seconds >= 1
+    error_message = "submit_queue_max_backoff_seconds must be at least 1."
+  }
+}
+
+variable "submit_queue_max_doublings" {
+  description = "Submission queue: times the backoff doubles before it grows linearly up to the maximum; default 5: with the default backoffs, retries wait 10, 20, 40, 80, 160, 320 s, then 600 s."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.submit_queue_max_doublings >= 0 && var.submit_queue_max_doublings <= 16
+    error_message = "submit_queue_max_doublings must be 0-16."
+  }
+}
+
+variable "deadline_queue_max_dispatches_per_second" {
+  description = "Deadline queue: deadline checks dispatched per second (each reads one prediction: the API's other-calls limit is 3000 a minute = 50/s, the default). Checks are delayed tasks due when their job is, so they arrive at about the submission rate."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.deadline_queue_max_dispatches_per_second > 0 && var.deadline_queue_max_dispatches_per_second <= 500
+    error_message = "deadline_queue_max_dispatches_per_second must be more than 0 and at most 500."
+  }
+}
+
+variable "deadline_queue_max_concurrent_dispatches" {
+  description = "Deadline queue: checks in flight at once; default 50."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.deadline_queue_max_concurrent_dispatches >= 1 && var.deadline_queue_max_concurrent_dispatches <= 5000
+    error_message = "deadline_queue_max_concurrent_dispatches must be 1-5000."
+  }
+}
+
+variable "deadline_queue_max_attempts" {
+  description = "Deadline queue: attempts per check, the first included; -1 (default) = unlimited, bounded by deadline_queue_max_retry_duration_seconds."
+  type        = number
+  default     = -1
+
+  validation {
+    condition     = var.deadline_queue_max_attempts == -1 || var.deadline_queue_max_attempts >= 1
+    error_message = "deadline_queue_max_attempts must be -1 (unlimited) or at least 1."
+  }
+}
+
+variable "deadline_queue_max_retry_duration_seconds" {
+  description = "Deadline queue: how long a check is retried; default 604800 (7 days). A check that runs out is covered by the sweep, which looks at every overdue open job."
+  type        = number
+  default     = 604800
+
+  validation {
+    condition     = var.deadline_queue_max_retry_duration_seconds >= 0 && var.deadline_queue_max_retry_duration_seconds <= 2678400
+    error_message = "deadline_queue_max_retry_duration_seconds must be 0-2678400 (Cloud Tasks keeps a task 31 days at most)."
+  }
+}
+
+variable "deadline_queue_min_backoff_seconds" {
+  description = "Deadline queue: wait before the first retry of a check; default 10."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.deadline_queue_min_backoff_seconds >= 0
+    error_message = "deadline_queue_min_backoff_seconds must not be negative."
+  }
+}
+
+variable "deadline_queue_max_backoff_seconds" {
+  description = "Deadline queue: longest wait between retries of a check; default 600."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.deadline_queue_max_backoff_seconds >= 1
+    error_message = "deadline_queue_max_backoff_seconds must be at least 1."
+  }
+}
+
+variable "deadline_queue_max_doublings" {
+  description = "Deadline queue: times the backoff doubles before it grows linearly; default 5."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.deadline_queue_max_doublings >= 0 && var.deadline_queue_max_doublings <= 16
+    error_message = "deadline_queue_max_doublings must be 0-16."
+  }
+}
+
+variable "queue_log_sampling_ratio" {
+  description = "Fraction of task dispatch attempts both queues write to Cloud Logging (0-1); default 1 (every attempt: a 10,000-image drop is about 10,000 entries)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.queue_log_sampling_ratio >= 0 && var.queue_log_sampling_ratio <= 1
+    error_message = "queue_log_sampling_ratio must be 0-1."
+  }
 }
 
 # ---------------------------------------------------------------------------
@@ -345,9 +549,9 @@ variable "storage_retry_seconds" {
 }
 
 variable "api_max_attempts" {
-  description = "API_MAX_ATTEMPTS: attempts per predictions API call."
+  description = "API_MAX_ATTEMPTS: attempts per predictions API call within one function run. Default 1: no sleeping inside billed functions; a throttled or failed create is the task's retry, paced by the submission queue."
   type        = number
-  default     = 4
+  default     = 1
 
   validation {
     condition     = var.api_max_attempts >= 1 && var.api_max_attempts <= 20
@@ -374,7 +578,7 @@ variable "claim_ttl_seconds" {
 }
 
 variable "max_event_age_seconds" {
-  description = "MAX_EVENT_AGE_SECONDS: older storage events are dropped instead of retried."
+  description = "MAX_EVENT_AGE_SECONDS: a storage event older than this when it is delivered ends as an event_too_old failure instead of being admitted. It bounds only the event's own redelivery: once admitted, the submission queue's retry settings bound the work."
   type        = number
   default     = 21600
 }
@@ -387,6 +591,17 @@ variable "max_prediction_attempts" {
   validation {
     condition     = var.max_prediction_attempts >= 1 && var.max_prediction_attempts <= 20
     error_message = "max_prediction_attempts must be 1-20."
+  }
+}
+
+variable "queued_check_seconds" {
+  description = "QUEUED_CHECK_SECONDS: how long a queued job waits before a check that its submission task still exists; when it is gone (retries spent, queue purged), the sweep enqueues a new one. Default 3600; at least 60."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.queued_check_seconds >= 60
+    error_message = "queued_check_seconds must be at least 60."
   }
 }
 
