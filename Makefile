@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-REQS := requirements.txt offline_cloud/requirements.txt requirements-dev.txt constraints.txt
+REQS := requirements.txt offline_cloud/requirements.txt requirements-dev.txt bgremove_cli/requirements.txt constraints.txt
 STAMP := $(VENV)/.installed
 ENV ?= dev
 IMAGES ?=
@@ -28,7 +28,10 @@ $(STAMP): $(REQS)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Cloud Functions python311); set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r offline_cloud/requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r offline_cloud/requirements.txt -r requirements-dev.txt -r bgremove_cli/requirements.txt
+	@# The operators' command, bgremove (pyproject's [project.scripts]), run from this checkout.
+	@printf '#!/bin/sh\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m bgremove_cli "$$@"\n' "$(CURDIR)" "$(CURDIR)/$(PY)" > $(VENV)/bin/bgremove
+	@chmod +x $(VENV)/bin/bgremove
 	@touch $(STAMP)
 
 # The fast unit tier first (no processes, seconds); a failure there stops before the stack tests.
