@@ -2,12 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-REQS := requirements.txt offline_cloud/requirements.txt requirements-dev.txt constraints.txt
+REQS := requirements.txt offline_cloud/requirements.txt requirements-dev.txt bgremove_cli/requirements.txt constraints.txt
 STAMP := $(VENV)/.installed
 ENV ?= dev
 IMAGES ?=
 
-.PHONY: help venv test unit-coverage lint demo stack soak fuzz reconcile bench plan deploy clean
+.PHONY: help venv test unit-coverage lint demo stack soak burst fuzz reconcile bench plan deploy clean
 
 help:
 	@echo "make demo     run the pipeline end to end on the offline stack (IMAGES=\"a.jpg b.png\" to use your own)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint     ruff check, format check and mypy"
 	@echo "make unit-coverage  the unit tier's line coverage of the core"
 	@echo "make soak     the fault-injected soak, 500 images (SOAK_IMAGES=N to change)"
+	@echo "make burst    10,000 photos at once with the API's limits on, then the low-credit case (BURST_IMAGES=N, BURST_FAULTS=1); writes burst-results.json"
 	@echo "make fuzz     the webhook fuzz run with new random cases (FUZZ_EXAMPLES=5000)"
 	@echo "make reconcile  run one reconciler pass against the running 'make stack'"
 	@echo "make bench    benchmarks, written to bench/results.json and bench/RESULTS.md"
@@ -27,7 +28,10 @@ $(STAMP): $(REQS)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Cloud Functions python311); set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r offline_cloud/requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -r offline_cloud/requirements.txt -r requirements-dev.txt -r bgremove_cli/requirements.txt
+	@# The operators' command, bgremove (pyproject's [project.scripts]), run from this checkout.
+	@printf '#!/bin/sh\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m bgremove_cli "$$@"\n' "$(CURDIR)" "$(CURDIR)/$(PY)" > $(VENV)/bin/bgremove
+	@chmod +x $(VENV)/bin/bgremove
 	@touch $(STAMP)
 
 # The fast unit tier first (no processes, seconds); a failure there stops before the stack tests.
@@ -56,6 +60,10 @@ stack: venv
 soak: venv
 	$(PY) -m offline_cloud.soak --images $(or $(SOAK_IMAGES),500) --json soak-results.json
 
+# The predictions service runs as a labelled fleet stand-in here (see offline_cloud/burst.py).
+burst: venv
+	BURST_IMAGES=$(or $(BURST_IMAGES),10000) BURST_FAULTS=$(BURST_FAULTS) $(PY) -m offline_cloud.burst --json burst-results.json
+
 bench: venv
 	$(PY) -m bench
 
@@ -73,4 +81,4 @@ deploy:
 	bash infra/tf.sh deploy $(ENV)
 
 clean:
-	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache .mypy_cache .coverage soak-results.json
+	rm -rf $(VENV) .venv-* .stack .cache demo-output .pytest_cache .ruff_cache .mypy_cache .coverage soak-results.json burst-results.json

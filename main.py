@@ -104,7 +104,11 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
             # The queue backs off and slows its dispatch on 429; pass the API's wait along.
             wait = exc.retry_after if isinstance(exc, ApiUnavailable) and exc.retry_after else 10
             return _answer(429, "throttled", {"Retry-After": str(int(wait))})
-        return _answer(503, "try again later")
+        if isinstance(exc, ApiUnavailable):
+            return _answer(503, "try again later")  # the API's own signal: the queue slows down too
+        # Our own transient state (a claim held by another dispatch, a storage hiccup): retry the
+        # task with its backoff, without slowing the whole queue.
+        return _answer(500, "not done yet")
     return _answer(200, outcome)
 
 

@@ -162,6 +162,29 @@ def requeue(job: Job, now: float, check_seconds: float, why: str) -> Job:
     )
 
 
+def retried(job: Job, now: float, check_seconds: float, why: str) -> Job:
+    """An operator's retry of a failed job (`bgremove retry`): back into the queue under a new task
+    name with a fresh budget of predictions. The failure stays in the history (its entry, and `why`,
+    which names it); `reason` and `error` are cleared, as they describe only a failed job, and the
+    prediction ids are kept, so every prediction ever made for the upload stays on record."""
+    if job.state != FAILED:
+        raise ValueError(f"only a failed job can be retried, not a {job.state} one")
+    return _move(
+        job,
+        QUEUED,
+        now,
+        why,
+        enqueues=job.enqueues + 1,
+        attempts=0,
+        deadline_at=now + check_seconds,
+        lease_expires_at=0.0,
+        reason="",
+        error="",
+        output_name="",
+        output_generation=0,
+    )
+
+
 def check_later(job: Job, now: float, check_seconds: float) -> Job:
     """A queued job whose task still exists: look again later."""
     return dataclasses.replace(job, deadline_at=now + check_seconds, updated_at=now)

@@ -155,10 +155,24 @@ def free_port() -> int:
     raise StackError(f"no free port in {_PORT_RANGE} on 127.0.0.1")
 
 
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Loaded once, before any fork: loading a library in the child between fork and exec can deadlock
+# on a lock another thread of the parent held at fork time (seen: a Popen that never returned).
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+_SIGTERM = int(signal.SIGTERM)
+
+
 def die_with_parent() -> None:
     """Run in the child before exec: the kernel sends SIGTERM if the launcher dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, _SIGTERM)
 
 
 class Stack:

@@ -1,0 +1,179 @@
+"""The command's pure parts: the operator's retry transition, the status figures, argument parsing,
+the Terraform outputs it reads and the one-line errors. No processes."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from google.api_core import exceptions as gexc
+
+from bgremove import jobs
+from bgremove.jobs import Source
+from bgremove_cli import admission, status
+from bgremove_cli.__main__ import Duration
+from bgremove_cli.cloud import JobEntry, QueueInfo
+from bgremove_cli.failures import explain
+from bgremove_cli.target import terraform_error, terraform_settings
+
+SOURCE = Source("uploads", "photos/a.jpg", 7, "image/jpeg", 1000)
+
+
+def failed_job(now: float = 100.0) -> jobs.Job:
+    job = jobs.new_queued(SOURCE, "v1", 10.0, 3600)
+    job = jobs.claim(job, 20.0, 300, "submission task")
+    job = jobs.submitted(job, "p1", 21.0, 900)
+    return jobs.failed(job, "prediction_failed", "injected failure", now, "p1")
+
+
+def test_operator_retry_queues_a_failed_job_under_a_new_task_name_and_keeps_its_history() -> None:
+    failed = failed_job()
+    again = jobs.retried(failed, 200.0, 3600, "operator retry; was prediction_failed: injected failure")
+
+    assert again.state == jobs.QUEUED
+    assert again.enqueues == failed.enqueues + 1
+    assert again.submit_task_name != failed.submit_task_name
+    assert again.attempts == 0  # a fresh budget of MAX_PREDICTION_ATTEMPTS predictions
+    assert again.prediction_ids == ("p1",)  # every prediction made stays on record
+    assert (again.reason, again.error) == ("", "")
+    assert again.deadline_at == 200.0 + 3600 and again.updated_at == 200.0
+    assert again.history[:-1] == failed.history
+    assert again.history[-1] == {"state": "queued", "at": 200.0, "why": again.history[-1]["why"]}
+    assert "prediction_failed" in again.history[-1]["why"]
+
+
+def test_only_a_failed_job_can_be_retried() -> None:
+    with pytest.raises(ValueError):
+        jobs.retried(jobs.new_queued(SOURCE, "v1", 10.0, 3600), 20.0, 3600, "retry")
+
+
+def entry(state: str, created: float, updated: float, n: int = 0) -> JobEntry:
+    return JobEntry(f"{n:064x}", state, 1, created, updated)
+
+
+QUEUE = QueueInfo("projects/p/locations/l/queues/submissions", "RUNNING", 40, False, 10.0, 100)
+
+
+def test_status_counts_states_and_measures_the_rate_over_the_work_in_sight() -> None:
+    now = 1000.0
+    entries = (
+        [entry("completed", 940.0, 960.0 + i, i) for i in range(30)]
+        + [entry("failed", 940.0, 970.0, 100 + i) for i in range(6)]
+        + [entry("queued", 950.0, 950.0, 200 + i) for i in range(40)]
+        + [entry("completed", 10.0, 20.0, 300)]  # long ago: outside the window
+    )
+    fig = status.compute(entries, {}, QUEUE, now, window_minutes=5)
+
+    assert fig["counts"] == {"queued": 40, "claimed": 0, "submitted": 0, "completed": 31, "failed": 6}
+    assert (fig["open"], fig["total"], fig["finished"]) == (40, 77, 37)
+    # 36 ended within the window, and the work in sight began 60 s ago: 36 a minute.
+    assert fig["rate_window_seconds"] == 60.0
+    assert fig["completed_per_minute"] == 30.0 and fig["finished_per_minute"] == 36.0
+    assert fig["eta_basis"] == "observed rate"
+    assert fig["eta_seconds"] == pytest.approx(40 / 36 * 60, abs=0.1)
+    assert sum(m["completed"] for m in fig["per_minute"]) == 30
+    assert fig["queue"]["depth"] == 40
+
+
+def test_status_eta_falls_back_to_the_queue_rate_and_says_when_paused() -> None:
+    entries = [entry("queued", 990.0, 990.0, i) for i in range(50)]
+    fig = status.compute(entries, {}, QUEUE, 1000.0)
+    assert (fig["eta_seconds"], fig["eta_basis"]) == (5.0, "queue rate")
+
+    paused = QueueInfo(QUEUE.name, "PAUSED", 50, False, 10.0, 100)
+    fig = status.compute(entries, {}, paused, 1000.0)
+    assert (fig["eta_seconds"], fig["eta_basis"]) == (None, "queue paused")
+    assert fig["queue"]["paused"] is True
+
+    fig = status.compute([], {}, QUEUE, 1000.0)
+    assert (fig["eta_seconds"], fig["eta_basis"], fig["open"]) == (0.0, "nothing open", 0)
+
+
+def test_status_groups_failures_by_reason_with_examples() -> None:
+    a = failed_job(100.0)
+    b = jobs.failed(jobs.new_queued(Source("uploads", "b.jpg", 1), "v1", 1, 60), "too_large", "big", 90.0)
+    fig = status.compute([], {"a": a, "b": b, "c": failed_job(80.0)}, None, 1000.0)
+    groups = fig["failures"]["by_reason"]
+    assert [(g["reason"], g["count"]) for g in groups] == [("prediction_failed", 2), ("too_large", 1)]
+    assert groups[0]["examples"][0]["object"] == "gs://uploads/photos/a.jpg#7"
+    assert groups[0]["examples"][0]["error"] == "injected failure"
+
+
+@pytest.mark.parametrize(
+    ("uri", "need_name", "expected"),
+    [
+        ("gs://uploads", False, ("uploads", "", None)),
+        ("gs://uploads/", False, ("uploads", "", None)),
+        ("gs://uploads/photos/2024/", False, ("uploads", "photos/2024/", None)),
+        ("gs://uploads/a b#c.jpg", False, ("uploads", "a b#c.jpg", None)),
+        ("gs://uploads/photos/a.jpg", True, ("uploads", "photos/a.jpg", None)),
+        ("gs://uploads/photos/a.jpg#1712", True, ("uploads", "photos/a.jpg", 1712)),
+    ],
+)
+def test_gs_uris(uri: str, need_name: bool, expected: tuple[str, str, int | None]) -> None:
+    assert admission.parse_gs(uri, need_name) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "need_name"),
+    [("uploads/a.jpg", False), ("gs://", False), ("gs:///a.jpg", True), ("gs://uploads/", True), ("gs://u/a#x", True)],
+)
+def test_bad_gs_uris(uri: str, need_name: bool) -> None:
+    with pytest.raises(ValueError):
+        admission.parse_gs(uri, need_name)
+
+
+def test_durations() -> None:
+    d = Duration()
+    assert [d.convert(v, None, None) for v in ("90", "30s", "10m", "2h", "3d", "1h30m")] == [
+        90.0, 30.0, 600.0, 7200.0, 259200.0, 5400.0,
+    ]  # fmt: skip
+    with pytest.raises(click.BadParameter):
+        d.convert("soon", None, None)
+
+
+def test_terraform_outputs_become_the_pipeline_variables() -> None:
+    outputs = {
+        "uploads_bucket": {"value": "p-uploads"},
+        "processed_bucket": {"value": "p-processed"},
+        "state_bucket": {"value": "p-state"},
+        "task_handler_url": {"value": "https://tasks-xyz.run.app"},
+        "webhook_url": {"value": "https://hook-xyz.run.app"},
+        "queue_ids": {
+            "value": {"submit": "projects/p/locations/l/queues/s", "deadline": "projects/p/locations/l/queues/d"}
+        },
+        "service_accounts": {"value": {"tasks_invoker": "invoker@p.iam.gserviceaccount.com", "upload": "u@p"}},
+        "function_names": {"value": {"upload": "x"}},
+    }
+    assert terraform_settings(outputs) == {
+        "UPLOAD_BUCKET": "p-uploads",
+        "PROCESSED_BUCKET": "p-processed",
+        "STATE_BUCKET": "p-state",
+        "SUBMIT_QUEUE": "projects/p/locations/l/queues/s",
+        "DEADLINE_QUEUE": "projects/p/locations/l/queues/d",
+        "TASK_HANDLER_URL": "https://tasks-xyz.run.app",
+        "TASKS_SERVICE_ACCOUNT": "invoker@p.iam.gserviceaccount.com",
+        "WEBHOOK_URL": "https://hook-xyz.run.app",
+    }
+    stderr = (
+        "╷\n│ Warning: Unable to open CLI configuration file\n╵\n\n"
+        'Error: Backend initialization required, run "terraform init"\n\nReason: ...'
+    )
+    assert terraform_error(stderr, 1) == 'Error: Backend initialization required, run "terraform init"'
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (gexc.Forbidden("caller does not have storage.objects.list access"), "permission denied (caller does not"),
+        (gexc.PermissionDenied("The principal lacks cloudtasks.queues.pause"), "permission denied (The principal"),
+        (gexc.NotFound("Queue does not exist."), "not found (Queue does not exist.)"),
+        (ConnectionRefusedError(111, "Connection refused"), "cannot reach the service"),
+        (RuntimeError("odd\nsecond line"), "unexpected RuntimeError: odd (BGREMOVE_DEBUG=1"),
+    ],
+)
+def test_errors_become_one_line_naming_the_step(exc: Exception, expected: str) -> None:
+    message = str(explain(exc, "pausing queue q", "the account needs roles/cloudtasks.queueAdmin"))
+    assert message.startswith("pausing queue q: " + expected)
+    assert "\n" not in message
+    if "permission" in expected:
+        assert message.endswith("the account needs roles/cloudtasks.queueAdmin")
