@@ -96,7 +96,7 @@ def job_id_from_query(query: str) -> str:
     except ValueError:
         return ""
     job = values[0] if len(values) == 1 else ""
-    return job if len(job) == 64 and all(c in "0123456789abcdef" for c in job) else ""
+    return job if naming.is_job_id(job) else ""
 
 
 def _query_of(url: str) -> str:

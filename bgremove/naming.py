@@ -30,6 +30,7 @@ def job_id(bucket: str, name: str, generation: str | int) -> str:
 
 
 def is_job_id(value: str) -> bool:
+    """What `job_id` makes: 64 lower-case hex digits (the task handler and the webhook check it)."""
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
