@@ -203,11 +203,6 @@ def new_claim(source: Source, model_version: str, now: float, lease_seconds: int
     )
 
 
-def reclaim(job: Job, now: float, lease_seconds: int, why: str) -> Job:
-    """Take over a job whose holder died (expired lease) or whose prediction was lost."""
-    return _move(job, CLAIMED, now, why, lease_expires_at=now + lease_seconds, deadline_at=0.0)
-
-
 def release(job: Job, now: float, why: str, check_seconds: float = 0.0) -> Job:
     """Give a claim back after a transient failure: the task's retry takes it again."""
     return _move(job, QUEUED, now, why, lease_expires_at=0.0, deadline_at=now + check_seconds)

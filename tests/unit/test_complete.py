@@ -27,7 +27,7 @@ def stored_job(world: World, state: str = jobs.SUBMITTED, ids: tuple[str, ...] =
     for pid in ids:
         job = jobs.submitted(job, pid, NOW - 50, 900)
     if state == jobs.CLAIMED:
-        job = jobs.reclaim(job, NOW - 10, 300, "resubmitting")
+        job = jobs.claim(job, NOW - 10, 300, "resubmitting")
     elif state == jobs.COMPLETED:
         job = jobs.completed(job, ids[-1], "photos/a.png", 5, NOW - 5)
     elif state == jobs.FAILED:

@@ -36,7 +36,7 @@ def overdue_job(
     job = jobs.new_claim(src, VERSION, submitted_at - 5, 300)
     for n in range(attempts):
         if n:
-            job = jobs.reclaim(job, submitted_at, 300, "again")
+            job = jobs.claim(job, submitted_at, 300, "again")
         job = jobs.submitted(job, f"p{n + 1}", submitted_at, 900)
     if state == jobs.CLAIMED:
         job = jobs.claim(job, submitted_at, 300, "submitter died")

@@ -338,8 +338,8 @@ def test_attempt_budget_spent_ends_as_attempts_exhausted() -> None:
     ev = event(world)
     source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
     claim = jobs.new_claim(source, "v", NOW, 300)
-    job = jobs.reclaim(jobs.submitted(claim, "p1", NOW, 900), NOW, 300, "again")
-    job = jobs.reclaim(jobs.submitted(job, "p2", NOW, 900), NOW, 300, "again")
+    job = jobs.claim(jobs.submitted(claim, "p1", NOW, 900), NOW, 300, "again")
+    job = jobs.claim(jobs.submitted(job, "p2", NOW, 900), NOW, 300, "again")
     generation = world.deps.store.create(job)
     result = submit.submit_job(job, generation, config(MAX_PREDICTION_ATTEMPTS="2"), world.deps, NOW, {})
     assert result.outcome is Outcome.FAILED and result.reason == "attempts_exhausted"
