@@ -7,6 +7,10 @@ RSS of the webhook function relaying a 1 MB and a 100 MB output), throughput (we
 against the storage emulator's own create rate). Every figure is a ratio of two measurements taken
 side by side in the same run, so a slow or noisy machine shifts both.
 
+Issue 11's figures: bulk (a drop of 10x the API's per-minute create limit, queue admission against
+direct submission, bench/baseline_direct.py; about 25 minutes of the full run) and calls (storage,
+API and Cloud Tasks calls per image, counted in-process on the real emulators).
+
 --quick is a smoke run with tiny sizes (well under a minute): its numbers mean nothing.
 """
 
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import billed, coldstart, common, latency, memory, report, throughput
+from bench import billed, bulk, calls, coldstart, common, latency, memory, report, throughput
 
 FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "billed": billed.run,
@@ -32,6 +36,8 @@ FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "coldstart": coldstart.run,
     "memory": memory.run,
     "throughput": throughput.run,
+    "bulk": bulk.run,
+    "calls": calls.run,
 }
 
 
