@@ -8,6 +8,10 @@ against the storage emulator's own create rate), variants (billed webhook time p
 kind, and peak RSS writing each from a 25-megapixel output). Every figure is a ratio of two measurements taken
 side by side in the same run, so a slow or noisy machine shifts both.
 
+Issue 11's figures: bulk (a drop of 10x the API's per-minute create limit, queue admission against
+direct submission, bench/baseline_direct.py; about 25 minutes of the full run) and calls (storage,
+API and Cloud Tasks calls per image, counted in-process on the real emulators).
+
 --quick is a smoke run with tiny sizes (well under a minute): its numbers mean nothing.
 """
 
@@ -25,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import billed, coldstart, common, latency, memory, report, throughput, variants
+from bench import billed, bulk, calls, coldstart, common, latency, memory, report, throughput, variants
 
 FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "billed": billed.run,
@@ -34,6 +38,8 @@ FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "memory": memory.run,
     "throughput": throughput.run,
     "variants": variants.run,
+    "bulk": bulk.run,
+    "calls": calls.run,
 }
 
 

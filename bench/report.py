@@ -18,6 +18,14 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def num(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def dur(seconds: float) -> str:
+    return ms(seconds) if seconds < 1 else secs(seconds)
+
+
 def times(value: float | None) -> str:
     return "—" if value is None else f"{value:g}×"
 
@@ -26,6 +34,8 @@ def verdict(figure: dict[str, Any]) -> str:
     if "error" in figure:
         return "error"
     met = figure.get("target_met")
+    if met is None and figure.get("no_target"):
+        return "a count, no target"
     return "not evaluated (quick run)" if met is None else ("met" if met else "**missed**")
 
 
@@ -86,6 +96,8 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "memory": ("4. Memory (peak RSS)", _memory_summary),
     "throughput": ("5. Webhook throughput", _throughput_summary),
     "variants": ("6. Billed time per output variant kind", _variants_summary),
+    "bulk": ("Bulk drop: queue admission vs direct submission", lambda f: _bulk_summary(f)),
+    "calls": ("Storage, API and Cloud Tasks calls per image", lambda f: _calls_summary(f)),
 }
 
 
@@ -141,20 +153,24 @@ def render(results: dict[str, Any]) -> str:
         out += DETAILS[key](f)
         for note in f.get("notes", []):
             out += ["", note]
+    out += ["", "## For the README", "", "The Benchmarks table, from this run:", "", *readme_table(results)]
     return "\n".join(out) + "\n"
 
 
 def _billed_details(f: dict[str, Any]) -> list[str]:
     rows = [
-        "| model latency | ours p50 (trigger + webhook) | ours p95 | baseline p50 | baseline p95 | ratio (p50) |",
+        "| model latency | ours p50 (on_upload + on_task + webhook + deadline check) | ours p95 | baseline p50 | "
+        "baseline p95 | ratio (p50) |",
         "|---|---|---|---|---|---|",
     ]
     for r in f["runs"]:
         o, b = r["ours_billed_seconds"], r["baseline_billed_seconds"]
+        parts = [r["ours_trigger_seconds"], r.get("ours_task_seconds"), r["ours_webhook_seconds"]]
+        parts.append(r.get("ours_deadline_seconds"))
+        split = " + ".join(ms(x["p50"]) for x in parts if x)
         rows.append(
-            f"| {r['model_latency_seconds']:g} s | {ms(o['p50'])} ({ms(r['ours_trigger_seconds']['p50'])} + "
-            f"{ms(r['ours_webhook_seconds']['p50'])}) | {ms(o['p95'])} | {secs(b['p50'])} | {secs(b['p95'])} | "
-            f"{times(r['ratio'])} |"
+            f"| {r['model_latency_seconds']:g} s | {ms(o['p50'])} ({split}) | {ms(o['p95'])} | {secs(b['p50'])} | "
+            f"{secs(b['p95'])} | {times(r['ratio'])} |"
         )
     return rows
 
@@ -162,7 +178,9 @@ def _billed_details(f: dict[str, Any]) -> list[str]:
 def _latency_details(f: dict[str, Any]) -> list[str]:
     labels = [
         ("overhead_seconds", "overhead (end to end − predict_time)"),
-        ("upload_to_created_seconds", "upload → prediction created (relay + trigger)"),
+        ("upload_to_created_seconds", "upload → prediction created (relay + on_upload + queue + on_task)"),
+        ("upload_to_task_dispatched_seconds", "upload → submission task dispatched (relay + on_upload + queue)"),
+        ("task_dispatched_to_created_seconds", "task dispatched → prediction created (on_task)"),
         ("model_queue_seconds", "waiting in the model service's queue"),
         ("completed_to_written_seconds", "prediction completed → output written (webhook)"),
         ("overhead_without_model_queue_seconds", "overhead without the model's queue"),
@@ -175,6 +193,8 @@ def _latency_details(f: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for key, label in labels:
+        if key not in f["one_image"]:
+            continue
         one, batch = f["one_image"][key], f["batch"][key]
         rows.append(f"| {label} | {ms(one['p50'])} | {ms(one['p95'])} | {ms(batch['p50'])} | {ms(batch['p95'])} |")
     return rows
@@ -208,6 +228,39 @@ def _coldstart_details(f: dict[str, Any]) -> list[str]:
             "Own import time `main` spends beyond hello-world, "
             "by package: " + ", ".join(f"`{k}` {v:.0f} ms" for k, v in imp["main_extra_over_hello_ms"].items()) + ".",
         ]
+    for variant, v in f["variants"].items():
+        if "tasks_client" in v:
+            rows += ["", *_tasks_client_rows(variant, v["tasks_client"])]
+    return rows
+
+
+TASKS_CLIENT_LABELS = {
+    "grpc": "google-cloud-tasks, gRPC transport (what bgremove/tasks.py uses)",
+    "rest": "google-cloud-tasks, REST transport",
+    "requests": "plain requests + google-auth AuthorizedSession, grpcio not installed",
+    "main without grpc": "nothing (grpcio not installed)",
+}
+
+
+def _tasks_client_rows(variant: str, t: dict[str, Any]) -> list[str]:
+    rows = [
+        f"**Cloud Tasks client, {variant}** (fresh interpreter, p50 of {t['clients']['grpc']['client_seconds']['n']}):",
+        "",
+        "| client | start (`import main` + storage client) | grpc imported at start | Cloud Tasks client import + "
+        "construction after it | total |",
+        "|---|---|---|---|---|",
+    ]
+    for name, c in t["clients"].items():
+        main, client = c["start_seconds"]["p50"], c["client_seconds"]["p50"]
+        grpc = "yes" if c["grpc_loaded_at_start"] else "no"
+        label = TASKS_CLIENT_LABELS.get(name, name)
+        rows.append(f"| {label} | {ms(main)} | {grpc} | {ms(client)} | {ms(main + client)} |")
+    rows += [
+        "",
+        f"Used: **{t['used']}**. {t['why']} What grpc adds to every start: {ms(t['grpc_in_start_seconds'])} "
+        f"(fastest start with grpc minus fastest without; `-X importtime` gives grpc's own import time as "
+        f"{t.get('grpc_importtime_ms', 0):.0f} ms).",
+    ]
     return rows
 
 
@@ -273,6 +326,8 @@ DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "memory": _memory_details,
     "throughput": _throughput_details,
     "variants": _variants_details,
+    "bulk": lambda f: _bulk_details(f),
+    "calls": lambda f: _calls_details(f),
 }
 
 
@@ -283,3 +338,213 @@ def headline(results: dict[str, Any]) -> str:
         if f is not None:
             lines.append(f"{title}: ratio {times(f.get('ratio'))} — {verdict(f)}".replace("**", ""))
     return "\n".join(lines)
+
+
+# --- bulk and calls (issue 11) --------------------------------------------------------------------
+
+
+def _bulk_summary(f: dict[str, Any]) -> str:
+    q, d = f["designs"]["queue"], f["designs"]["direct"]
+    return (
+        f"{f['images']} images at {f['api_creates_per_minute']:g} creates/min (fleet stand-in): billed per image "
+        f"queue {dur(q['billed_seconds_per_image'])} vs direct {dur(d['billed_seconds_per_image'])}; invocations "
+        f"{num(q['invocations_per_image'])} vs {num(d['invocations_per_image'])}; 429s "
+        f"{num(q['throttled_per_image'])} vs {num(d['throttled_per_image'])}; "
+        f"wall {q['wall_seconds']:.0f} s vs {d['wall_seconds']:.0f} s "
+        f"(ideal {f['ideal_seconds']:.0f} s)"
+    )
+
+
+def _bulk_details(f: dict[str, Any]) -> list[str]:
+    q, d = f["designs"]["queue"], f["designs"]["direct"]
+    rows = [
+        f"**Fleet stand-in, not the model**: each prediction takes `{f['fleet_latency']}` s and returns a small "
+        "labelled PNG. "
+        f"API: {f['api_creates_per_minute']:g} creates a minute, burst {f['api_create_burst']}; submission queue "
+        f"{f['submit_rate_per_second']:g}/s; relay backoff {f['relay_backoff_seconds'][0]:g}–"
+        f"{f['relay_backoff_seconds'][1]:g} s; queue retry backoff {f['tasks_backoff_seconds'][0]:g}–"
+        f"{f['tasks_backoff_seconds'][1]:g} s; RECONCILE_AFTER_SECONDS {f['reconcile_after_seconds']}.",
+        "",
+        "| per drop / per image | queue admission | direct submission | direct / queue |",
+        "|---|---|---|---|",
+    ]
+    lines = [
+        ("billed function seconds per image", "billed_seconds_per_image", dur),
+        ("… each invocation rounded up to 100 ms", "billed_seconds_rounded_per_image", dur),
+        ("function invocations per image", "invocations_per_image", num),
+        ("429s per image (throttled creates)", "throttled_per_image", num),
+        ("predictions created per image", "creates_per_image", num),
+        ("wall time, first upload to last job final", "wall_seconds", lambda x: f"{x:.0f} s"),
+    ]
+    for label, key, fmt in lines:
+        rows.append(f"| {label} | {fmt(q[key])} | {fmt(d[key])} | {times(_ratio(d[key], q[key]))} |")
+    rows.append(
+        f"| completed / failed / lost | {q['completed']} / {sum(q['failed'].values())} / {q['lost']} | "
+        f"{d['completed']} / {sum(d['failed'].values())} / {d['lost']} | |"
+    )
+    rows += ["", "| design | function | invocations per image | billed per image | duration p50 | p95 | answers |"]
+    rows.append("|---|---|---|---|---|---|---|")
+    for design, x in (("queue", q), ("direct", d)):
+        for name, fn in x["by_function"].items():
+            spread = fn["duration_seconds"]
+            answers = ", ".join(f"{k}: {n}" for k, n in sorted(fn["answers"].items()))
+            rows.append(
+                f"| {design} | {name} | {num(fn['invocations_per_image'])} | {dur(fn['billed_seconds_per_image'])} | "
+                f"{dur(spread['p50']) if spread else '—'} | {dur(spread['p95']) if spread else '—'} | {answers} |"
+            )
+    attempts = d.get("trigger_attempts_per_event")
+    if attempts:
+        rows += [
+            "",
+            f"Direct: deliveries per upload event p50 {attempts['p50']:g}, p95 {attempts['p95']:g}, max "
+            f"{attempts['max']:g}; ideal wall time (images ÷ limit) {f['ideal_seconds']:.0f} s.",
+        ]
+    return rows
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def _calls_summary(f: dict[str, Any]) -> str:
+    q, d = f["designs"]["queue"]["total"], f["designs"]["direct"]["total"]
+    return (
+        f"queue: {q['storage_requests']} storage requests ({q['storage_class_a']} class A, {q['storage_class_b']} "
+        f"class B), {q['api_requests']} API call, {q['tasks_calls']} Cloud Tasks calls, "
+        f"{q['function_invocations']} invocations; direct: {d['storage_requests']} ({d['storage_class_a']} A, "
+        f"{d['storage_class_b']} B), {d['api_requests']}, {d['tasks_calls']}, {d['function_invocations']} (no 429s)"
+    )
+
+
+def _calls_details(f: dict[str, Any]) -> list[str]:
+    rows = [
+        "| design | function | outcome | storage requests | by operation | API calls | Cloud Tasks calls | "
+        "output downloads | seam calls |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for design, x in f["designs"].items():
+        for phase, p in x["phases"].items():
+            ops = ", ".join(f"{k} {n}" for k, n in p["storage_by_operation"].items())
+            seams = ", ".join(f"{k} {n}" for k, n in p["seam_calls"].items())
+            rows.append(
+                f"| {design} | {phase} | {p['outcome']} | {p['storage_requests']} | {ops} | {p['api_requests']} | "
+                f"{p['tasks_calls']} | {p['output_downloads']} | {seams} |"
+            )
+        t = x["total"]
+        rows.append(
+            f"| {design} | **per image** | | **{t['storage_requests']}** | class A {t['storage_class_a']}, class B "
+            f"{t['storage_class_b']} | **{t['api_requests']}** | **{t['tasks_calls']}** | {t['output_downloads']} | |"
+        )
+    return rows
+
+
+# --- lines for the README's Benchmarks table -------------------------------------------------------
+
+
+def _readme_billed(f: dict[str, Any]) -> tuple[str, str]:
+    r = f["runs"][0]
+    rest = "; ".join(f"{times(x['ratio'])} at {x['model_latency_seconds']:g} s" for x in f["runs"][1:])
+    return (
+        "billed function time per image vs a synchronous function that polls the prediction (on_upload + on_task + "
+        "webhook + deadline check)",
+        f"{ms(r['ours_billed_seconds']['p50'])} vs {secs(r['baseline_billed_seconds']['p50'])}: "
+        f"**{times(r['ratio'])}** less at {r['model_latency_seconds']:g} s model latency"
+        + (f" ({rest})" if rest else ""),
+    )
+
+
+def _readme_latency(f: dict[str, Any]) -> tuple[str, str]:
+    one = f["one_image"]
+    hop = one.get("upload_to_task_dispatched_seconds")
+    return (
+        "overhead latency, upload to cut-out minus the model's time, one image (queue hop included)",
+        f"p50 **{ms(one['overhead_seconds']['p50'])}**, p95 {ms(one['overhead_seconds']['p95'])}"
+        + (f" (upload → task dispatched {ms(hop['p50'])})" if hop else ""),
+    )
+
+
+def _readme_coldstart(f: dict[str, Any]) -> tuple[str, str]:
+    parts = []
+    for variant, v in f["variants"].items():
+        fn = v["functions"]
+        ratios = ", ".join(f"{name} {times(fn[name]['ratio_to_hello'])}" for name in fn if name != "hello")
+        parts.append(f"{variant}: {ratios}")
+    t = f["variants"].get("production deps", f["variants"]["stack venv"]).get("tasks_client")
+    extra = ""
+    if t:
+        c = t["clients"]
+        extra = (
+            f"; the Cloud Tasks client at the first enqueue: gRPC {ms(c['grpc']['client_seconds']['p50'])} (used), "
+            f"REST {ms(c['rest']['client_seconds']['p50'])}, plain requests "
+            f"{ms(c['requests']['client_seconds']['p50'])}; grpc in every start "
+            f"{t.get('grpc_importtime_ms', 0):.0f} ms of imports"
+        )
+    return ("cold start, first answer vs a hello-world function", "; ".join(parts) + extra)
+
+
+def _readme_memory(f: dict[str, Any]) -> tuple[str, str]:
+    small, large = f["runs"][0], f["runs"][-1]
+    return (
+        "peak RSS relaying a 100 MB output vs a 1 MB one",
+        f"{mib(large['peak_rss_bytes'])} vs {mib(small['peak_rss_bytes'])}: **{times(f['ratio'])}**",
+    )
+
+
+def _readme_throughput(f: dict[str, Any]) -> tuple[str, str]:
+    r = f["runs"][-1]
+    return (
+        f"webhooks per second, one instance, concurrency {r['concurrency']}, vs the storage emulator's create rate",
+        f"{r['webhooks_per_second']:.0f} vs {r['ceiling_creates_per_second']:.0f}/s: **{times(f['ratio'])}**",
+    )
+
+
+def _readme_bulk(f: dict[str, Any]) -> tuple[str, str]:
+    q, d = f["designs"]["queue"], f["designs"]["direct"]
+    return (
+        f"bulk drop of 10× the per-minute create limit ({f['images']} images at {f['api_creates_per_minute']:g}/min, "
+        "fleet stand-in): billed function seconds per image, queue admission vs direct submission",
+        f"{dur(q['billed_seconds_per_image'])} vs {dur(d['billed_seconds_per_image'])}: **{times(f['ratio'])}** less; "
+        f"invocations {num(q['invocations_per_image'])} vs {num(d['invocations_per_image'])} per image; 429s "
+        f"{num(q['throttled_per_image'])} vs {num(d['throttled_per_image'])} per image; "
+        f"wall {q['wall_seconds']:.0f} s vs "
+        f"{d['wall_seconds']:.0f} s (ideal {f['ideal_seconds']:.0f} s)",
+    )
+
+
+def _readme_calls(f: dict[str, Any]) -> tuple[str, str]:
+    q, d = f["designs"]["queue"]["total"], f["designs"]["direct"]["total"]
+    return (
+        "storage, API and Cloud Tasks calls per image (one small image, no throttling)",
+        f"{q['storage_requests']} storage requests ({q['storage_class_a']} class A, {q['storage_class_b']} class B), "
+        f"{q['api_requests']} API call, {q['tasks_calls']} Cloud Tasks calls in {q['function_invocations']} "
+        f"invocations (direct submission: {d['storage_requests']}, {d['api_requests']}, {d['tasks_calls']} in "
+        f"{d['function_invocations']})",
+    )
+
+
+README_LINES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
+    "billed": _readme_billed,
+    "latency": _readme_latency,
+    "coldstart": _readme_coldstart,
+    "memory": _readme_memory,
+    "throughput": _readme_throughput,
+    "bulk": _readme_bulk,
+    "calls": _readme_calls,
+}
+
+
+def readme_table(results: dict[str, Any]) -> list[str]:
+    """The README's Benchmarks table (figure | result | target), from these results."""
+    rows = ["| figure | result | target |", "| --- | --- | --- |"]
+    for key, line in README_LINES.items():
+        f = results["figures"].get(key)
+        if f is None or "error" in f:
+            continue
+        try:
+            label, result = line(f)
+        except (KeyError, IndexError, TypeError):
+            continue
+        met = f.get("target_met")
+        target = f["target"] + ("" if met is None else ("" if met else ": missed"))
+        rows.append(f"| {label} | {result} | {target} |")
+    return rows

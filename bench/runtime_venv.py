@@ -1,9 +1,10 @@
 """A virtual environment with the deployed functions' dependencies only (requirements.txt under
 constraints.txt), for the cold-start figure.
 
-The development environment also holds the offline cloud's packages, and one of them changes what
-`import main` costs: google-api-core imports grpc whenever grpc is installed (google-cloud-pubsub
-brings it for the Eventarc relay), which Cloud Functions, installing requirements.txt, never does.
+The development environment also holds the offline cloud's packages, which change what `import main`
+costs. (google-api-core imports grpc whenever grpc is installed: once only the relay's
+google-cloud-pubsub brought it; since the queue, requirements.txt's google-cloud-tasks does too, so
+the deployed functions import it as well.)
 Built with pip on first use into .venv-bench-runtime (`make clean` removes it) and rebuilt when
 either file changes.
 """
