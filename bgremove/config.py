@@ -75,6 +75,7 @@ class Config:
     max_event_age_seconds: int
     max_prediction_attempts: int
     reconcile_after_seconds: int
+    first_check_seconds: int
     reconcile_batch_size: int
     log_level: str
     output_variants: tuple[variants.Variant, ...]
@@ -141,6 +142,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         max_event_age_seconds=env.whole("MAX_EVENT_AGE_SECONDS", 6 * 3600, minimum=1),
         max_prediction_attempts=env.whole("MAX_PREDICTION_ATTEMPTS", 3, minimum=1, maximum=20),
         reconcile_after_seconds=env.whole("RECONCILE_AFTER_SECONDS", 900, minimum=0),
+        first_check_seconds=env.whole("FIRST_CHECK_SECONDS", 180, minimum=1),
         reconcile_batch_size=env.whole("RECONCILE_BATCH_SIZE", 100, minimum=1, maximum=10000),
         log_level=log_level,
         output_variants=_output_variants(env.text("OUTPUT_VARIANTS", "")),

@@ -208,7 +208,11 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         raise
     fields["prediction_id"] = prediction.id
 
-    deadline = cfg.reconcile_after_seconds
+    # The first check comes soon after the webhook should have arrived (the model's few seconds
+    # plus the API's minute of webhook retries), so a lost webhook costs minutes, not
+    # RECONCILE_AFTER_SECONDS; a prediction still running then is checked every
+    # RECONCILE_AFTER_SECONDS (reconcile.reconcile_job).
+    deadline = min(cfg.first_check_seconds, cfg.reconcile_after_seconds)
     updated: Job | None = jobs.submitted(job, prediction.id, now, deadline)
     while updated is not None:
         try:

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bgremove import errors, jobs, naming, submit
+from bgremove import errors, jobs, naming, reconcile, submit
 from bgremove.jobs import Source
+from bgremove.predictions import Prediction
 from bgremove.submit import Outcome, UploadEvent
-from tests.unit.fakes import BASE_ENV, World, config
+from tests.unit.fakes import BASE_ENV, PNG, World, config
 
 NOW = 1_700_000_000.0
 
@@ -99,7 +100,7 @@ def test_small_upload_is_submitted_as_a_data_url_with_the_job_in_the_webhook_url
     assert result.outcome is Outcome.SUBMITTED
     job = job_of(world, ev)
     assert job.state == jobs.SUBMITTED and job.prediction_ids == ("pred1",) and job.attempts == 1
-    assert job.deadline_at == NOW + 900
+    assert job.deadline_at == NOW + 180  # FIRST_CHECK_SECONDS
     created = world.api.created[0]
     assert created["image"].startswith("data:image/jpeg;base64,")
     assert created["webhook"] == f"https://hooks.example.com/webhook?job={job.job_id}"
@@ -320,8 +321,37 @@ def test_submission_schedules_its_deadline_check_on_the_deadline_queue() -> None
     result = process(ev, config(), world.deps, NOW)
     job = job_of(world, ev)
     [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
-    assert check.schedule_at == job.deadline_at == NOW + 900
+    assert check.schedule_at == job.deadline_at == NOW + 180
     assert check.body == {"kind": "deadline", "job_id": result.job_id}
+
+
+def test_first_deadline_check_is_due_after_first_check_seconds_but_never_later_than_reconcile_after() -> None:
+    for env, due in (
+        ({"FIRST_CHECK_SECONDS": "120"}, 120),
+        ({"FIRST_CHECK_SECONDS": "120", "RECONCILE_AFTER_SECONDS": "60"}, 60),
+        ({"RECONCILE_AFTER_SECONDS": "3600"}, 180),
+    ):
+        world = World()
+        process(event(world), config(**env), world.deps, NOW)
+        [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
+        assert check.schedule_at == NOW + due, env
+
+
+def test_lost_webhook_is_settled_by_the_first_check_within_minutes() -> None:
+    world = World()
+    ev = event(world)
+    cfg = config()
+    process(ev, cfg, world.deps, NOW)
+    [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
+    # The prediction succeeded; its webhook never arrives.
+    output = "https://replicate.delivery/out/pred1.png"
+    world.api.predictions["pred1"] = Prediction.from_json(
+        {"id": "pred1", "status": "succeeded", "version": cfg.model_version, "output": output}
+    )
+    world.outputs.files[output] = PNG
+    outcome = reconcile.handle_deadline_task(check.body["job_id"], cfg, world.deps, check.schedule_at)
+    assert outcome == "settled_completed" and check.schedule_at - NOW == 180
+    assert job_of(world, ev).state == jobs.COMPLETED
 
 
 def test_deadline_check_that_cannot_be_scheduled_still_leaves_the_job_submitted() -> None:

@@ -34,6 +34,7 @@ locals {
     MAX_EVENT_AGE_SECONDS     = var.max_event_age_seconds
     MAX_PREDICTION_ATTEMPTS   = var.max_prediction_attempts
     RECONCILE_AFTER_SECONDS   = var.reconcile_after_seconds
+    FIRST_CHECK_SECONDS       = var.first_check_seconds
     RECONCILE_BATCH_SIZE      = var.reconcile_batch_size
     LOG_LEVEL                 = var.log_level
     OUTPUT_VARIANTS           = var.output_variants

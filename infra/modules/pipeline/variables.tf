@@ -611,6 +611,17 @@ variable "reconcile_after_seconds" {
   default     = 900
 }
 
+variable "first_check_seconds" {
+  description = "FIRST_CHECK_SECONDS: the first deadline check after a prediction is created (the model's time plus the API's minute of webhook retries); later checks every reconcile_after_seconds."
+  type        = number
+  default     = 180
+
+  validation {
+    condition     = var.first_check_seconds >= 1
+    error_message = "first_check_seconds must be at least 1."
+  }
+}
+
 variable "reconcile_batch_size" {
   description = "RECONCILE_BATCH_SIZE: records handled per reconcile run."
   type        = number
