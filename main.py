@@ -41,7 +41,7 @@ def on_upload(cloud_event: CloudEvent) -> None:
 
     Raising makes the platform (Eventarc with RETRY_POLICY_RETRY) deliver the event again.
     """
-    event = _upload_event(cloud_event)
+    event = upload_event(cloud_event)
     if event is None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
         return
@@ -143,7 +143,8 @@ def _too_large() -> flask.Response:
     return response
 
 
-def _upload_event(cloud_event: CloudEvent) -> submit.UploadEvent | None:
+def upload_event(cloud_event: CloudEvent) -> submit.UploadEvent | None:
+    """The storage object a CloudEvent names, or None (also the bench's direct baseline's decoder)."""
     data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event.data
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data.get("bucket"):
         return None

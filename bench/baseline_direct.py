@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from datetime import datetime
 from typing import Any
 
 import functions_framework
@@ -63,6 +62,11 @@ def deps() -> Deps:
 @functions_framework.cloud_event
 def on_upload_direct(cloud_event: CloudEvent) -> None:
     """Storage trigger: claim and submit in this invocation; raising asks Eventarc to redeliver."""
+    # The pipeline's own decoder, so both designs read the same events the same way; imported here,
+    # not at the top, because main reads the configuration at import and bench/calls.py imports
+    # this module (for NoQueue) in a process without it.
+    from main import upload_event
+
     event = upload_event(cloud_event)
     if event is None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
@@ -137,34 +141,3 @@ def _fail(
 def _log(result: submit.Result, fields: dict[str, Any]) -> submit.Result:
     logs.info(f"upload {result.outcome.value}: {result.reason}", outcome=result.outcome.value, **fields)
     return result
-
-
-def upload_event(cloud_event: CloudEvent) -> submit.UploadEvent | None:
-    """The storage object of a CloudEvent (as main.py decodes it)."""
-    data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event.data
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data.get("bucket"):
-        return None
-    try:
-        generation = int(data.get("generation") or 0)
-        size = int(data.get("size") or 0)
-    except (TypeError, ValueError):
-        return None
-    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    when = cloud_event.get("time")
-    event_time = None
-    if isinstance(when, str) and when:
-        try:
-            event_time = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            event_time = None
-    return submit.UploadEvent(
-        event_id=str(cloud_event.get("id") or ""),
-        event_type=str(cloud_event.get("type") or ""),
-        bucket=str(data["bucket"]),
-        name=data["name"],
-        generation=generation,
-        content_type=str(data.get("contentType") or ""),
-        size=size,
-        metadata={str(k): str(v) for k, v in (metadata or {}).items()},
-        event_time=event_time,
-    )
