@@ -39,12 +39,11 @@ from urllib.parse import urlsplit
 import requests
 
 from bench import common
-from bgremove import complete, outputs, submit
+from bgremove import complete, outputs, runtime, submit
 from bgremove import reconcile as reconciler
 from bgremove.config import Config, load_config
 from bgremove.deps import Deps, OutputSource
 from bgremove.jobs import JobStore
-from bgremove.predictions import PredictionsClient
 from bgremove.signatures import decode_secret
 from bgremove.storage import GcsObjects
 from bgremove.tasks import EMULATOR_HOST_VARIABLE, CloudTasksQueue
@@ -313,15 +312,7 @@ def _counting_deps(info: common.StackInfo, cfg: Config, tally: Tally, with_queue
     objects = Counted(GcsObjects(client, cfg.http_timeout_seconds, cfg.storage_retry_seconds), tally, "objects")
     api_session = _session(info)
     count_requests(api_session, tally, "api", api_call)
-    api = PredictionsClient(
-        cfg.api_base_url,
-        cfg.api_token,
-        timeout=cfg.http_timeout_seconds,
-        max_attempts=cfg.api_max_attempts,
-        backoff_seconds=cfg.api_backoff_seconds,
-        backoff_max_seconds=cfg.api_backoff_max_seconds,
-        session=api_session,
-    )
+    api = runtime.new_predictions_client(cfg, api_session)
     predictions = Counted(api, tally, "predictions")
     output_session = _session(info)
     count_requests(output_session, tally, "output", lambda method, url: f"{method} output")

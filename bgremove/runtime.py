@@ -59,6 +59,11 @@ def predictions_client() -> PredictionsClient:
         raise ConfigError("PREDICTIONS_API_TOKEN is required to create predictions but not set")
     if not cfg.webhook_url:
         raise ConfigError("WEBHOOK_URL is required to create predictions but not set")
+    return new_predictions_client(cfg, requests.Session())
+
+
+def new_predictions_client(cfg: Config, session: requests.Session) -> PredictionsClient:
+    """The API client as the configuration sets it, over `session` (the bench passes a counted one)."""
     return PredictionsClient(
         cfg.api_base_url,
         cfg.api_token,
@@ -66,7 +71,7 @@ def predictions_client() -> PredictionsClient:
         max_attempts=cfg.api_max_attempts,
         backoff_seconds=cfg.api_backoff_seconds,
         backoff_max_seconds=cfg.api_backoff_max_seconds,
-        session=requests.Session(),
+        session=session,
     )
 
 
