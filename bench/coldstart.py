@@ -177,15 +177,7 @@ def _importtime(env: dict[str, str], python: Path, source: Path, compiled: Path,
     packages: dict[str, dict[str, list[float]]] = {"main": {}, "hello": {}}
     for _ in range(reps):
         for name, (code, path) in programs.items():
-            done = subprocess.run(
-                [str(python), "-X", "importtime", "-c", code],
-                cwd=path,
-                env={**env, "PYTHONPATH": str(path)},
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"importtime of {code!r} failed: {done.stderr[-500:]}")
+            done = _python(python, ["-X", "importtime", "-c", code], path, env, f"importtime of {code!r}")
             entries = _parse(done.stderr)
             totals[name].append(sum(cumulative for level, _, _, cumulative in entries if level == 0) / 1e6)
             if name in packages:
@@ -247,19 +239,24 @@ TASKS_CLIENTS = {
 }
 
 
+def _python(
+    python: Path, args: list[str], path: Path, env: dict[str, str], what: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `python args` in `path` with it on PYTHONPATH; a failure raises with its stderr's tail."""
+    done = subprocess.run(
+        [str(python), *args], cwd=path, env={**env, "PYTHONPATH": str(path)}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr[-800:]}")
+    return done
+
+
 def _tasks_client(env: dict[str, str], python: Path, source: Path, reps: int) -> dict[str, Any]:
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in TASKS_CLIENTS}
     for _ in range(reps):
         for name, (hide, client) in TASKS_CLIENTS.items():
-            done = subprocess.run(
-                [str(python), "-c", _TASKS_PROGRAM.format(hide_grpc=hide, client=client)],
-                cwd=source,
-                env={**env, "PYTHONPATH": str(source)},
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"tasks client {name!r} failed: {done.stderr[-800:]}")
+            program = _TASKS_PROGRAM.format(hide_grpc=hide, client=client)
+            done = _python(python, ["-c", program], source, env, f"tasks client {name!r}")
             samples[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     out: dict[str, Any] = {}
     for name, runs in samples.items():
