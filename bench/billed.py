@@ -137,8 +137,8 @@ def _attach_durations(info: common.StackInfo, runs: list[dict[str, Any]]) -> Non
         if entry["kind"] == "attempt":
             trigger.setdefault(subject_of.get(entry["id"], ""), []).append(entry["duration_seconds"])
     task: dict[str, list[float]] = {}
-    for record in requests.get(info.tasks_admin_url + "/log", params={"queue": info.submit_queue}, timeout=30).json():
-        task.setdefault(record["task"].rsplit("/", 1)[-1][:64], []).append(record["duration_seconds"])
+    for record in common.task_log(info, info.submit_queue):
+        task.setdefault(common.job_of_task(record["task"]), []).append(record["duration_seconds"])
     webhook: dict[str, list[float]] = {}
     for record in webhook_records:
         if record["event"] == "completed":

@@ -231,18 +231,13 @@ def _dispatches(stack: Stack) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _job_of_task(task: str) -> str:
-    """`.../tasks/<job id>-s1` or `.../tasks/<job id>-d1-<due>` -> the job id."""
-    return task.rsplit("/", 1)[-1][:64]
-
-
 def _wait_deadline_checks(stack: Stack, jobs_: set[str], timeout: float) -> None:
     info = stack.info
     assert info is not None
 
     def done() -> bool:
         checked = {
-            _job_of_task(d["task"])
+            common.job_of_task(d["task"])
             for d in _dispatches(stack)
             if d["queue"] == info.deadline_queue and d.get("result") == "deleted"
         }
@@ -316,7 +311,7 @@ def _measure(
             outcomes["on_upload"][str(entry["outcome"])] += 1
             attempts_per_event[entry["id"]] += 1
     for d in _dispatches(stack):
-        if _job_of_task(d["task"]) not in jobs_:
+        if common.job_of_task(d["task"]) not in jobs_:
             continue
         key = "on_task (deadline)" if d["queue"] == info.deadline_queue else "on_task (submit)"
         durations[key].append(d["duration_seconds"])

@@ -21,8 +21,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
-
 from bench import common
 from bgremove import naming
 
@@ -130,10 +128,9 @@ def _first_dispatches(info: common.StackInfo, job_ids: set[str]) -> dict[str, fl
     which records a dispatch once on_task has answered)."""
 
     def read() -> dict[str, float] | None:
-        log = requests.get(info.tasks_admin_url + "/log", params={"queue": info.submit_queue}, timeout=30).json()
         first: dict[str, float] = {}
-        for record in log:
-            job_id = record["task"].rsplit("/", 1)[-1][:64]
+        for record in common.task_log(info, info.submit_queue):
+            job_id = common.job_of_task(record["task"])
             first[job_id] = min(first.get(job_id, record["dispatched_at"]), record["dispatched_at"])
         return first if job_ids <= first.keys() else None
 
