@@ -25,6 +25,9 @@ from typing import Any, Protocol
 from bgremove.errors import QueueUnavailable
 
 EMULATOR_HOST_VARIABLE = "CLOUD_TASKS_EMULATOR_HOST"
+# How long a task's HTTP target may take before Cloud Tasks counts the attempt failed (the task
+# handler's timeout in Terraform must be at least this; infra/checks reads it from here).
+DISPATCH_DEADLINE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ class Queue(Protocol):
 class CloudTasksQueue:
     """HTTP tasks with an OIDC token of `service_account` (the task handler is private)."""
 
-    def __init__(self, service_account: str, deadline_seconds: float = 60.0, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, service_account: str, deadline_seconds: float = DISPATCH_DEADLINE_SECONDS, timeout_seconds: float = 10.0
+    ) -> None:
         self._service_account = service_account
         self._deadline = deadline_seconds
         self._timeout = timeout_seconds
@@ -59,18 +64,7 @@ class CloudTasksQueue:
     def _tasks(self) -> Any:
         with self._lock:
             if self._client is None:
-                from google.cloud import tasks_v2
-
-                host = os.environ.get(EMULATOR_HOST_VARIABLE, "")
-                if host:
-                    import grpc
-                    from google.cloud.tasks_v2.services.cloud_tasks import transports
-
-                    channel = grpc.insecure_channel(host)
-                    transport = transports.CloudTasksGrpcTransport(channel=channel)
-                    self._client = tasks_v2.CloudTasksClient(transport=transport)
-                else:
-                    self._client = tasks_v2.CloudTasksClient()
+                self._client = new_client(os.environ.get(EMULATOR_HOST_VARIABLE, ""))
             return self._client
 
     def enqueue(self, task: Task) -> bool:
@@ -113,6 +107,26 @@ class CloudTasksQueue:
         except _transient() as exc:
             raise QueueUnavailable(f"{type(exc).__name__} reading task {name}") from exc
         return True
+
+
+def new_client(emulator_host: str = "") -> Any:
+    """A google-cloud-tasks CloudTasksClient: to Cloud Tasks with the ambient credentials, or, given
+    an emulator's "host:port", plaintext gRPC without credentials (handing the transport a ready
+    channel makes the client skip google.auth.default()). The one place a Tasks client is built:
+    the functions, the operators' command and the offline stack's tools all call it.
+
+    The channel has no message-size caps, as the generated transport sets on channels it makes
+    itself (a FULL ListTasks page can exceed gRPC's default 4 MB)."""
+    from google.cloud import tasks_v2
+
+    if not emulator_host:
+        return tasks_v2.CloudTasksClient()
+    import grpc
+    from google.cloud.tasks_v2.services.cloud_tasks import transports
+
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    channel = grpc.insecure_channel(emulator_host, options=options)
+    return tasks_v2.CloudTasksClient(transport=transports.CloudTasksGrpcTransport(channel=channel))
 
 
 def _transient() -> tuple[type[Exception], ...]:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bgremove import naming
+from bgremove import naming, tasks
 from bgremove.config import Config, ConfigError, load_config
 from bgremove.deps import Deps
 from bgremove.jobs import Job, JobStore
@@ -158,21 +158,8 @@ class Cloud:
         """A CloudTasksClient; plaintext to CLOUD_TASKS_EMULATOR_HOST when set, as bgremove.tasks does."""
         with self._lock:
             if self._tasks is None:
-                from google.cloud import tasks_v2
-
-                host = os.environ.get(EMULATOR_HOST_VARIABLE, "")
                 with step("connecting to Cloud Tasks"):
-                    if host:
-                        import grpc
-                        from google.cloud.tasks_v2.services.cloud_tasks import transports
-
-                        options = [("grpc.max_receive_message_length", -1)]
-                        channel = grpc.insecure_channel(host, options=options)
-                        self._tasks = tasks_v2.CloudTasksClient(
-                            transport=transports.CloudTasksGrpcTransport(channel=channel)
-                        )
-                    else:
-                        self._tasks = tasks_v2.CloudTasksClient()
+                    self._tasks = tasks.new_client(os.environ.get(EMULATOR_HOST_VARIABLE, ""))
             return self._tasks
 
     # --- checks -------------------------------------------------------------------------------

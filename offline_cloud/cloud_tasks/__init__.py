@@ -36,21 +36,15 @@ IAM, the 7-day wait before a deleted queue's name can be reused, the slow ramp-u
 
 from __future__ import annotations
 
-import grpc
-from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks import transports
+from typing import Any
+
+from bgremove import tasks
 
 
-def client(endpoint: str) -> tasks_v2.CloudTasksClient:
-    """A real CloudTasksClient talking to the emulator at `endpoint` ("host:port").
-
-    Handing the transport a ready channel makes the client skip credentials altogether (no
-    google.auth.default() lookup), and an insecure channel matches the emulator's plaintext port."""
-    # No message size caps, as the generated transport sets on channels it makes itself (a FULL
-    # ListTasks page can exceed gRPC's default 4 MB).
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    channel = grpc.insecure_channel(endpoint, options=options)
-    return tasks_v2.CloudTasksClient(transport=transports.CloudTasksGrpcTransport(channel=channel))
+def client(endpoint: str) -> Any:
+    """A real CloudTasksClient talking to the emulator at `endpoint` ("host:port"), built as the
+    functions build theirs (bgremove.tasks.new_client)."""
+    return tasks.new_client(endpoint)
 
 
 __all__ = ["client"]
