@@ -68,7 +68,7 @@ def handle_webhook(
     raw query string of the request URL (unsigned)."""
     try:
         signatures.verify(headers, body, deps.webhook_keys(), cfg.webhook_tolerance_seconds, now)
-    except signatures.SignatureError as exc:
+    except errors.SignatureError as exc:
         return _log(Result(Outcome.UNAUTHORIZED, str(exc)), {})
     try:
         prediction = Prediction.from_json(json.loads(body))
@@ -159,7 +159,7 @@ def _write_output(
     downloaded once, and each missing variant is rendered and written in turn."""
     try:
         chosen = _chosen_variants(job, cfg, deps, fields)
-    except variants.VariantError as exc:
+    except errors.VariantError as exc:
         return _record_failure(deps.store, job, generation, "bad_metadata", str(exc), now, fields)
     base = naming.output_name(job.source.name, cfg.output_prefix)
     default = cfg.output_variants[0].name
@@ -192,7 +192,7 @@ def _write_output(
         return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields, written)
     except _TooManyPixels as exc:
         return _record_failure(deps.store, job, generation, "output_too_many_pixels", str(exc), now, fields, written)
-    except variants.UnsupportedImage as exc:
+    except errors.UnsupportedImage as exc:
         return _record_failure(deps.store, job, generation, "output_unsupported", str(exc), now, fields, written)
     except errors.OutputUnavailable as exc:
         logs.warning("output download failed; asking the sender to retry", error=str(exc), **fields)

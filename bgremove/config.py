@@ -14,6 +14,9 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from bgremove import variants
+from bgremove.errors import ConfigError, VariantError
+
+__all__ = ["Config", "ConfigError", "duration_seconds", "largest_webhook_body", "load_config"]
 
 DEFAULT_MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 DEFAULT_API_BASE_URL = "https://api.replicate.com/v1"
@@ -35,10 +38,6 @@ def largest_webhook_body(data_url_bytes: int) -> int:
     if data_url_bytes <= 0:
         return WEBHOOK_BODY_OVERHEAD_BYTES
     return 4 * -(-data_url_bytes // 3) + _DATA_URL_PREFIX_BYTES + WEBHOOK_BODY_OVERHEAD_BYTES
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -255,5 +254,5 @@ def _output_variants(text: str) -> tuple[variants.Variant, ...]:
     """OUTPUT_VARIANTS, parsed at start: a bad value stops the function naming the variable."""
     try:
         return variants.parse_variants(text)
-    except variants.VariantError as exc:
+    except VariantError as exc:
         raise ConfigError(str(exc)) from None

@@ -3,7 +3,9 @@
 One base, `RetryLater`, for everything worth retrying: the caller releases what it holds and lets
 the platform try again (the storage trigger raises, so Eventarc redelivers; the webhook answers 503,
 so the API retries; the reconciler leaves the job for its next run). The other errors are final
-answers that the core turns into outcomes.
+answers that the core turns into outcomes; those that end a job carry the `reason` code its
+failure record gets (`ImageRefused` before any prediction, `OutputRefused` and its kinds after).
+Configuration errors (`ConfigError`) stop an instance at start.
 
 Library errors are translated where they arise (`storage.py` for Cloud Storage, `predictions.py`
 for the API, `outputs.py` for output downloads), so the core never sees google-api-core, requests or
@@ -50,8 +52,27 @@ class ApiRefused(Exception):
         self.status = status
 
 
+class Contended(RetryLater):
+    """A job record kept changing under every attempt of a compare-and-swap (jobs.JobStore.update)."""
+
+
 class OutputRefused(Exception):
     """The output can never be accepted (bad URL, host, size or content): record a failure."""
+
+    reason = "output_refused"
+
+
+class NameTaken(OutputRefused):
+    """An output's object name holds an object that is not this job's output (a user's file, or
+    another upload's output): it is never overwritten."""
+
+    reason = "output_name_taken"
+
+
+class OutputTooManyPixels(OutputRefused):
+    """The model's output has more pixels than MAX_INPUT_PIXELS: it is not decoded."""
+
+    reason = "output_too_many_pixels"
 
 
 class NotFound(Exception):
@@ -74,3 +95,21 @@ class ImageRefused(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class UnsupportedImage(ValueError):
+    """An image that cannot be decoded or converted: an upload being prepared for the model
+    (upright.py, which inputs.py turns into ImageRefused) or the model's output being rendered
+    (variants.py, which complete.py records as `output_unsupported`)."""
+
+
+class VariantError(ValueError):
+    """A variant setting or an upload's variant metadata is invalid; the message names which."""
+
+
+class SignatureError(Exception):
+    """A webhook is not a validly signed, fresh delivery (answered 401; the reason is only logged)."""
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""

@@ -104,14 +104,14 @@ def check_overrides(source: Source, cfg: Config) -> None:
         return
     try:
         variants.select(cfg.output_variants, variants.overrides_from_metadata(source.metadata))
-    except variants.VariantError as exc:
+    except errors.VariantError as exc:
         raise errors.ImageRefused(BAD_METADATA, str(exc)) from None
 
 
 def _prepare(data: bytes, content_type: str, cfg: Config) -> upright.Prepared | None:
     try:
         return upright.prepare(data, content_type, cfg.max_input_pixels)
-    except upright.UnsupportedImage as exc:
+    except errors.UnsupportedImage as exc:
         raise errors.ImageRefused(UNSUPPORTED, str(exc)) from None
 
 

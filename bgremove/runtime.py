@@ -9,8 +9,9 @@ import functools
 import requests
 
 from bgremove import logs, outputs
-from bgremove.config import Config, ConfigError, load_config
+from bgremove.config import Config, load_config
 from bgremove.deps import Deps, OutputSource
+from bgremove.errors import ConfigError
 from bgremove.jobs import JobStore
 from bgremove.predictions import PredictionsClient
 from bgremove.signatures import decode_secret

@@ -13,14 +13,15 @@ import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from bgremove.errors import SignatureError
+
 MAX_HEADER_LENGTH = 4096
 # Unix seconds have 10 digits until the year 2286; a longer value cannot be fresh, and one of
 # hundreds of digits would overflow the float arithmetic below.
 MAX_TIMESTAMP_DIGITS = 12
 
 
-class SignatureError(Exception):
-    """The request is not a validly signed, fresh delivery."""
+__all__ = ["SignatureError", "decode_secret", "sign", "verify"]
 
 
 def decode_secret(secret: str) -> bytes:

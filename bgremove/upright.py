@@ -41,6 +41,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bgremove.errors import UnsupportedImage
 from bgremove.images import normalise_content_type
 
 if TYPE_CHECKING:
@@ -59,10 +60,6 @@ MODEL_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "W
 # one of Pillow's rarer decoders.
 SOURCE_TYPES = {**MODEL_TYPES, "GIF": "image/gif", "HEIF": "image/heif", "AVIF": "image/avif"}
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-class UnsupportedImage(ValueError):
-    """The upload cannot be prepared for the model: not a supported image, undecodable or too large."""
 
 
 @dataclass(frozen=True)

@@ -72,14 +72,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from bgremove import keys
+from bgremove.errors import UnsupportedImage, VariantError
 from bgremove.naming import MAX_OBJECT_NAME_BYTES
 
 if TYPE_CHECKING:
     from PIL import Image
 
 SETTING = "OUTPUT_VARIANTS"
-BACKGROUND_KEY = "bgremove-background"
-VARIANTS_KEY = "bgremove-variants"
+BACKGROUND_KEY = keys.BACKGROUND
+VARIANTS_KEY = keys.VARIANTS
 DEFAULT_NAME = "cutout"
 TRANSPARENT = "transparent"
 FORMATS = ("png", "webp", "jpeg")
@@ -105,14 +107,6 @@ _NAME = re.compile(r"[a-z0-9-]{1,32}")
 _COLOUR = re.compile(r"#[0-9a-f]{6}")
 _CANVAS = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 _PERCENT = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,2})?)%")
-
-
-class VariantError(ValueError):
-    """A variant setting or an upload's variant metadata is invalid; the message names which."""
-
-
-class UnsupportedImage(ValueError):
-    """The model's output cannot be rendered: not a PNG, undecodable, or too many pixels."""
 
 
 @dataclass(frozen=True)

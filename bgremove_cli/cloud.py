@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgremove import naming, tasks
-from bgremove.config import Config, ConfigError, load_config
+from bgremove.config import Config, load_config
 from bgremove.deps import Deps
+from bgremove.errors import ConfigError
 from bgremove.jobs import Job, JobStore
 from bgremove.storage import GcsObjects
 from bgremove.tasks import EMULATOR_HOST_VARIABLE, CloudTasksQueue

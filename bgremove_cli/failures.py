@@ -71,7 +71,7 @@ def explain(exc: BaseException, what: str = "", hint: str = "") -> CliError:
             )
     except ImportError:  # pragma: no cover - google-auth comes with the storage client
         pass
-    from bgremove.config import ConfigError
+    from bgremove.errors import ConfigError
 
     if isinstance(exc, ConfigError):
         return CliError(f"{prefix}{exc}")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from bgremove import naming, signatures
+from bgremove import errors, naming, signatures
 
 PROPERTY_SETTINGS = settings(max_examples=200, derandomize=True, deadline=None, database=None)
 TOLERANCE = 300
@@ -47,7 +47,7 @@ def _verify(headers: dict[str, str], body: bytes, key_list: list[bytes], now: fl
 def _refused(headers: dict[str, str], body: bytes, key_list: list[bytes]) -> bool:
     try:
         _verify(headers, body, key_list)
-    except signatures.SignatureError:
+    except errors.SignatureError:
         return True
     return False
 
@@ -193,7 +193,7 @@ header_values = st.one_of(
 def test_verify_answers_or_raises_signature_error_whatever_the_headers(
     headers: dict[str, str], body: bytes, key_list: list[bytes]
 ) -> None:
-    with contextlib.suppress(signatures.SignatureError):
+    with contextlib.suppress(errors.SignatureError):
         _verify(headers, body, key_list)
 
 

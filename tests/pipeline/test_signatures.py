@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
-from bgremove import signatures
+from bgremove import errors, signatures
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -58,14 +58,14 @@ def test_any_matching_entry_among_several_signatures_is_enough() -> None:
     ],
 )
 def test_tampered_or_malformed_deliveries_are_refused(headers: dict[str, str], body: bytes, reason: str) -> None:
-    with pytest.raises(signatures.SignatureError, match=reason):
+    with pytest.raises(errors.SignatureError, match=reason):
         signatures.verify(headers, body, [KEY], now=lambda: VECTOR_TS)
 
 
 def test_timestamps_outside_five_minutes_are_refused_both_ways() -> None:
-    with pytest.raises(signatures.SignatureError, match="too old"):
+    with pytest.raises(errors.SignatureError, match="too old"):
         signatures.verify(_headers(), VECTOR_BODY, [KEY], now=lambda: VECTOR_TS + 301)
-    with pytest.raises(signatures.SignatureError, match="future"):
+    with pytest.raises(errors.SignatureError, match="future"):
         signatures.verify(_headers(), VECTOR_BODY, [KEY], now=lambda: VECTOR_TS - 301)
 
 

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from bgremove.config import DEFAULT_MODEL_VERSION, ConfigError, duration_seconds, load_config
+from bgremove.config import DEFAULT_MODEL_VERSION, duration_seconds, load_config
+from bgremove.errors import ConfigError
 
 BASE = {"UPLOAD_BUCKET": "u", "PROCESSED_BUCKET": "p", "STATE_BUCKET": "s"}
 

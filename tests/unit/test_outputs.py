@@ -326,7 +326,7 @@ def test_records_without_outputs_or_source_metadata_still_load() -> None:
     ],
 )
 def test_a_bad_output_variants_setting_stops_the_function_at_start_naming_it(text: str, part: str) -> None:
-    from bgremove.config import ConfigError
+    from bgremove.errors import ConfigError
 
     with pytest.raises(ConfigError, match="OUTPUT_VARIANTS") as raised:
         config(OUTPUT_VARIANTS=text)

@@ -17,7 +17,8 @@ from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, features
 from skimage import data
 
 from bgremove import upright
-from bgremove.upright import Prepared, UnsupportedImage, orientation_of, prepare
+from bgremove.errors import UnsupportedImage
+from bgremove.upright import Prepared, orientation_of, prepare
 from tests.unit.test_variants import large_cases, measure
 
 MAX_PIXELS = 40_000_000

@@ -31,13 +31,12 @@ from PIL import Image, ImageDraw
 from skimage import data
 
 from bgremove import variants
+from bgremove.errors import UnsupportedImage, VariantError
 from bgremove.naming import MAX_OBJECT_NAME_BYTES
 from bgremove.variants import (
     Margin,
     Overrides,
-    UnsupportedImage,
     Variant,
-    VariantError,
     apply,
     overrides_from_metadata,
     parse_variants,
