@@ -16,22 +16,25 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import complete, logs, naming, runtime, submit
+from bgremove import admission, complete, logs, runtime, submit, tasks
 from bgremove import reconcile as reconciler
 from bgremove.errors import ApiUnavailable, RetryLater
+from bgremove.outcomes import Outcome
 
 # Read and check the configuration at cold start, so a bad deployment fails before any request.
 CONFIG = runtime.config()
 
-_WEBHOOK_STATUS = {
-    complete.Outcome.COMPLETED: 200,
-    complete.Outcome.FAILED: 200,
-    complete.Outcome.DUPLICATE: 200,
-    complete.Outcome.IGNORED: 200,
-    complete.Outcome.UNAUTHORIZED: 401,
-    complete.Outcome.MALFORMED: 400,
-    complete.Outcome.UNKNOWN_JOB: 404,
-    complete.Outcome.MISMATCH: 409,
+# The webhook's answer for each outcome: 2xx stops the API's retries, so every settled or
+# harmless delivery answers 200; a refused one says why in its class (never which signature check).
+WEBHOOK_STATUS = {
+    Outcome.COMPLETED: 200,
+    Outcome.FAILED: 200,
+    Outcome.DUPLICATE: 200,
+    Outcome.IGNORED: 200,
+    Outcome.UNAUTHORIZED: 401,
+    Outcome.MALFORMED: 400,
+    Outcome.UNKNOWN_JOB: 404,
+    Outcome.MISMATCH: 409,
 }
 
 
@@ -45,7 +48,7 @@ def on_upload(cloud_event: CloudEvent) -> None:
     if event is None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
         return
-    submit.handle_upload(event, CONFIG, runtime.deps(), time.time())
+    admission.handle_upload(event, CONFIG, runtime.deps(), time.time())
 
 
 @functions_framework.http
@@ -69,7 +72,7 @@ def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturn
     except RetryLater as exc:
         logs.warning("webhook not settled yet; sender will retry", error=f"{type(exc).__name__}: {exc}")
         return _answer(503, "try again later")
-    status = _WEBHOOK_STATUS[result.outcome]
+    status = WEBHOOK_STATUS[result.outcome]
     # The answer names the outcome but never which signature check failed.
     return _answer(status, result.outcome.value if status != 401 else "unauthorized")
 
@@ -80,16 +83,15 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
     its deadline check. Any non-2xx answer is the task's retry; 429 also slows the queue down."""
     if request.method != "POST":
         return _answer(405, "method not allowed", {"Allow": "POST"})
-    body = request.get_json(silent=True)
-    kind = body.get("kind") if isinstance(body, dict) else None
-    job_id = body.get("job_id") if isinstance(body, dict) else None
-    if kind not in ("submit", "deadline") or not isinstance(job_id, str) or not naming.is_job_id(job_id):
+    payload = tasks.parse_payload(request.get_json(silent=True))
+    if payload is None:
         logs.warning("task refused: body is not a submit or deadline task", outcome="malformed")
         return _answer(400, "body must be {kind: submit|deadline, job_id}")
+    kind, job_id = payload.kind.value, payload.job_id
     retry = request.headers.get("X-CloudTasks-TaskRetryCount", "")
     try:
-        if kind == "submit":
-            outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time()).outcome.value
+        if payload.kind is tasks.Kind.SUBMIT:
+            outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time()).outcome
         else:
             outcome = reconciler.handle_deadline_task(job_id, CONFIG, runtime.deps(), time.time())
     except RetryLater as exc:
@@ -109,7 +111,7 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
         # Our own transient state (a claim held by another dispatch, a storage hiccup): retry the
         # task with its backoff, without slowing the whole queue.
         return _answer(500, "not done yet")
-    return _answer(200, outcome)
+    return _answer(200, outcome.value)
 
 
 @functions_framework.http
@@ -143,7 +145,7 @@ def _too_large() -> flask.Response:
     return response
 
 
-def upload_event(cloud_event: CloudEvent) -> submit.UploadEvent | None:
+def upload_event(cloud_event: CloudEvent) -> admission.UploadEvent | None:
     """The storage object a CloudEvent names, or None (also the bench's direct baseline's decoder)."""
     data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event.data
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data.get("bucket"):
@@ -154,7 +156,7 @@ def upload_event(cloud_event: CloudEvent) -> submit.UploadEvent | None:
     except (TypeError, ValueError):
         return None
     metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    return submit.UploadEvent(
+    return admission.UploadEvent(
         event_id=str(cloud_event.get("id") or ""),
         event_type=str(cloud_event.get("type") or ""),
         bucket=str(data["bucket"]),

@@ -9,14 +9,15 @@ answers 500 and Eventarc (offline: the relay) delivers the event again with its 
 
     functions-framework --target on_upload_direct --source bench/baseline_direct.py
 
-It reuses the pipeline's modules unchanged — the filters (`submit.filter_reason`), the job store
-and transitions (`jobs`), and the submission itself (`submit.submit_job`: read the head, sniff,
-build the image reference, create the prediction with its webhook, record it) — over a `Deps` built
-by `bgremove.runtime`, except that the queue seam is a no-op: the old design had no Cloud Tasks, so
-no deadline checks are scheduled (its reconciler sweep found overdue jobs instead). The claim is
-the old one (bgremove/submit.py before the queue, `_claim`): create-only; a live claim answers
-"retry later"; a claim given back after a transient error, or one whose lease expired, is taken
-over; anything else is a duplicate. The webhook that completes the job is the pipeline's own.
+It reuses the pipeline's modules unchanged — the admission decision (`admission.decide`), the claim
+(`lifecycle.claim`, given the source so a missing record is created claimed, as the old design
+did), the failure record (`submit.fail_claimed`) and the submission itself (`submit.submit_job`:
+read the head, sniff, build the image reference, create the prediction with its webhook, record
+it) — over a `Deps` built by `bgremove.runtime`, except that the queue seam is a no-op: the old
+design had no Cloud Tasks, so no deadline checks are scheduled (its reconciler sweep found overdue
+jobs instead). A live claim answers "retry later"; a claim given back after a transient error, or
+one whose lease expired, is taken over; anything else is a duplicate. The webhook that completes
+the job is the pipeline's own. This module writes no job record itself.
 
 Environment: the pipeline's (the stack's function environment) with API_MAX_ATTEMPTS=4,
 API_BACKOFF_SECONDS=0.5 and API_BACKOFF_MAX_SECONDS=8, the old defaults (the bench sets them).
@@ -32,11 +33,10 @@ from typing import Any
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import jobs, logs, runtime, submit
+from bgremove import admission, lifecycle, logs, runtime, submit
 from bgremove.config import Config
 from bgremove.deps import Deps
-from bgremove.errors import RetryLater
-from bgremove.jobs import Job, Source
+from bgremove.outcomes import Outcome, Result
 from bgremove.tasks import Task
 
 
@@ -74,70 +74,30 @@ def on_upload_direct(cloud_event: CloudEvent) -> None:
     handle_upload_direct(event, runtime.config(), deps(), time.time())
 
 
-def handle_upload_direct(event: submit.UploadEvent, cfg: Config, deps: Deps, now: float) -> submit.Result:
-    """Filter, claim, refuse what is too old or too large, then create the prediction at once."""
+def handle_upload_direct(event: admission.UploadEvent, cfg: Config, deps: Deps, now: float) -> Result:
+    """Decide as uploads are decided, claim, record a refusal, then create the prediction at once."""
     fields: dict[str, Any] = {
         "object": f"gs://{event.bucket}/{event.name}",
         "generation": event.generation,
         "event_id": event.event_id,
         "design": "direct submission (bench baseline)",
     }
-    if event.event_type != submit.FINALIZED:
-        return _log(submit.Result(submit.Outcome.IGNORED, f"event type {event.event_type!r}"), fields)
-    if event.bucket != cfg.upload_bucket:
-        return _log(submit.Result(submit.Outcome.IGNORED, f"bucket {event.bucket!r}"), fields)
-    reason = submit.filter_reason(event, cfg)
-    if reason:
-        return _log(submit.Result(submit.Outcome.SKIPPED, reason), fields)
-    source = Source(event.bucket, event.name, event.generation, event.content_type, event.size)
+    decided = admission.decide(event, cfg, now)
+    if decided.refusal is not None and decided.refusal.outcome is not Outcome.FAILED:
+        return _log(Result(decided.refusal.outcome, decided.message), fields)
+    source = decided.source
     fields["job_id"] = source.job_id
-    claim = _claim(source, cfg, deps, now)
-    if isinstance(claim, submit.Result):
-        return _log(claim, fields)
-    job, generation = claim
-    if event.event_time is not None and now - event.event_time > cfg.max_event_age_seconds:
-        return _fail(deps, job, generation, "event_too_old", f"older than {cfg.max_event_age_seconds}s", now, fields)
-    if event.size > cfg.max_upload_bytes:
-        return _fail(deps, job, generation, "too_large", f"{event.size} bytes is over MAX_UPLOAD_BYTES", now, fields)
+    claim = lifecycle.claim(source.job_id, cfg, deps, now, source=source)
+    if claim.result is not lifecycle.Claimed.TAKEN or claim.job is None:
+        state = claim.job.state if claim.job is not None else "gone"
+        return _log(Result(Outcome.DUPLICATE, f"job is already {state}", source.job_id), fields)
+    if decided.refusal is not None:
+        reason = decided.refusal.value
+        return submit.fail_claimed(claim.job, claim.generation, reason, decided.message, cfg, deps, now, fields)
     # The API call, with the client's in-function retries; RetryLater propagates (500: redelivery).
-    return submit.submit_job(job, generation, cfg, deps, now, fields)
+    return submit.submit_job(claim.job, claim.generation, cfg, deps, now, fields)
 
 
-def _claim(source: Source, cfg: Config, deps: Deps, now: float) -> tuple[Job, int] | submit.Result:
-    store = deps.store
-    job = jobs.new_claim(source, cfg.model_version, now, cfg.claim_ttl_seconds)
-    try:
-        return job, store.create(job)
-    except jobs.Conflict:
-        pass
-    loaded = store.load(source.job_id)
-    if loaded is None:
-        raise RetryLater("job record vanished while claiming")
-    existing, generation = loaded
-    if existing.state == jobs.CLAIMED and not existing.lease_expired(now):
-        raise RetryLater("another delivery holds the claim")
-    # submit_job gives a claim back as `queued` after a transient error (the old code gave it back
-    # as an expired claim): either way the redelivery takes it over.
-    if existing.state != jobs.QUEUED and not existing.lease_expired(now):
-        return submit.Result(submit.Outcome.DUPLICATE, f"job is already {existing.state}", existing.job_id)
-    taken = jobs.claim(existing, now, cfg.claim_ttl_seconds, "taken over by a redelivered event")
-    try:
-        return taken, store.save(taken, generation)
-    except jobs.Conflict:
-        return submit.Result(submit.Outcome.DUPLICATE, "another delivery took the claim first", existing.job_id)
-
-
-def _fail(
-    deps: Deps, job: Job, generation: int, reason: str, error: str, now: float, fields: dict[str, Any]
-) -> submit.Result:
-    try:
-        deps.store.save(jobs.failed(job, reason, error, now), generation)
-    except jobs.Conflict:
-        return _log(submit.Result(submit.Outcome.DUPLICATE, "job changed while recording its failure"), fields)
-    logs.warning("upload failed", reason=reason, error=error, **fields)
-    return submit.Result(submit.Outcome.FAILED, reason, job.job_id)
-
-
-def _log(result: submit.Result, fields: dict[str, Any]) -> submit.Result:
+def _log(result: Result, fields: dict[str, Any]) -> Result:
     logs.info(f"upload {result.outcome.value}: {result.reason}", outcome=result.outcome.value, **fields)
     return result

@@ -14,7 +14,6 @@ nothing.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import io
 import json
 from collections.abc import Callable, Mapping
@@ -22,34 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bgremove import errors, images, jobs, logs, naming, signatures, variants
+from bgremove import errors, images, jobs, keys, logs, naming, signatures, variants
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.errors import RetryLater
-from bgremove.jobs import Job, JobStore
+from bgremove.jobs import Decision, Job
+from bgremove.outcomes import Outcome, Result
 from bgremove.predictions import Prediction
-from bgremove.submit import OUTPUT_MARKER
 
 FAILED_STATUSES = ("failed", "canceled", "aborted")
-
-
-class Outcome(enum.Enum):
-    COMPLETED = "completed"
-    FAILED = "failed"  # a failure record was written
-    DUPLICATE = "duplicate"  # the job was settled before: no second effect
-    IGNORED = "ignored"  # a non-terminal status: nothing to do yet
-    UNAUTHORIZED = "unauthorized"
-    MALFORMED = "malformed"
-    UNKNOWN_JOB = "unknown_job"
-    MISMATCH = "mismatch"
-
-
-@dataclass(frozen=True)
-class Result:
-    outcome: Outcome
-    reason: str
-    job_id: str = ""
-    prediction_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,15 +116,13 @@ def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: fl
             # An earlier attempt the reconciler replaced (and maybe canceled): not the outcome.
             return _log(Result(Outcome.IGNORED, "a superseded prediction ended", job_id, prediction.id), fields)
         error = prediction.error or f"prediction {prediction.status}"
-        return _record_failure(deps.store, job, generation, f"prediction_{prediction.status}", error, now, fields)
+        return _record_failure(deps, job, generation, f"prediction_{prediction.status}", error, now, fields)
     if prediction.status != "succeeded":
         return _log(
             Result(Outcome.IGNORED, f"status {prediction.status!r} is not final", job_id, prediction.id), fields
         )
     if not prediction.output:
-        return _record_failure(
-            deps.store, job, generation, "no_output", "prediction succeeded without output", now, fields
-        )
+        return _record_failure(deps, job, generation, "no_output", "prediction succeeded without output", now, fields)
     return _write_output(job, generation, prediction, cfg, deps, now, fields)
 
 
@@ -160,7 +138,7 @@ def _write_output(
     try:
         chosen = _chosen_variants(job, cfg, deps, fields)
     except errors.VariantError as exc:
-        return _record_failure(deps.store, job, generation, "bad_metadata", str(exc), now, fields)
+        return _record_failure(deps, job, generation, "bad_metadata", str(exc), now, fields)
     base = naming.output_name(job.source.name, cfg.output_prefix)
     default = cfg.output_variants[0].name
     targets = [(variant, variants.variant_object_name(base, variant, variant.name == default)) for variant in chosen]
@@ -168,12 +146,12 @@ def _write_output(
     if len(targets) > 1:
         fields["outputs"] = len(targets)
     linking = {
-        OUTPUT_MARKER: "true",
-        "bgremove-source": f"gs://{job.source.bucket}/{job.source.name}",
-        "bgremove-source-generation": str(job.source.generation),
-        "bgremove-job": job.job_id,
-        "bgremove-prediction-id": prediction.id,
-        "bgremove-model-version": prediction.version or job.model_version,
+        keys.OUTPUT: "true",
+        keys.SOURCE: f"gs://{job.source.bucket}/{job.source.name}",
+        keys.SOURCE_GENERATION: str(job.source.generation),
+        keys.JOB: job.job_id,
+        keys.PREDICTION_ID: prediction.id,
+        keys.MODEL_VERSION: prediction.version or job.model_version,
     }
     written: list[dict[str, Any]] = []
     url = prediction.output or ""
@@ -182,18 +160,14 @@ def _write_output(
             # No existence check first: the create is conditional anyway, and a duplicate whose job
             # is already final never gets here. Saves a storage call on every webhook.
             variant, target = targets[0]
-            found = _stream_output(url, target, {**linking, VARIANT_KEY: variant.name}, cfg, deps)
+            found = _stream_output(url, target, {**linking, keys.VARIANT: variant.name}, cfg, deps)
             written.append(_owned(job, variant, target, found))
         else:
             _write_variants(targets, url, linking, job, cfg, deps, written)
-    except _NameTaken as exc:
-        return _record_failure(deps.store, job, generation, "output_name_taken", str(exc), now, fields, written)
-    except errors.OutputRefused as exc:
-        return _record_failure(deps.store, job, generation, "output_refused", str(exc), now, fields, written)
-    except _TooManyPixels as exc:
-        return _record_failure(deps.store, job, generation, "output_too_many_pixels", str(exc), now, fields, written)
+    except errors.OutputRefused as exc:  # its kind names the reason: name taken, too many pixels …
+        return _record_failure(deps, job, generation, exc.reason, str(exc), now, fields, written)
     except errors.UnsupportedImage as exc:
-        return _record_failure(deps.store, job, generation, "output_unsupported", str(exc), now, fields, written)
+        return _record_failure(deps, job, generation, "output_unsupported", str(exc), now, fields, written)
     except errors.OutputUnavailable as exc:
         logs.warning("output download failed; asking the sender to retry", error=str(exc), **fields)
         raise
@@ -202,18 +176,7 @@ def _write_output(
     winner = first["prediction_id"] or prediction.id
     final = jobs.completed(job, winner, first["object"], first["generation"], now)
     final = dataclasses.replace(final, outputs=tuple(written))
-    return _save_final(deps.store, job, generation, final, fields)
-
-
-VARIANT_KEY = "bgremove-variant"
-
-
-class _NameTaken(Exception):
-    """A variant's object name holds an object that is not this job's output."""
-
-
-class _TooManyPixels(Exception):
-    """The model's output has more pixels than MAX_INPUT_PIXELS: it is not decoded."""
+    return _save_final(deps, job, generation, final, fields)
 
 
 def _chosen_variants(job: Job, cfg: Config, deps: Deps, fields: dict[str, Any]) -> tuple[variants.Variant, ...]:
@@ -236,14 +199,14 @@ def _chosen_variants(job: Job, cfg: Config, deps: Deps, fields: dict[str, Any]) 
 def _owned(job: Job, variant: variants.Variant, target: str, found: tuple[dict[str, str], int]) -> dict[str, Any]:
     """The record entry of a variant object, after making sure it is this job's."""
     metadata, generation = found
-    if metadata.get("bgremove-job") != job.job_id:
+    if metadata.get(keys.JOB) != job.job_id:
         # Another upload's output (or a user's file) holds the name: never overwrite it.
-        raise _NameTaken(f"{target} exists and is not this job's output")
+        raise errors.NameTaken(f"{target} exists and is not this job's output")
     return {
         "variant": variant.name,
         "object": target,
         "generation": generation,
-        "prediction_id": metadata.get("bgremove-prediction-id", ""),
+        "prediction_id": metadata.get(keys.PREDICTION_ID, ""),
     }
 
 
@@ -269,7 +232,7 @@ def _write_variants(
         png, content_type = _download(url, deps)
         size = images.dimensions(png[: images.HEAD_BYTES])
         if size is not None and size[0] * size[1] > cfg.max_input_pixels:
-            raise _TooManyPixels(
+            raise errors.OutputTooManyPixels(
                 f"the model's output is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
                 f"over MAX_INPUT_PIXELS ({cfg.max_input_pixels})"
             )
@@ -283,7 +246,7 @@ def _write_variants(
                 rendered = variants.render(png, variant, cfg.max_input_pixels)
                 data, data_type = rendered.data, rendered.content_type
                 del rendered
-            found = _create(target, data, data_type, {**linking, VARIANT_KEY: variant.name}, cfg, deps)
+            found = _create(target, data, data_type, {**linking, keys.VARIANT: variant.name}, cfg, deps)
             del data
             entries[variant.name] = _owned(job, variant, target, found)
             written[:] = [entries[v.name] for v, _ in targets if v.name in entries]
@@ -336,7 +299,7 @@ def _existing(target: str, cfg: Config, deps: Deps) -> tuple[dict[str, str], int
 
 
 def _record_failure(
-    store: JobStore,
+    deps: Deps,
     job: Job,
     generation: int,
     reason: str,
@@ -349,24 +312,24 @@ def _record_failure(
     final = jobs.failed(job, reason, error, now, fields.get("prediction_id", ""))
     if written:
         final = dataclasses.replace(final, outputs=tuple(written))
-    return _save_final(store, job, generation, final, fields)
+    return _save_final(deps, job, generation, final, fields)
 
 
-def _save_final(store: JobStore, job: Job, generation: int, final: Job, fields: dict[str, Any]) -> Result:
-    """Write a final state; if another writer got there first, what it wrote stands."""
-    try:
-        store.save(final, generation)
-    except jobs.Conflict:
-        loaded = store.load(job.job_id)
-        if loaded is not None and loaded[0].is_final:
-            return _log(Result(Outcome.DUPLICATE, f"job was {loaded[0].state} meanwhile", job.job_id), fields)
-        # The submitter recorded its prediction meanwhile: apply the same final change to its record.
-        current, generation = loaded if loaded else (job, generation)
-        final = _reapply(current, final)
-        try:
-            store.save(final, generation)
-        except jobs.Conflict as exc:
-            raise RetryLater("job record keeps changing") from exc
+def _save_final(deps: Deps, job: Job, generation: int, final: Job, fields: dict[str, Any]) -> Result:
+    """Write a final state. If another writer got there first, what it wrote stands; if the
+    submitter recorded its prediction meanwhile, the same final change applies to its record."""
+
+    def settle_as(current: Job | None) -> Decision[None]:
+        if current is None or current.is_final:
+            return Decision(None)
+        return Decision(None, final if current is job else _reapply(current, final))
+
+    done = deps.store.update(job.job_id, settle_as, read=(job, generation))
+    if not done.wrote:
+        state = done.job.state if done.job is not None else "gone"
+        return _log(Result(Outcome.DUPLICATE, f"job was {state} meanwhile", job.job_id), fields)
+    assert done.job is not None  # written
+    final = done.job
     outcome = Outcome.COMPLETED if final.state == jobs.COMPLETED else Outcome.FAILED
     reason = final.output_name if outcome is Outcome.COMPLETED else final.reason
     result = Result(outcome, reason, job.job_id, final.prediction_id)

@@ -12,7 +12,8 @@ whether that task still exists. `claimed` carries a lease: a task handler that d
 leaves a claim that expires, and the task's retry (or the sweep) takes it over. `submitted` carries
 a deadline, when a delayed task asks the predictions API what happened. `completed` and `failed` are
 final. Every write is conditional on the generation that was read, so of two writers exactly one
-wins.
+wins: `JobStore.update` is the one way a record changes (read, decide with a pure function, write
+conditionally, and on a conflict re-read and decide again), used by every transition.
 
 Open jobs are also listed under `open/` in the state bucket (an empty index object per job, made
 with the record and deleted when the job ends), so the sweep reads only open work, however many
@@ -23,18 +24,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bgremove import errors, logs, naming
 from bgremove.objects import Objects
 
-QUEUED = "queued"
-CLAIMED = "claimed"
-SUBMITTED = "submitted"
-COMPLETED = "completed"
-FAILED = "failed"
+
+class State(enum.StrEnum):
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+QUEUED = State.QUEUED
+CLAIMED = State.CLAIMED
+SUBMITTED = State.SUBMITTED
+COMPLETED = State.COMPLETED
+FAILED = State.FAILED
 FINAL_STATES = (COMPLETED, FAILED)
 
 
@@ -65,7 +77,7 @@ class Source:
 class Job:
     job_id: str
     source: Source
-    state: str
+    state: State
     model_version: str
     created_at: float
     updated_at: float
@@ -124,6 +136,7 @@ class Job:
         values = dict(data)
         source_fields = {f.name for f in dataclasses.fields(Source)}
         values["source"] = Source(**{k: v for k, v in values["source"].items() if k in source_fields})
+        values["state"] = State(values["state"])
         values["prediction_ids"] = tuple(values.get("prediction_ids", ()))
         values["history"] = tuple(values.get("history", ()))
         values["outputs"] = tuple(dict(o) for o in values.get("outputs") or () if isinstance(o, dict))
@@ -246,7 +259,7 @@ def failed(job: Job, reason: str, error: str, now: float, prediction_id: str = "
     return _move(job, FAILED, now, reason, reason=reason, error=logs.scrub_urls(error)[:2000], prediction_ids=ids)
 
 
-def _move(job: Job, state: str, now: float, why: str, **changes: Any) -> Job:
+def _move(job: Job, state: State, now: float, why: str, **changes: Any) -> Job:
     entry = {"state": state, "at": now, "why": why}
     history = (*job.history, entry)[-20:]
     return dataclasses.replace(job, state=state, updated_at=now, history=history, **changes)
@@ -255,7 +268,33 @@ def _move(job: Job, state: str, now: float, why: str, **changes: Any) -> Job:
 # --- the store: records in the state bucket, written with generation preconditions ----------------
 
 
-Conflict = errors.Conflict
+T = TypeVar("T")
+
+# How many times `JobStore.update` decides before giving up on a record that keeps changing. Two
+# writers race at most a few times (a webhook against the submitter recording its prediction, a
+# deadline check against a redelivery); more means something is wrong, and the caller's platform
+# retry (task, webhook, event) is the right next step.
+UPDATE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Decision(Generic[T]):
+    """What a transition decided over the record as read: what to report, and the record to
+    write in its place (None: write nothing)."""
+
+    result: T
+    write: Job | None = None
+
+
+@dataclass(frozen=True)
+class Updated(Generic[T]):
+    """What `JobStore.update` ended with: the decision's result, the record as it stands (the one
+    written, or the one read when nothing was written; None when there is none) and its generation."""
+
+    result: T
+    job: Job | None
+    generation: int
+    wrote: bool
 
 
 class JobStore:
@@ -265,11 +304,40 @@ class JobStore:
         self.objects = objects
         self.bucket = bucket
 
-    def create(self, job: Job) -> int:
-        """Create-only: raises Conflict when a record for this upload exists already. The job is
-        listed as open first, so an open job is never missing from the index."""
-        self.ensure_open(job.job_id, job.created_at)
-        return self.save(job, 0)
+    def update(
+        self,
+        job_id: str,
+        decide: Callable[[Job | None], Decision[T]],
+        read: tuple[Job, int] | None = None,
+        absent: bool = False,
+    ) -> Updated[T]:
+        """The one compare-and-swap over a job record: decide over the record as it is, write the
+        decision conditionally on the generation read, and on a conflict re-read and decide again
+        (at most UPDATE_ATTEMPTS decisions, then `errors.Contended`, a RetryLater).
+
+        `decide` is pure over what it is given (None: no record) and may raise to refuse (a
+        RetryLater propagates). `read` is a record the caller has just read, `absent` says the
+        caller expects none (a create then costs no read); either saves the first read. A record
+        that becomes open (created, or re-opened from a final state) is listed under open/ first,
+        so an open job is never missing from the index."""
+        current = read
+        if current is None and not absent:
+            current = self.load(job_id)
+        for _ in range(UPDATE_ATTEMPTS):
+            job, generation = current if current is not None else (None, 0)
+            decision = decide(job)
+            if decision.write is None:
+                return Updated(decision.result, job, generation, False)
+            new = decision.write
+            if (job is None or job.is_final) and not new.is_final:
+                self.ensure_open(new.job_id, new.created_at)
+            try:
+                written = self.save(new, generation)
+            except errors.Conflict:
+                current = self.load(job_id)
+                continue
+            return Updated(decision.result, new, written, True)
+        raise errors.Contended(f"job record {job_id} kept changing over {UPDATE_ATTEMPTS} attempts")
 
     def ensure_open(self, job_id: str, created_at: float) -> None:
         """List the job under open/ (create-only; an existing entry is fine)."""
@@ -303,13 +371,14 @@ class JobStore:
         return Job.from_json(data), generation
 
     def save(self, job: Job, generation: int) -> int:
-        """Replace the record only if it is still at `generation`."""
+        """Replace the record only if it is still at `generation` (0: only if there is none);
+        raises errors.Conflict otherwise. Transitions go through `update`, which calls this."""
         name = naming.job_record_name(job.job_id)
         summary = {"state": job.state, "due_at": f"{job.due_at:.3f}"}
         try:
             written = self.objects.write_json(self.bucket, name, job.to_json(), generation, summary)
         except errors.PreconditionFailed as exc:
-            raise Conflict(job.job_id) from exc
+            raise errors.Conflict(job.job_id) from exc
         if job.is_final:
             self.close(job.job_id)
         return written

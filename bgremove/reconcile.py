@@ -12,13 +12,16 @@ conditional write, so it is safe beside webhooks, tasks and other runs.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bgremove import complete, errors, jobs, logs, submit
+from bgremove import complete, errors, jobs, lifecycle, logs
 from bgremove.config import Config, duration_seconds
 from bgremove.deps import Deps
-from bgremove.jobs import Job
+from bgremove.jobs import Decision, Job
+from bgremove.lifecycle import Resubmitted
+from bgremove.outcomes import SETTLED, Outcome
 
 # A prediction still running this long after its Cancel-After deadline is treated as stuck.
 STUCK_GRACE_SECONDS = 60.0
@@ -45,37 +48,36 @@ def reconcile(cfg: Config, deps: Deps, now: float) -> Report:
             outcome = reconcile_job(job_id, cfg, deps, now)
         except (errors.RetryLater, errors.ApiRefused) as exc:
             logs.warning("reconcile: job left for the next run", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
-            outcome = "retry_later"
-        outcomes[outcome] += 1
+            outcome = Outcome.RETRY_LATER
+        outcomes[outcome.value] += 1
     report = Report(len(overdue), dict(outcomes))
     logs.info("reconcile run finished", **report.to_json())
     return report
 
 
-def handle_deadline_task(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
+def handle_deadline_task(job_id: str, cfg: Config, deps: Deps, now: float) -> Outcome:
     """A job's deadline check. A job whose due time moved on (its deadline was extended, or it was
     resubmitted) is checked again by the task that move scheduled, so this one does nothing."""
     outcome = reconcile_job(job_id, cfg, deps, now)
-    logs.info(f"deadline check: {outcome}", job_id=job_id, outcome=outcome)
+    logs.info(f"deadline check: {outcome.value}", job_id=job_id, outcome=outcome.value)
     return outcome
 
 
-def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
+def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> Outcome:
     loaded = deps.store.load(job_id)
     if loaded is None:
-        return "gone"
+        return Outcome.GONE
     job, generation = loaded
     if job.is_final or job.due_at > now:
-        return "not_due"
+        return Outcome.NOT_DUE
     fields: dict[str, Any] = {"job_id": job_id, "object": f"gs://{job.source.bucket}/{job.source.name}"}
     if job.state == jobs.QUEUED:
         if deps.queue().exists(cfg.submit_queue, job.submit_task_name):
             # Waiting its turn (a slow account can queue for hours): look again later.
-            try:
-                deps.store.save(jobs.check_later(job, now, cfg.queued_check_seconds), generation)
-            except jobs.Conflict:
-                return "raced"
-            return "still_queued"
+            later = _later(
+                job, generation, lambda current: jobs.check_later(current, now, cfg.queued_check_seconds), deps
+            )
+            return Outcome.STILL_QUEUED if later is not None else Outcome.NOT_DUE
         return _resubmit(job, generation, "its submission task is gone", cfg, deps, now, fields)
     if job.state == jobs.CLAIMED:
         # The task handler that claimed it died before recording a prediction.
@@ -86,17 +88,18 @@ def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
     if prediction is None or prediction.data_removed or (prediction.status == "succeeded" and not prediction.output):
         return _resubmit(job, generation, "prediction or its output is gone", cfg, deps, now, fields)
     if prediction.is_terminal:
-        return "settled_" + complete.settle(job_id, prediction, cfg, deps, now).outcome.value
+        settled = complete.settle(job_id, prediction, cfg, deps, now).outcome
+        return SETTLED.get(settled, settled)
     submitted_at = _submitted_at(job)
     if now - submitted_at < duration_seconds(cfg.cancel_after) + STUCK_GRACE_SECONDS:
         # Still queued or running within its Cancel-After deadline: look again a period later.
-        later = jobs.extend_deadline(job, now + cfg.reconcile_after_seconds, now)
-        try:
-            deps.store.save(later, generation)
-        except jobs.Conflict:
-            return "raced"
-        submit.schedule_deadline(later, cfg, deps)
-        return "waiting"
+        later = _later(
+            job, generation, lambda current: jobs.extend_deadline(current, now + cfg.reconcile_after_seconds, now), deps
+        )
+        if later is None:
+            return Outcome.NOT_DUE
+        lifecycle.schedule_deadline(later, cfg, deps)
+        return Outcome.WAITING
     try:
         client.cancel(prediction.id)
     except (errors.RetryLater, errors.ApiRefused) as exc:
@@ -104,25 +107,31 @@ def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> str:
     return _resubmit(job, generation, "prediction stuck past its deadline", cfg, deps, now, fields)
 
 
-def _resubmit(job: Job, generation: int, why: str, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]) -> str:
-    """Back into the submission queue under a new task name (its pace, its retries), or a failure
-    record when the attempt budget is spent."""
-    if job.attempts >= cfg.max_prediction_attempts:
-        final = jobs.failed(job, "attempts_exhausted", f"{job.attempts} predictions created; last: {why}", now)
-        try:
-            deps.store.save(final, generation)
-        except jobs.Conflict:
-            return "raced"
-        logs.warning("job failed: attempts_exhausted", error=final.error, **fields)
-        return "settled_failed"
-    queued = jobs.requeue(job, now, cfg.queued_check_seconds, f"reconciler: {why}")
-    try:
-        deps.store.save(queued, generation)
-    except jobs.Conflict:
-        return "raced"
+def _later(job: Job, generation: int, move: Callable[[Job], Job], deps: Deps) -> Job | None:
+    """Move the job's check time on, only while it is as it was read (same state, same prediction,
+    still due); None when another writer moved it meanwhile (then its own check covers it)."""
+
+    def decide(current: Job | None) -> Decision[None]:
+        unchanged = current is not None and (current.state, current.prediction_id) == (job.state, job.prediction_id)
+        if current is None or not unchanged or current.due_at != job.due_at:
+            return Decision(None)
+        return Decision(None, move(current))
+
+    done = deps.store.update(job.job_id, decide, read=(job, generation))
+    return done.job if done.wrote else None
+
+
+def _resubmit(
+    job: Job, generation: int, why: str, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]
+) -> Outcome:
+    outcome = lifecycle.resubmit(job, generation, f"reconciler: {why}", cfg, deps, now)
+    if outcome is Resubmitted.EXHAUSTED:
+        logs.warning("job failed: attempts_exhausted", error=f"last: {why}", **fields)
+        return Outcome.SETTLED_FAILED
+    if outcome is Resubmitted.MOVED:
+        return Outcome.NOT_DUE
     logs.info(f"reconcile: queued again ({why})", attempts=job.attempts, **fields)
-    submit.enqueue_submission(queued, cfg, deps)
-    return "requeued"
+    return Outcome.REQUEUED
 
 
 def _submitted_at(job: Job) -> float:

@@ -16,13 +16,18 @@ to that host without credentials, as the offline stack's emulator expects.
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from bgremove import naming
 from bgremove.errors import QueueUnavailable
+
+if TYPE_CHECKING:
+    from bgremove.config import Config
 
 EMULATOR_HOST_VARIABLE = "CLOUD_TASKS_EMULATOR_HOST"
 # How long a task's HTTP target may take before Cloud Tasks counts the attempt failed (the task
@@ -37,6 +42,45 @@ class Task:
     url: str
     body: dict[str, Any]
     schedule_at: float | None = None  # unix time; None = now
+
+
+class Kind(enum.StrEnum):
+    """What a task asks of the task handler (`main.on_task`)."""
+
+    SUBMIT = "submit"  # create the job's prediction (the submissions queue)
+    DEADLINE = "deadline"  # check on the job at its due time (the deadlines queue)
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A task's body, as the task handler receives it: `{"kind": ..., "job_id": ...}`."""
+
+    kind: Kind
+    job_id: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind.value, "job_id": self.job_id}
+
+
+def parse_payload(body: object) -> Payload | None:
+    """The payload of a task body, or None when it is not one we make (the handler answers 400)."""
+    if not isinstance(body, dict):
+        return None
+    kind, job_id = body.get("kind"), body.get("job_id")
+    if kind not in tuple(Kind) or not isinstance(job_id, str) or not naming.is_job_id(job_id):
+        return None
+    return Payload(Kind(kind), job_id)
+
+
+def submit_task(job_id: str, name: str, cfg: Config) -> Task:
+    """A job's submission task, named `name` (jobs.Job.submit_task_name) on the submissions queue."""
+    return Task(cfg.submit_queue, name, cfg.task_handler_url, Payload(Kind.SUBMIT, job_id).to_json())
+
+
+def deadline_task(job_id: str, name: str, due_at: float, cfg: Config) -> Task:
+    """A job's deadline check, delayed until `due_at`, on the deadlines queue."""
+    body = Payload(Kind.DEADLINE, job_id).to_json()
+    return Task(cfg.deadline_queue, name, cfg.task_handler_url, body, schedule_at=due_at)
 
 
 class Queue(Protocol):

@@ -244,7 +244,7 @@ def _dry_run_summary(
 ) -> None:
     waiting = queue.depth
     seconds = (waiting + admit) / queue.rate_per_second if queue.rate_per_second > 0 else None
-    refuse = sum(1 for c in plan.new if c.refusal)
+    refuse = sum(1 for c in plan.new if c.refused)
     data = {
         "dry_run": True,
         "uri": label,
@@ -476,8 +476,9 @@ def _queue_line(info: Any, as_json: bool, what: str) -> None:
 @pass_settings
 def show_command(settings: Settings, uri: tuple[str, str, int | None], as_json: bool) -> int:
     """One upload's job: gs://BUCKET/NAME (its live generation) or gs://BUCKET/NAME#GENERATION."""
-    from bgremove import naming, submit
-    from bgremove.submit import UploadEvent
+    from bgremove import admission as core_admission
+    from bgremove import keys, naming
+    from bgremove.outcomes import Outcome
 
     bucket, name, generation = uri
     cloud = settings.cloud()
@@ -490,20 +491,14 @@ def show_command(settings: Settings, uri: tuple[str, str, int | None], as_json: 
             )
         generation = int(blob.generation)
         meta = dict(blob.metadata or {})
-        job_id = meta.get("bgremove-job") or naming.job_id(bucket, name, generation)
-        if meta.get("bgremove-job"):
+        job_id = meta.get(keys.JOB) or naming.job_id(bucket, name, generation)
+        if meta.get(keys.JOB):
             note = f"gs://{bucket}/{name} is an output; its job:"
         else:
-            event = UploadEvent(
-                "show", submit.FINALIZED, bucket, name, generation, blob.content_type or "", int(blob.size or 0), meta
-            )
-            reason = (
-                submit.filter_reason(event, cloud.cfg)
-                if bucket == cloud.cfg.upload_bucket
-                else "not the uploads bucket"
-            )
-            if reason:
-                note = f"the filters skip this object: {reason}"
+            event = core_admission.listed(bucket, name, generation, blob.content_type or "", int(blob.size or 0), meta)
+            decided = core_admission.decide(event, cloud.cfg, time.time())
+            if decided.refusal is not None and decided.refusal.outcome is not Outcome.FAILED:
+                note = f"the filters skip this object: {decided.message}"
     else:
         job_id = naming.job_id(bucket, name, generation)
     loaded = cloud.load_jobs([job_id]).get(job_id)

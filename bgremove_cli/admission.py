@@ -1,17 +1,16 @@
 """`bgremove backfill` and `bgremove retry`: work admitted into the submission queue by the
-pipeline's own code.
+pipeline's own code; nothing here writes a job record itself.
 
-Backfill builds, for each listed object, the `UploadEvent` a finalize event would carry, applies
-`bgremove.submit.filter_reason` (the filters uploads go through) and the same size refusal, and
-admits what passes with `bgremove.submit.admit`: the job record is created create-only and its
-submission task named from the job id, exactly as on_upload does. So a second run admits nothing
-(every admitted object has a job), a run stopped by Ctrl-C or a crash is resumed by running it
-again, and an object whose job is still `queued` is admitted again under the same task name, which
-makes its task only if the stopped run died between the record and the task.
+Backfill takes, for each listed object, the event a finalize would carry (`admission.listed`) and
+the same decision uploads get (`bgremove.admission.decide`: filters, loop guards, size, the
+upload's overrides), and carries it out with `bgremove.admission.admit`: the job record is created
+create-only and its submission task named from the job id, exactly as on_upload does. So a second
+run admits nothing (every admitted object has a job), a run stopped by Ctrl-C or a crash is resumed
+by running it again, and an object whose job is still `queued` is admitted again under the same
+task name, which makes its task only if the stopped run died between the record and the task.
 
-Retry moves a failed job back to `queued` with `bgremove.jobs.retried` (a conditional write, so a
-job that changed meanwhile is left alone) and enqueues its next submission task with
-`bgremove.submit.enqueue_submission`, the queue uploads use.
+Retry is `bgremove.lifecycle.retry`: a failed job goes back to `queued` (a compare-and-swap, so a
+job that changed meanwhile is left alone) and its next submission task is enqueued.
 """
 
 from __future__ import annotations
@@ -26,9 +25,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from bgremove import errors, jobs, submit
-from bgremove.jobs import Job, Source
-from bgremove.submit import FINALIZED, Outcome, UploadEvent
+from bgremove import admission, errors, jobs, lifecycle
+from bgremove.admission import Admission
+from bgremove.jobs import Job
+from bgremove.outcomes import Outcome
 from bgremove_cli.cloud import ENQUEUE_HINT, STATE_WRITE_HINT, Cloud
 from bgremove_cli.failures import CliError, explain
 
@@ -109,9 +109,12 @@ class StopOnSignal:
 
 @dataclass
 class Candidate:
-    source: Source
-    refusal: str = ""  # "reason: error": admitted as a failure record, as uploads are
+    admission: Admission  # a refusal here is one recorded as a failure, as uploads' are
     recheck: bool = False  # its job exists and is queued: admit again under the same task name
+
+    @property
+    def refused(self) -> bool:
+        return self.admission.refusal is not None
 
 
 @dataclass
@@ -130,7 +133,7 @@ class BackfillPlan:
 
     @property
     def admissible(self) -> int:
-        return sum(1 for c in self.new if not c.refusal)
+        return sum(1 for c in self.new if not c.refused)
 
 
 def plan_backfill(cloud: Cloud, bucket: str, prefix: str, stop: Callable[[], bool]) -> BackfillPlan:
@@ -140,36 +143,30 @@ def plan_backfill(cloud: Cloud, bucket: str, prefix: str, stop: Callable[[], boo
     if stop():
         plan.interrupted = True
         return plan
+    now = time.time()
     for blob in cloud.objects_under(bucket, prefix, stop):
         plan.listed += 1
-        generation = int(blob.generation or 0)
-        source = Source(bucket, blob.name, generation, blob.content_type or "", int(blob.size or 0))
-        state = existing.get(source.job_id)
+        event = admission.listed(
+            bucket,
+            blob.name,
+            int(blob.generation or 0),
+            blob.content_type or "",
+            int(blob.size or 0),
+            blob.metadata or {},
+        )
+        decided = admission.decide(event, cfg, now)
+        state = existing.get(decided.source.job_id)
         if state == jobs.QUEUED:
             plan.has_job[state] += 1
-            plan.candidates.append(Candidate(source, recheck=True))
+            plan.candidates.append(Candidate(decided, recheck=True))
             continue
         if state is not None:
             plan.has_job[state or "unknown"] += 1
             continue
-        event = UploadEvent(
-            event_id="backfill",
-            event_type=FINALIZED,
-            bucket=bucket,
-            name=blob.name,
-            generation=generation,
-            content_type=blob.content_type or "",
-            size=source.size,
-            metadata=dict(blob.metadata or {}),
-        )
-        reason = submit.filter_reason(event, cfg)
-        if reason:
-            plan.skipped[reason] += 1
+        if decided.refusal is not None and decided.refusal.outcome is not Outcome.FAILED:
+            plan.skipped[decided.message] += 1
             continue
-        refusal = (
-            f"too_large: {source.size} bytes is over MAX_UPLOAD_BYTES" if source.size > cfg.max_upload_bytes else ""
-        )
-        plan.candidates.append(Candidate(source, refusal))
+        plan.candidates.append(Candidate(decided))
     plan.interrupted = stop()
     return plan
 
@@ -177,7 +174,7 @@ def plan_backfill(cloud: Cloud, bucket: str, prefix: str, stop: Callable[[], boo
 @dataclass
 class BackfillResult:
     admitted: int = 0
-    refused: int = 0  # failure records made at admission (too large)
+    refused: int = 0  # failure records made at admission (too large, bad metadata)
     already: int = 0  # a job appeared meanwhile (an upload event, another run)
     rechecked: int = 0  # queued jobs admitted again; tasks_remade of them had lost their task
     tasks_remade: int = 0
@@ -200,9 +197,9 @@ def run_backfill(
     lock = threading.Lock()
 
     def one(candidate: Candidate) -> None:
-        source = candidate.source
+        source = candidate.admission.source
         fields = {"object": f"gs://{source.bucket}/{source.name}", "generation": source.generation, "via": "backfill"}
-        outcome = submit.admit(source, cfg, deps, time.time(), fields, candidate.refusal)
+        outcome = admission.admit(candidate.admission, cfg, deps, time.time(), fields)
         with lock:
             if candidate.recheck:
                 result.rechecked += 1
@@ -224,7 +221,7 @@ def run_backfill(
                     break
                 if result.error:
                     break
-                counts = not candidate.recheck and not candidate.refusal
+                counts = not candidate.recheck and not candidate.refused
                 if counts and limit is not None and planned >= limit:
                     continue  # bounded: later objects wait for the next run
                 planned += int(counts)
@@ -295,28 +292,23 @@ def run_retry(
     stop: Callable[[], bool],
     advance: Callable[[int], None],
 ) -> RetryResult:
-    cfg, deps, store = cloud.cfg, cloud.deps(), cloud.store
+    cfg, deps = cloud.cfg, cloud.deps()
     result = RetryResult()
     lock = threading.Lock()
+    skipped = {
+        lifecycle.Retried.TOO_LARGE: "still over MAX_UPLOAD_BYTES",
+        lifecycle.Retried.NOT_FAILED: "changed since it was read",
+    }
 
     def one(pair: tuple[Job, int]) -> None:
-        job, generation = pair
-        if job.source.size > cfg.max_upload_bytes:
-            with lock:
-                result.skipped["still over MAX_UPLOAD_BYTES"] += 1
-            return
+        job, _ = pair
         why = f"operator retry (bgremove retry); was {job.reason}: {job.error[:200]}"
-        again = jobs.retried(job, time.time(), cfg.queued_check_seconds, why)
-        store.ensure_open(job.job_id, job.created_at)
-        try:
-            store.save(again, generation)
-        except jobs.Conflict:
-            with lock:
-                result.skipped["changed since it was read"] += 1
-            return
-        submit.enqueue_submission(again, cfg, deps)
+        done = lifecycle.retry(job.job_id, why, cfg, deps, time.time(), read=pair)
         with lock:
-            result.retried[job.reason] += 1
+            if done is lifecycle.Retried.RETRIED:
+                result.retried[job.reason] += 1
+            else:
+                result.skipped[skipped[done]] += 1
 
     pending: set[Future[None]] = set()
     with ThreadPoolExecutor(max(1, concurrency)) as pool:

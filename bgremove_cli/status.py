@@ -129,7 +129,7 @@ def compute(
             for reason, group in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0]))
         ],
     }
-    known = {s: counts[s] for s in STATES}
+    known: dict[str, int] = {str(s): counts[s] for s in STATES}
     unknown = sum(n for s, n in counts.items() if s not in STATES)
     if unknown:
         known["unknown"] = unknown

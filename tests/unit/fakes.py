@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgremove import errors, outputs
+from bgremove import errors, naming, outputs
 from bgremove.config import Config, load_config
 from bgremove.deps import Deps, OutputSource
-from bgremove.jobs import JobStore
+from bgremove.jobs import Job, JobStore
 from bgremove.objects import Readable
 from bgremove.predictions import Prediction
 from bgremove.tasks import Task
@@ -284,6 +284,12 @@ class World:
             queue=lambda: self.queue,
         )
 
+    def put(self, job: Job) -> int:
+        """Arrange a test's starting state: create `job`'s record (listed open unless final)."""
+        if not job.is_final:
+            self.deps.store.ensure_open(job.job_id, job.created_at)
+        return self.deps.store.save(job, 0)
+
 
 # --- images and call records for the input and output tests ---------------------------------------
 
@@ -297,6 +303,25 @@ def cutout_png(size: tuple[int, int] = (60, 40), box: tuple[int, int, int, int] 
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+def race_next_save(world: World, job_id: str, move: Callable[[Job], Job], times: int = 1) -> None:
+    """Conflict injection: the next `times` writes of the job's record each lose to a concurrent
+    writer that first applies `move` to the record as it stands (a real change, not a spurious
+    conflict), so the loser must re-read and decide again over the winner's record."""
+    store = world.deps.store
+    original = world.objects.write_json
+    left = {"races": times}
+
+    def racing(bucket: str, name: str, record_: dict[str, Any], generation: int, metadata: Any = None) -> int:
+        if left["races"] > 0 and name == naming.job_record_name(job_id):
+            left["races"] -= 1
+            loaded = store.load(job_id)
+            assert loaded is not None
+            original(bucket, name, move(loaded[0]).to_json(), loaded[1], metadata)
+        return original(bucket, name, record_, generation, metadata)
+
+    world.objects.write_json = racing  # type: ignore[method-assign]
 
 
 def record_creates(objects: MemoryObjects) -> list[tuple[str, str]]:
@@ -315,9 +340,9 @@ def record_creates(objects: MemoryObjects) -> list[tuple[str, str]]:
 def process(event: Any, cfg: Config, deps: Deps, now: float) -> Any:
     """An upload event, then its submission task as the queue would dispatch it (again, after a
     failed attempt left the job queued)."""
-    from bgremove import jobs, naming, submit
+    from bgremove import admission, jobs, naming, submit
 
-    admitted = submit.handle_upload(event, cfg, deps, now)
+    admitted = admission.handle_upload(event, cfg, deps, now)
     job_id = naming.job_id(event.bucket, event.name, event.generation)
     loaded = deps.store.load(job_id)
     if loaded is not None and loaded[0].state == jobs.QUEUED:

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from bgremove import complete, errors, jobs, naming, signatures
-from bgremove.complete import Outcome
+from bgremove import complete, errors, jobs, signatures
 from bgremove.jobs import Job, Source
+from bgremove.outcomes import Outcome, Result
 from bgremove.predictions import Prediction
-from tests.unit.fakes import World, config
+from tests.unit.fakes import World, config, race_next_save
 
 NOW = 1_700_000_000.0
 VERSION = config().model_version
@@ -32,7 +32,7 @@ def stored_job(world: World, state: str = jobs.SUBMITTED, ids: tuple[str, ...] =
         job = jobs.completed(job, ids[-1], "photos/a.png", 5, NOW - 5)
     elif state == jobs.FAILED:
         job = jobs.failed(job, "prediction_failed", "boom", NOW - 5, ids[-1] if ids else "")
-    world.deps.store.create(job)
+    world.put(job)
     return job
 
 
@@ -44,7 +44,7 @@ def prediction(pid: str = "p1", status: str = "succeeded", **fields: Any) -> Pre
     return Prediction.from_json(data)
 
 
-def settle(world: World, job: Job, pred: Prediction, confirmed: bool = True) -> complete.Result:
+def settle(world: World, job: Job, pred: Prediction, confirmed: bool = True) -> Result:
     return complete.settle(job.job_id, pred, config(), world.deps, NOW, confirmed=confirmed)
 
 
@@ -184,27 +184,10 @@ def test_unknown_job_is_404_material() -> None:
     assert result.outcome is Outcome.UNKNOWN_JOB
 
 
-def _racing_save(world: World, job: Job, move: Any) -> None:
-    """Make the first save of the job lose to a concurrent writer that applies `move`."""
-    store = world.deps.store
-    original = world.objects.write_json
-    state = {"raced": False}
-
-    def racing(bucket: str, name: str, record_: dict[str, Any], generation: int, metadata: Any = None) -> int:
-        if not state["raced"] and name == naming.job_record_name(job.job_id):
-            state["raced"] = True
-            loaded = store.load(job.job_id)
-            assert loaded is not None
-            original(bucket, name, move(loaded[0]).to_json(), loaded[1], metadata)
-        return original(bucket, name, record_, generation, metadata)
-
-    world.objects.write_json = racing  # type: ignore[method-assign]
-
-
 def test_final_write_losing_to_another_final_write_is_a_duplicate() -> None:
     world = World()
     job = stored_job(world)
-    _racing_save(world, job, lambda j: jobs.failed(j, "other", "other writer", NOW))
+    race_next_save(world, job.job_id, lambda j: jobs.failed(j, "other", "other writer", NOW))
     result = settle(world, job, prediction())
     assert result.outcome is Outcome.DUPLICATE
     assert record(world, job).reason == "other"
@@ -213,7 +196,7 @@ def test_final_write_losing_to_another_final_write_is_a_duplicate() -> None:
 def test_final_write_losing_to_the_submitter_is_reapplied_on_its_record() -> None:
     world = World()
     job = stored_job(world, jobs.CLAIMED, ())
-    _racing_save(world, job, lambda j: jobs.submitted(j, "p7", NOW, 900))
+    race_next_save(world, job.job_id, lambda j: jobs.submitted(j, "p7", NOW, 900))
     result = settle(world, job, prediction("p7"))
     assert result.outcome is Outcome.COMPLETED
     final = record(world, job)
@@ -223,7 +206,7 @@ def test_final_write_losing_to_the_submitter_is_reapplied_on_its_record() -> Non
 def test_failure_write_losing_to_the_submitter_is_reapplied_too() -> None:
     world = World()
     job = stored_job(world, jobs.SUBMITTED, ("p1",))
-    _racing_save(world, job, lambda j: jobs.extend_deadline(j, NOW + 900, NOW))
+    race_next_save(world, job.job_id, lambda j: jobs.extend_deadline(j, NOW + 900, NOW))
     result = settle(world, job, prediction(status="failed"))
     assert result.outcome is Outcome.FAILED and record(world, job).state == jobs.FAILED
 
@@ -231,9 +214,16 @@ def test_failure_write_losing_to_the_submitter_is_reapplied_too() -> None:
 def test_record_that_keeps_changing_asks_for_a_retry() -> None:
     world = World()
     job = stored_job(world)
-    world.objects.fail("write_json", errors.PreconditionFailed("changed"), times=2)
-    with pytest.raises(errors.RetryLater, match="keeps changing"):
+    world.objects.fail("write_json", errors.PreconditionFailed("changed"), times=jobs.UPDATE_ATTEMPTS)
+    with pytest.raises(errors.Contended, match="kept changing"):
         settle(world, job, prediction())
+
+
+def test_record_that_changes_fewer_times_than_the_limit_is_settled() -> None:
+    world = World()
+    job = stored_job(world)
+    world.objects.fail("write_json", errors.PreconditionFailed("changed"), times=jobs.UPDATE_ATTEMPTS - 1)
+    assert settle(world, job, prediction()).outcome is Outcome.COMPLETED
 
 
 # --- the webhook: signature, parsing, correlation ---------------------------------------------------
@@ -241,7 +231,7 @@ def test_record_that_keeps_changing_asks_for_a_retry() -> None:
 
 def deliver(
     world: World, body: dict[str, Any] | bytes, query: str = "", key: bytes | None = None, ts: float = NOW
-) -> complete.Result:
+) -> Result:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {
         "webhook-id": "msg_1",

@@ -13,9 +13,10 @@ import pytest
 from PIL import Image, ImageOps
 from skimage import data
 
-from bgremove import errors, images, inputs, jobs, naming, submit, upright
+from bgremove import admission, errors, images, inputs, jobs, naming, submit, upright
+from bgremove.admission import UploadEvent
 from bgremove.jobs import Source
-from bgremove.submit import Outcome, UploadEvent
+from bgremove.outcomes import Outcome
 from tests.unit.fakes import BASE_ENV, World, config, process
 
 NOW = 1_700_000_000.0
@@ -62,7 +63,7 @@ def event(world: World, data_: bytes, content_type: str, name: str = "photos/a.j
     generation = world.objects.put(BASE_ENV["UPLOAD_BUCKET"], name, data_, content_type, metadata)
     return UploadEvent(
         event_id="1",
-        event_type=submit.FINALIZED,
+        event_type=admission.FINALIZED,
         bucket=BASE_ENV["UPLOAD_BUCKET"],
         name=name,
         generation=generation,
@@ -359,7 +360,7 @@ def test_overrides_recorded_by_the_claim_are_checked_before_any_prediction(metad
     ev = event(world, encode(scene(), "JPEG"), "image/jpeg")
     source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size, metadata)
     job = jobs.new_claim(source, "v", NOW, 300)
-    generation = world.deps.store.create(job)
+    generation = world.put(job)
     with pytest.raises(errors.ImageRefused) as refused:
         inputs.image_reference(source, "image/jpeg", config(), world.objects)
     assert refused.value.reason == "bad_metadata" and key in str(refused.value)

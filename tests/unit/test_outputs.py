@@ -14,6 +14,7 @@ from PIL import Image
 from bgremove import complete, errors, jobs, variants
 from bgremove.complete import Outcome
 from bgremove.jobs import Job, Source
+from bgremove.outcomes import Result
 from bgremove.predictions import Prediction
 from tests.unit.fakes import World, config, cutout_png, record_creates
 
@@ -37,7 +38,7 @@ def stored_job(world: World, metadata: dict[str, str] | None = None, name: str =
     upload = world.objects.put("uploads", name, b"\xff\xd8\xff upload", "image/jpeg", {"owner": "x"})
     source = Source("uploads", name, upload, "image/jpeg", 1234, metadata)
     job = jobs.submitted(jobs.new_claim(source, VERSION, NOW - 60, 300), "p1", NOW - 50, 900)
-    world.deps.store.create(job)
+    world.put(job)
     return job
 
 
@@ -45,7 +46,7 @@ def prediction(pid: str = "p1") -> Prediction:
     return Prediction.from_json({"id": pid, "status": "succeeded", "version": VERSION, "output": OUTPUT_URL})
 
 
-def settle(world: World, job: Job, **env: str) -> complete.Result:
+def settle(world: World, job: Job, **env: str) -> Result:
     return complete.settle(job.job_id, prediction(), config(**env), world.deps, NOW)
 
 
@@ -299,10 +300,10 @@ def test_a_failure_after_some_variants_were_written_lists_them(world: World) -> 
 
 
 def test_completion_losing_a_race_to_the_submitter_keeps_the_outputs(world: World) -> None:
-    from tests.unit.test_complete import _racing_save
+    from tests.unit.fakes import race_next_save
 
     job = stored_job(world)
-    _racing_save(world, job, lambda j: jobs.extend_deadline(j, NOW + 900, NOW))
+    race_next_save(world, job.job_id, lambda j: jobs.extend_deadline(j, NOW + 900, NOW))
     assert settle(world, job, OUTPUT_VARIANTS=TWO).outcome is Outcome.COMPLETED
     assert [o["variant"] for o in record(world, job).outputs] == ["cutout", "white"]
 

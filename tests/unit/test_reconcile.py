@@ -11,9 +11,10 @@ from PIL import Image
 
 from bgremove import errors, jobs, naming, reconcile
 from bgremove.jobs import Job, Source
+from bgremove.outcomes import Outcome
 from bgremove.predictions import Prediction
 from bgremove.tasks import Task
-from tests.unit.fakes import Stored, World, config
+from tests.unit.fakes import Stored, World, config, race_next_save
 
 NOW = 1_700_000_000.0
 CFG = config()
@@ -42,7 +43,7 @@ def overdue_job(
         job = jobs.claim(job, submitted_at, 300, "submitter died")
     elif state == jobs.QUEUED:
         job = jobs.requeue(job, submitted_at - 3600, 3600, "queued")
-    world.deps.store.create(job)
+    world.put(job)
     return job
 
 
@@ -137,14 +138,29 @@ def test_jobs_with_nothing_to_do(setup: str, outcome: str) -> None:
 
 
 @pytest.mark.parametrize("step", ["reclaim", "extend"])
-def test_reconciler_losing_a_race_leaves_the_job_to_the_winner(step: str) -> None:
+def test_reconciler_losing_a_race_to_the_webhook_leaves_the_job_to_the_winner(step: str) -> None:
     world = World()
     job = overdue_job(world, submitted_at=NOW - (950 if step == "extend" else 1000))
     api_has(world, "p1", "processing" if step == "extend" else "aborted")
     if step == "reclaim":
         world.api.predictions.pop("p1")  # 404: the reconciler will try to reclaim
-    world.objects.fail("write_json", errors.PreconditionFailed("raced"))
-    assert reconcile.reconcile_job(job.job_id, CFG, world.deps, NOW) == "raced"
+    race_next_save(world, job.job_id, lambda j: jobs.completed(j, "p1", "a.png", 3, NOW))
+    assert reconcile.reconcile_job(job.job_id, CFG, world.deps, NOW) is Outcome.NOT_DUE
+    after = world.deps.store.load(job.job_id)
+    assert after is not None and after[0].state == jobs.COMPLETED
+    assert not any(world.queue.tasks.values())
+
+
+@pytest.mark.parametrize("step", ["reclaim", "extend"])
+def test_reconciler_conflict_that_changed_nothing_is_decided_again(step: str) -> None:
+    world = World()
+    job = overdue_job(world, submitted_at=NOW - (950 if step == "extend" else 1000))
+    api_has(world, "p1", "processing" if step == "extend" else "aborted")
+    if step == "reclaim":
+        world.api.predictions.pop("p1")
+    world.objects.fail("write_json", errors.PreconditionFailed("spurious"))
+    expected = Outcome.WAITING if step == "extend" else Outcome.REQUEUED
+    assert reconcile.reconcile_job(job.job_id, CFG, world.deps, NOW) is expected
 
 
 def test_transient_failure_on_one_job_leaves_it_for_the_next_run_and_the_batch_goes_on() -> None:

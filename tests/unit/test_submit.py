@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bgremove import errors, jobs, naming, reconcile, submit
+from bgremove import admission, errors, jobs, naming, reconcile, submit
+from bgremove.admission import UploadEvent
 from bgremove.jobs import Source
+from bgremove.outcomes import Outcome, Result
 from bgremove.predictions import Prediction
-from bgremove.submit import Outcome, UploadEvent
-from tests.unit.fakes import BASE_ENV, PNG, World, config
+from tests.unit.fakes import BASE_ENV, PNG, World, config, race_next_save
 
 NOW = 1_700_000_000.0
 
@@ -31,7 +32,7 @@ def event(world: World, name: str = "photos/a.jpg", data: bytes | None = None, *
     generation = world.objects.put(bucket, name, data, content_type)
     values: dict[str, Any] = {
         "event_id": "1234567890123456",
-        "event_type": submit.FINALIZED,
+        "event_type": admission.FINALIZED,
         "bucket": bucket,
         "name": name,
         "generation": generation,
@@ -44,9 +45,9 @@ def event(world: World, name: str = "photos/a.jpg", data: bytes | None = None, *
     return UploadEvent(**values)
 
 
-def process(ev: UploadEvent, cfg: Any, deps: Any, now: float) -> submit.Result:
+def process(ev: UploadEvent, cfg: Any, deps: Any, now: float) -> Result:
     """Admit the upload, then run its submission task as the queue would dispatch it."""
-    admitted = submit.handle_upload(ev, cfg, deps, now)
+    admitted = admission.handle_upload(ev, cfg, deps, now)
     if admitted.outcome is not Outcome.QUEUED:
         return admitted
     return submit.handle_submit_task(admitted.job_id, cfg, deps, now)
@@ -77,7 +78,7 @@ def test_filtered_event_writes_no_record_and_calls_no_api(
     changes: dict[str, Any], env: dict[str, str], outcome: Outcome, reason: str
 ) -> None:
     world = World()
-    result = submit.handle_upload(event(world, **changes), config(**env), world.deps, NOW)
+    result = admission.handle_upload(event(world, **changes), config(**env), world.deps, NOW)
     assert result.outcome is outcome and reason in result.reason
     assert world.objects.buckets.get("state", {}) == {}
     assert world.api.created == []
@@ -86,7 +87,7 @@ def test_filtered_event_writes_no_record_and_calls_no_api(
 def test_object_under_the_output_prefix_of_the_uploads_bucket_is_skipped() -> None:
     world = World()
     cfg = config(PROCESSED_BUCKET="uploads", OUTPUT_PREFIX="cutouts")
-    result = submit.handle_upload(event(world, name="cutouts/a.png"), cfg, world.deps, NOW)
+    result = admission.handle_upload(event(world, name="cutouts/a.png"), cfg, world.deps, NOW)
     assert result.outcome is Outcome.SKIPPED and "output prefix" in result.reason
 
 
@@ -233,7 +234,7 @@ def test_storage_outage_while_admitting_asks_for_a_retry_without_a_record() -> N
 def test_upload_is_admitted_as_a_queued_job_with_one_named_task_and_no_api_call() -> None:
     world = World()
     ev = event(world)
-    result = submit.handle_upload(ev, config(), world.deps, NOW)
+    result = admission.handle_upload(ev, config(), world.deps, NOW)
     assert result.outcome is Outcome.QUEUED
     job = job_of(world, ev)
     assert job.state == jobs.QUEUED and job.deadline_at == NOW + 3600
@@ -248,7 +249,7 @@ def test_duplicate_event_makes_no_second_task_and_no_second_prediction() -> None
     world = World()
     ev = event(world)
     first = process(ev, config(), world.deps, NOW)
-    again = submit.handle_upload(ev, config(), world.deps, NOW + 1)
+    again = admission.handle_upload(ev, config(), world.deps, NOW + 1)
     assert first.outcome is Outcome.SUBMITTED and again.outcome is Outcome.DUPLICATE
     assert len(world.api.created) == 1 and len(world.queue.seen) == 2  # the submission and its deadline
 
@@ -259,20 +260,20 @@ def test_duplicate_event_of_a_queued_job_re_enqueues_under_the_same_name() -> No
     ev = event(world)
     world.queue.fail("enqueue", errors.QueueUnavailable("UNAVAILABLE"))
     with pytest.raises(errors.RetryLater):
-        submit.handle_upload(ev, config(), world.deps, NOW)
+        admission.handle_upload(ev, config(), world.deps, NOW)
     assert world.queue.pending(BASE_ENV["SUBMIT_QUEUE"]) == []
-    result = submit.handle_upload(ev, config(), world.deps, NOW + 10)
+    result = admission.handle_upload(ev, config(), world.deps, NOW + 10)
     assert result.outcome is Outcome.DUPLICATE and "missing" in result.reason
     assert [t.name for t in world.queue.pending(BASE_ENV["SUBMIT_QUEUE"])] == [f"{job_of(world, ev).job_id}-s1"]
     # and a third delivery finds the task: ALREADY_EXISTS, nothing new.
-    assert "missing" not in submit.handle_upload(ev, config(), world.deps, NOW + 20).reason
+    assert "missing" not in admission.handle_upload(ev, config(), world.deps, NOW + 20).reason
     assert len(world.queue.pending(BASE_ENV["SUBMIT_QUEUE"])) == 1
 
 
 def test_task_dispatched_while_another_dispatch_holds_a_live_claim_asks_for_a_retry() -> None:
     world = World()
     ev = event(world)
-    submit.handle_upload(ev, config(), world.deps, NOW)
+    admission.handle_upload(ev, config(), world.deps, NOW)
     job_id = job_of(world, ev).job_id
     loaded = world.deps.store.load(job_id)
     assert loaded is not None
@@ -295,24 +296,35 @@ def test_task_for_a_missing_job_does_nothing() -> None:
     assert submit.handle_submit_task("0" * 64, config(), world.deps, NOW).outcome is Outcome.IGNORED
 
 
-def test_claim_losing_a_race_asks_for_a_retry() -> None:
+def test_claim_losing_to_another_dispatchs_claim_asks_for_a_retry() -> None:
     world = World()
     ev = event(world)
-    submit.handle_upload(ev, config(), world.deps, NOW)
-    world.objects.fail("write_json", errors.PreconditionFailed("raced"))
-    with pytest.raises(errors.RetryLater, match="changed while claiming"):
-        submit.handle_submit_task(job_of(world, ev).job_id, config(), world.deps, NOW)
+    admission.handle_upload(ev, config(), world.deps, NOW)
+    job_id = job_of(world, ev).job_id
+    race_next_save(world, job_id, lambda j: jobs.claim(j, NOW, 300, "the other dispatch"))
+    with pytest.raises(errors.RetryLater, match="holds the claim"):
+        submit.handle_submit_task(job_id, config(), world.deps, NOW)
+    assert world.api.calls == []  # no prediction from the loser
+
+
+def test_claim_after_a_conflict_that_changed_nothing_it_decides_on_goes_ahead() -> None:
+    world = World()
+    ev = event(world)
+    admission.handle_upload(ev, config(), world.deps, NOW)
+    job_id = job_of(world, ev).job_id
+    race_next_save(world, job_id, lambda j: jobs.check_later(j, NOW, 3600))  # only its check time moved
+    assert submit.handle_submit_task(job_id, config(), world.deps, NOW).outcome is Outcome.SUBMITTED
 
 
 def test_record_vanishing_while_admitting_asks_for_a_retry() -> None:
     world = World()
     ev = event(world)
-    submit.handle_upload(ev, config(), world.deps, NOW)
+    admission.handle_upload(ev, config(), world.deps, NOW)
     store = world.deps.store
     deps = dataclasses.replace(world.deps, store=store)
     store.load = lambda job_id: None  # type: ignore[method-assign]
-    with pytest.raises(errors.RetryLater, match="vanished"):
-        submit.handle_upload(ev, config(), deps, NOW)
+    with pytest.raises(errors.Contended, match="kept changing"):
+        admission.handle_upload(ev, config(), deps, NOW)
 
 
 def test_submission_schedules_its_deadline_check_on_the_deadline_queue() -> None:
@@ -357,7 +369,7 @@ def test_lost_webhook_is_settled_by_the_first_check_within_minutes() -> None:
 def test_deadline_check_that_cannot_be_scheduled_still_leaves_the_job_submitted() -> None:
     world = World()
     ev = event(world)
-    admitted = submit.handle_upload(ev, config(), world.deps, NOW)
+    admitted = admission.handle_upload(ev, config(), world.deps, NOW)
     world.queue.fail("enqueue", errors.QueueUnavailable("UNAVAILABLE"))
     result = submit.handle_submit_task(admitted.job_id, config(), world.deps, NOW)
     assert result.outcome is Outcome.SUBMITTED and job_of(world, ev).state == jobs.SUBMITTED
@@ -370,7 +382,7 @@ def test_attempt_budget_spent_ends_as_attempts_exhausted() -> None:
     claim = jobs.new_claim(source, "v", NOW, 300)
     job = jobs.claim(jobs.submitted(claim, "p1", NOW, 900), NOW, 300, "again")
     job = jobs.claim(jobs.submitted(job, "p2", NOW, 900), NOW, 300, "again")
-    generation = world.deps.store.create(job)
+    generation = world.put(job)
     result = submit.submit_job(job, generation, config(MAX_PREDICTION_ATTEMPTS="2"), world.deps, NOW, {})
     assert result.outcome is Outcome.FAILED and result.reason == "attempts_exhausted"
     assert world.api.created == []
@@ -381,7 +393,7 @@ def test_failure_record_losing_a_race_is_a_duplicate() -> None:
     ev = event(world, data=b"not an image, long enough to sniff....")
     source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
     job = jobs.new_claim(source, "v", NOW, 300)
-    generation = world.deps.store.create(job)
+    generation = world.put(job)
     world.deps.store.save(jobs.failed(job, "other", "someone else", NOW), generation)
     result = submit.submit_job(job, generation, config(), world.deps, NOW, {})
     assert result.outcome is Outcome.DUPLICATE
@@ -393,7 +405,7 @@ def test_submission_record_racing_the_webhook_keeps_what_the_webhook_wrote(webho
     ev = event(world)
     source = Source(ev.bucket, ev.name, ev.generation, ev.content_type, ev.size)
     job = jobs.new_claim(source, "v", NOW, 300)
-    generation = world.deps.store.create(job)
+    generation = world.put(job)
     # The webhook (or another writer) moves the record while the prediction is being created.
     original_create = world.api.create
 
