@@ -312,7 +312,7 @@ def _backfill_summary(
         table.add_row("objects listed", f"{plan.listed:,}")
         table.add_row("admitted (queued)", f"[bold]{result.admitted:,}[/]")
         if result.refused:
-            table.add_row("failure records (too large)", f"{result.refused:,}")
+            table.add_row("failure records (too large, bad metadata)", f"{result.refused:,}")
         table.add_row(
             "already had a job", _counter(plan.has_job, extra=result.already, extra_label="admitted meanwhile")
         )

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.cli.conftest import Cli, run
+from tests.cli.conftest import Cli, run, small_jpeg
 from tests.support import wait_for
 
 
@@ -257,3 +257,18 @@ def test_a_terraform_environment_uses_the_same_code_with_the_outputs_as_settings
     assert figures["target"].startswith("Terraform environment")
     assert figures["total"] == len(cli.listed_states())
     assert figures["queue"]["name"] == info.submit_queue
+
+
+def test_backfilled_object_with_a_bad_background_override_fails_before_any_prediction(cli: Cli) -> None:
+    """Last in the file: it leaves a failed job, which `retry` above must not see.
+
+    Backfill and uploads share one admission decision (bgremove.admission.decide): an override
+    that could never be applied is a failure record at admission, and no prediction is paid for."""
+    name = "badmeta/a.jpg"
+    generation = cli.stack.upload(name, small_jpeg(), "image/jpeg", {"bgremove-background": "#zzzzzz"})
+    job_id = cli.job_ids({name: generation})[name]
+    result = cli.json("backfill", "gs://uploads/badmeta/")
+    assert (result["admitted"], result["refused"]) == (0, 1)
+    record = cli.records([job_id])[job_id]
+    assert (record["state"], record["reason"]) == ("failed", "bad_metadata")
+    assert "bgremove-background" in record["error"] and record["prediction_ids"] == [] and record["attempts"] == 0
