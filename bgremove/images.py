@@ -2,7 +2,8 @@
 
 The Cloud Function reads only the start of an upload ("the head"), so everything here is pure byte
 parsing with the standard library: no decoder is imported, nothing is decoded. `sniff` needs
-SNIFF_BYTES; `dimensions`, `exif_orientation`, `exif_beyond_head` and `is_animated` want HEAD_BYTES.
+SNIFF_BYTES; `dimensions`, `exif_orientation`, `exif_beyond_head`, `is_animated` and `icc_profile`
+want HEAD_BYTES.
 
 Every function takes bytes that may be anything (truncated, lying lengths, hostile) and answers
 without raising: None / orientation 1 / False when the head is too short or not understood. Every
@@ -18,6 +19,7 @@ with width and height swapped when `exif_orientation` is 5..8.
 
 from __future__ import annotations
 
+import zlib
 from typing import Literal
 
 SNIFF_BYTES = 32
@@ -51,6 +53,15 @@ _EXIF_PREFIX = b"Exif\x00\x00"
 # TIFF field types that hold one integer in an entry's value field: BYTE, SBYTE, SHORT, SSHORT, LONG,
 # SLONG (Pillow reads orientation of any of them; signed values are never 1..8 when negative).
 _TIFF_INTEGER_SIZES = {1: 1, 6: 1, 3: 2, 8: 2, 4: 4, 9: 4}
+
+# ICC profiles. A JPEG splits one into APP2 segments that begin with this, then a 1-based sequence
+# number and the count of segments; every ICC profile has this signature at byte 36 of its header.
+_ICC_PREFIX = b"ICC_PROFILE\x00"
+_ICC_SIGNATURE = b"acsp"
+_JPEG_APP2 = 0xE2
+# A PNG's iCCP is zlib-compressed: it is inflated no further than this (Pillow's own limit for it,
+# PngImagePlugin.MAX_TEXT_CHUNK), so a small chunk cannot expand into gigabytes.
+MAX_ICC_BYTES = 1024 * 1024
 
 # WebP VP8X flags.
 _VP8X_ANIMATION = 0x02
@@ -330,6 +341,19 @@ def _gif_size(head: bytes) -> tuple[int, int] | None:
 
 
 def _heif_size(head: bytes) -> tuple[int, int] | None:
+    found = _heif_properties(head)
+    if found is None:
+        return None
+    properties, associated = found
+    if any(prop[0] == b"ispe" for prop in associated):
+        return _heif_item_size(head, associated)
+    sizes = [size for size in (_ispe(head, prop) for prop in properties) if size is not None]
+    return max(sizes, key=lambda size: size[0] * size[1], default=None)
+
+
+def _heif_properties(head: bytes) -> tuple[list[_Part], list[_Part]] | None:
+    """(every property in meta/iprp/ipco, those the primary item is associated with, in order), or
+    None until the whole `meta` box is in the head. No primary item, or none associated: []."""
     meta = next((box for box in _boxes(head, 0, len(head)) if box[0] == b"meta"), None)
     if meta is None or meta[2] > len(head):
         return None  # a cut-off meta could hold a thumbnail's ispe and not yet the associations
@@ -354,10 +378,7 @@ def _heif_size(head: bytes) -> tuple[int, int] | None:
             if indices is not None:
                 break
     associated = [properties[i - 1] for i in indices or () if 0 < i <= len(properties)]
-    if any(prop[0] == b"ispe" for prop in associated):
-        return _heif_item_size(head, associated)
-    sizes = [size for size in (_ispe(head, prop) for prop in properties) if size is not None]
-    return max(sizes, key=lambda size: size[0] * size[1], default=None)
+    return properties, associated
 
 
 def _ipma_indices(head: bytes, ipma: _Part, item: int) -> list[int] | None:
@@ -514,6 +535,92 @@ def _tiff_orientation(tiff: bytes) -> int:
         size = _TIFF_INTEGER_SIZES.get(kind)
         value = number(at + 8, size) if count == 1 and size else None
     return value if value is not None and 1 <= value <= 8 else 1
+
+
+# --- ICC profiles -----------------------------------------------------------------------------
+
+
+def icc_profile(head: bytes) -> bytes | None:
+    """The ICC profile embedded in `head`, as Pillow's `info["icc_profile"]` (and pillow_heif's) has
+    it, or None: no profile, not wholly inside the head, or malformed.
+
+    JPEG: the APP2 "ICC_PROFILE" segments before the frame header, joined in the order of their
+    sequence numbers, when there are as many as they declare (as Pillow does); a profile that
+    reaches past the head is None, never a part of it. PNG: the first iCCP chunk before the image
+    data, inflated (a whole zlib stream of at most MAX_ICC_BYTES). WebP: the ICCP chunk of an
+    extended (VP8X) file. HEIC/HEIF and AVIF: the `colr` property of type `prof` or `rICC`
+    associated with the primary item (a `colr` of type `nclx` is coded primaries, not a profile:
+    None). GIF: None (Pillow reads none). Whatever the container, bytes without an ICC header
+    signature ("acsp") are None.
+    """
+    kind = sniff(head)
+    profile: bytes | None = None
+    if kind == "image/jpeg":
+        profile = _jpeg_icc(head)
+    elif kind == "image/png":
+        profile = _png_icc(head)
+    elif kind == "image/webp":
+        chunks, _ = _riff_chunks(head)
+        if chunks and chunks[0][0] == b"VP8X":
+            found = next(((start, end) for name, start, end in chunks if name == b"ICCP"), None)
+            if found is not None and found[1] <= len(head):
+                profile = head[found[0] : found[1]]
+    elif kind in _ISOBMFF_TYPES:
+        profile = _heif_icc(head)
+    if profile is None or len(profile) < 128 or profile[36:40] != _ICC_SIGNATURE:
+        return None
+    return profile
+
+
+def _jpeg_icc(head: bytes) -> bytes | None:
+    # Like Pillow: the segments before the frame header, sorted as bytes (so by sequence number),
+    # and the lowest-numbered one's count must be how many there are.
+    pieces: list[bytes] = []
+    for marker, start, end in _jpeg_segments(head)[0]:
+        if marker[0] in _JPEG_SOF:
+            break
+        if marker[0] != _JPEG_APP2 or not head.startswith(_ICC_PREFIX, start):
+            continue
+        if end > len(head) or end < start + len(_ICC_PREFIX) + 2:
+            return None  # cut off by the end of the head, or too short to hold its numbering
+        pieces.append(head[start:end])
+    if not pieces:
+        return None
+    pieces.sort()
+    if pieces[0][13] != len(pieces):
+        return None
+    return b"".join(piece[14:] for piece in pieces)
+
+
+def _png_icc(head: bytes) -> bytes | None:
+    for kind, start, end in _png_chunks(head):
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind != b"iCCP":
+            continue
+        if end > len(head):
+            return None
+        # profile name (1-79 bytes), a NUL, compression method 0 (zlib), the compressed profile
+        separator = head.find(b"\x00", start, min(end, start + 80))
+        if separator < 0 or separator + 1 >= end or head[separator + 1] != 0:
+            return None
+        inflater = zlib.decompressobj()
+        try:
+            profile = inflater.decompress(head[separator + 2 : end], MAX_ICC_BYTES)
+        except zlib.error:
+            return None
+        return profile if inflater.eof and not inflater.unconsumed_tail else None
+    return None
+
+
+def _heif_icc(head: bytes) -> bytes | None:
+    found = _heif_properties(head)
+    if found is None:
+        return None
+    for kind, start, end in found[1]:
+        if kind == b"colr" and end <= len(head) and head[start : start + 4] in (b"prof", b"rICC"):
+            return head[start + 4 : end]
+    return None
 
 
 # --- animation --------------------------------------------------------------------------------

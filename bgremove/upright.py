@@ -8,7 +8,7 @@ is decoded), and otherwise a re-encoded `Prepared` image:
 - EXIF orientation 2..8: the pixels are turned upright with the same transforms as Pillow's
   `ImageOps.exif_transpose`, written without EXIF (so no orientation is left to apply twice) in the
   upload's own format: JPEG at quality 95 with the original's chroma subsampling, PNG, or WebP
-  (lossless when the upload was lossless, else quality 95). The ICC profile is kept.
+  (lossless when the upload was lossless, else quality 95).
 - HEIC/HEIF and AVIF: converted to PNG when the image has an alpha channel, else to JPEG at quality
   95, upright. libheif already applies HEIF's own rotation boxes when decoding (pillow_heif then
   reports orientation 1); Pillow's AVIF plugin reports them as an EXIF orientation instead, which
@@ -18,6 +18,12 @@ is decoded), and otherwise a re-encoded `Prepared` image:
   (for HEIF the primary image, the one viewers show), because the model takes one image. A JPEG
   with an MPO extension (phones add depth maps and previews that way) is still a plain JPEG to any
   decoder, so it passes through like one.
+
+Whatever the conversion, the upload's ICC profile is embedded in the prepared copy as it is, and
+the pixel values stay in its colour space: never converted, because the model reads raw values
+(and drops the profile), and the completion side converts the cut-out from the upload's own
+profile (`images.icc_profile` of its head, `variants.render`'s `icc_profile`), so the model must
+see the same values whether an upload is prepared or goes as it is.
 
 Refusals raise UnsupportedImage: bytes that are none of these formats or cannot be decoded, and
 images whose pixel count exceeds `max_pixels`. The size is read from the header (Pillow's

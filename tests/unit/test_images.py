@@ -472,6 +472,8 @@ def check(head: bytes) -> None:
     assert images.exif_orientation(head) in range(1, 9)
     assert isinstance(images.exif_beyond_head(head), bool)
     assert isinstance(images.is_animated(head), bool)
+    profile = images.icc_profile(head)
+    assert profile is None or (isinstance(profile, bytes) and profile[36:40] == b"acsp")
 
 
 SIGNATURES = [
@@ -556,6 +558,7 @@ def test_a_truncated_file_says_none_or_the_truth(which: int, cut: int) -> None:
     assert images.dimensions(head) in (None, images.dimensions(data))
     assert images.exif_orientation(head) in (1, images.exif_orientation(data))
     assert not images.is_animated(head) or images.is_animated(data)
+    assert images.icc_profile(head) in (None, images.icc_profile(data))
 
 
 @functools.cache
