@@ -239,11 +239,13 @@ def _write_variants(
         # Rendered variants first: a model output that cannot be decoded then fails before anything
         # is written. Entries stay in configured order whatever the order of writing.
         missing.sort(key=lambda item: item[0].passthrough)
+        colour = any(not v.passthrough and not v.mask for v, _ in missing)
+        source_icc = _source_icc_profile(job, deps) if colour else None
         for variant, target in missing:
             if variant.passthrough:
                 data, data_type = png, content_type
             else:
-                rendered = variants.render(png, variant, cfg.max_input_pixels)
+                rendered = variants.render(png, variant, cfg.max_input_pixels, icc_profile=source_icc)
                 data, data_type = rendered.data, rendered.content_type
                 del rendered
             found = _create(target, data, data_type, {**linking, keys.VARIANT: variant.name}, cfg, deps)
@@ -251,6 +253,20 @@ def _write_variants(
             entries[variant.name] = _owned(job, variant, target, found)
             written[:] = [entries[v.name] for v, _ in targets if v.name in entries]
     written[:] = [entries[v.name] for v, _ in targets if v.name in entries]
+
+
+def _source_icc_profile(job: Job, deps: Deps) -> bytes | None:
+    """The upload's embedded ICC profile (from its head bytes), so rendered variants convert the
+    model's pixels, which are in the upload's colour space, to sRGB (variants.render). Read here
+    rather than kept in the record: a profile can be hundreds of KiB."""
+    source = job.source
+    try:
+        return images.icc_profile(
+            deps.objects.read_head(source.bucket, source.name, source.generation, images.HEAD_BYTES)
+        )
+    except errors.NotFound:
+        logs.warning("upload generation gone: its colour profile is unknown; rendering as sRGB", job_id=job.job_id)
+        return None
 
 
 def _download(url: str, deps: Deps) -> tuple[bytes, str]:
