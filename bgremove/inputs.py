@@ -27,7 +27,7 @@ import base64
 import contextlib
 import io
 
-from bgremove import errors, images, logs, naming, upright, variants
+from bgremove import errors, images, keys, logs, naming, upright, variants
 from bgremove.config import Config
 from bgremove.jobs import Source
 from bgremove.objects import Objects
@@ -36,9 +36,6 @@ UNSUPPORTED = "unsupported_image"
 BAD_METADATA = "bad_metadata"
 # Formats the model is not documented to read: always converted.
 CONVERTED_TYPES = ("image/heic", "image/heif", "image/avif", "image/gif")
-# submit.OUTPUT_MARKER (submit imports this module): an object bgremove wrote, never an upload to process.
-_OUTPUT_MARKER = "bgremove-output"
-PREPARED_MARKER = "bgremove-input"
 
 
 def image_reference(source: Source, content_type: str, cfg: Config, objects: Objects, head: bytes | None = None) -> str:
@@ -137,11 +134,11 @@ def _write_prepared(source: Source, prepared: upright.Prepared, bucket: str, nam
     of this job wrote is reused; anything else under the name (a server-side copy of the original
     made by an earlier attempt for a name with dot segments) is replaced."""
     metadata = {
-        _OUTPUT_MARKER: "true",
-        PREPARED_MARKER: "prepared",
-        "bgremove-job": source.job_id,
-        "bgremove-source": f"gs://{source.bucket}/{source.name}",
-        "bgremove-source-generation": str(source.generation),
+        keys.OUTPUT: "true",  # an object bgremove wrote, never an upload to process
+        keys.INPUT: "prepared",
+        keys.JOB: source.job_id,
+        keys.SOURCE: f"gs://{source.bucket}/{source.name}",
+        keys.SOURCE_GENERATION: str(source.generation),
     }
     for _ in range(3):
         try:
@@ -152,7 +149,7 @@ def _write_prepared(source: Source, prepared: upright.Prepared, bucket: str, nam
             if found is None:
                 continue  # deleted meanwhile: create it again
             existing, generation = found
-            if existing.get("bgremove-job") == source.job_id and existing.get(PREPARED_MARKER) == "prepared":
+            if existing.get(keys.JOB) == source.job_id and existing.get(keys.INPUT) == "prepared":
                 return generation  # the same upload generation, prepared the same way
             with contextlib.suppress(errors.PreconditionFailed):  # changed meanwhile: look again
                 objects.delete(bucket, name, if_generation_match=generation)
