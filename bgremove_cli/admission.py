@@ -19,11 +19,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from bgremove import admission, errors, jobs, lifecycle
 from bgremove.admission import Admission
@@ -212,30 +212,56 @@ def run_backfill(
                 result.already += 1
 
     planned = 0
+
+    def bounded(candidate: Candidate) -> bool:
+        """False for a new job beyond `limit`: later objects wait for the next run."""
+        nonlocal planned
+        counts = not candidate.recheck and not candidate.refused
+        if counts and limit is not None and planned >= limit:
+            return False
+        planned += int(counts)
+        return True
+
+    result.error, result.interrupted = run_bounded(plan.candidates, one, concurrency, stop, advance, bounded)
+    result.not_reached = max(0, plan.admissible - result.admitted - result.already)
+    return result
+
+
+T = TypeVar("T")
+
+
+def run_bounded(
+    items: Iterable[T],
+    one: Callable[[T], None],
+    concurrency: int,
+    stop: Callable[[], bool],
+    advance: Callable[[int], None],
+    take: Callable[[T], bool] = lambda _: True,
+) -> tuple[str, bool]:
+    """Run `one` over the items `take` accepts, `concurrency` at a time with at most twice that in
+    flight, stopping early on `stop()` (Ctrl-C) or the first error; returns (error, interrupted)."""
+    error, interrupted = "", False
     pending: set[Future[None]] = set()
     with ThreadPoolExecutor(max(1, concurrency)) as pool:
         try:
-            for candidate in plan.candidates:
+            for item in items:
                 if stop():
-                    result.interrupted = True
+                    interrupted = True
                     break
-                if result.error:
+                if error:
                     break
-                counts = not candidate.recheck and not candidate.refused
-                if counts and limit is not None and planned >= limit:
-                    continue  # bounded: later objects wait for the next run
-                planned += int(counts)
-                pending.add(pool.submit(one, candidate))
+                if not take(item):
+                    continue
+                pending.add(pool.submit(one, item))
                 if len(pending) >= 2 * max(1, concurrency):
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    result.error = result.error or _first_error(done)
+                    error = error or _first_error(done)
                     advance(len(done))
         finally:
             done, _ = wait(pending)
-            result.error = result.error or _first_error(done)
+            error = error or _first_error(done)
             advance(len(done))
-    result.not_reached = max(0, plan.admissible - result.admitted - result.already)
-    return result
+    return error, interrupted
 
 
 def _first_error(done: set[Future[None]]) -> str:
@@ -310,22 +336,5 @@ def run_retry(
             else:
                 result.skipped[skipped[done]] += 1
 
-    pending: set[Future[None]] = set()
-    with ThreadPoolExecutor(max(1, concurrency)) as pool:
-        try:
-            for pair in selected:
-                if stop():
-                    result.interrupted = True
-                    break
-                if result.error:
-                    break
-                pending.add(pool.submit(one, pair))
-                if len(pending) >= 2 * max(1, concurrency):
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    result.error = result.error or _first_error(done)
-                    advance(len(done))
-        finally:
-            done, _ = wait(pending)
-            result.error = result.error or _first_error(done)
-            advance(len(done))
+    result.error, result.interrupted = run_bounded(selected, one, concurrency, stop, advance)
     return result
