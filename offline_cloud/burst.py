@@ -36,9 +36,9 @@ What each figure is measured from (also written under "measured_from" in the JSO
   command ran (POST reconcile_url every --sweep-seconds, as Cloud Scheduler would, scaled from 10
   minutes), timed here. Deadline checks still scheduled when the last outcome lands are not run.
 - completed, failed (by reason), lost, duplicate_outputs, orphan_outputs: each job record read
-  after the end (as offline_cloud.soak checks): exactly one final state per image; a completed job's
-  output exists, carries bgremove-job = its job id and has the generation the job recorded (written
-  once); a failed job has no output; no output belongs to no job.
+  after the end, with the soak's checks (offline_cloud.verify): exactly one final state per image;
+  a completed job's output exists, carries keys.JOB = its job id and has the generation the job
+  recorded (written once); a failed job has no output; no output belongs to no job.
 
 Exit status: non-zero when an image is lost, an output is duplicated or orphaned, or a failure has
 a reason no fault injects (any reason at all without --faults). The acceptance checks of issue 11
@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from google.api_core.exceptions import GoogleAPIError
@@ -79,7 +79,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from PIL import Image
 
-from offline_cloud import soak
+from bgremove import jobs, naming
+from offline_cloud import soak, verify
 from offline_cloud.stack import PUBSUB_PROJECT, Stack, StackInfo, StackOptions
 
 FLEET_LABEL = "fleet stand-in"
@@ -341,8 +342,6 @@ def run_burst(s: BurstSettings, directory: Path) -> dict[str, Any]:
 
 
 def _drive(s: BurstSettings, info: StackInfo, directory: Path, payloads: list[bytes], say: Any) -> dict[str, Any]:
-    from bgremove import naming
-
     service = Service(info)
     stats = service.stats()
     if stats.get("mode") != "fleet":
@@ -387,7 +386,7 @@ def _drive(s: BurstSettings, info: StackInfo, directory: Path, payloads: list[by
                     continue
                 state = (blob.metadata or {}).get("state", "")
                 states[state] += 1
-                if state in ("completed", "failed"):
+                if state in jobs.FINAL_STATES:
                     final[blob.name] = state
                     if blob.updated is not None:
                         last_outcome = max(last_outcome, blob.updated.timestamp())
@@ -414,7 +413,7 @@ def _drive(s: BurstSettings, info: StackInfo, directory: Path, payloads: list[by
         killer.stop()
     stats = service.stats()
     report = _figures(s, info, directory, service, stats, sweeper, last_outcome - started, uploaded - started)
-    report.update(_verify(s, info, gcs, generations, service))
+    report.update(_verify(s, info, gcs, generations))
     if killer is not None:
         report["faults_injected"]["function_workers_killed"] = killer.done
     _judge(s, report)
@@ -536,84 +535,33 @@ MEASURED_FROM = {
         "/_admin/stats webhook_deliveries, polled and merged"
     ),
     "reconcile": "the sweeps this command POSTed to reconcile_url, timed by this command",
-    "outcomes": "every job record and processed object read after the run (offline_cloud.soak's checks)",
+    "outcomes": "every job record and processed object read after the run (offline_cloud.verify's checks)",
 }
 
 
-def _verify(
-    s: BurstSettings, info: StackInfo, gcs: storage.Client, generations: dict[str, int], service: Service
-) -> dict[str, Any]:
-    """soak._check's checks, with the records read by a bounded pool: one outcome per image, each
-    output written once by its own job, no output without a job."""
-    from bgremove import naming
-
-    problems: list[str] = []
-    processed = {b.name: b for b in gcs.list_blobs(info.processed_bucket)}
-    per_job: Counter[str] = Counter()
-    for prediction in service.get("/_admin/predictions")["predictions"]:
-        per_job[parse_qs(urlsplit(prediction.get("webhook") or "").query).get("job", [""])[0]] += 1
-    state_bucket = gcs.bucket(info.state_bucket)
-
-    def read(item: tuple[str, int]) -> tuple[str, str, dict[str, Any] | None]:
-        name, generation = item
-        job_id = naming.job_id(info.upload_bucket, name, generation)
-        blob = state_bucket.get_blob(naming.job_record_name(job_id))
-        return name, job_id, json.loads(blob.download_as_bytes()) if blob else None
-
-    with ThreadPoolExecutor(s.threads) as pool:
-        records = list(pool.map(read, generations.items()))
-    expected = soak.EXPECTED_FAILURES if s.faults else ()
-    completed = lost = duplicates = over_budget = queued_past_age = 0
-    failed: Counter[str] = Counter()
-    claimed_outputs: set[str] = set()
+def _verify(s: BurstSettings, info: StackInfo, gcs: storage.Client, generations: dict[str, int]) -> dict[str, Any]:
+    """offline_cloud.verify's checks of every upload (the soak's), with the records read by a
+    bounded pool."""
+    uploads = verify.read_uploads(gcs, info, generations, s.threads)
+    outcomes = verify.check(
+        uploads,
+        verify.read_outputs(gcs, info),
+        verify.predictions_per_job(info),
+        MAX_PREDICTION_ATTEMPTS,
+        soak.EXPECTED_FAILURES if s.faults else (),
+    )
     max_event_age = float(s.function_env.get("MAX_EVENT_AGE_SECONDS", 6 * 3600))
-    predictions_per_image = []
-    for name, job_id, job in records:
-        predictions_per_image.append(per_job[job_id])
-        if job is None or job["state"] not in ("completed", "failed"):
-            lost += 1
-            problems.append(f"{name}: no outcome ({job and job['state']})")
-            continue
-        if per_job[job_id] > MAX_PREDICTION_ATTEMPTS or job["attempts"] > MAX_PREDICTION_ATTEMPTS:
-            over_budget += 1
-            problems.append(f"{name}: {per_job[job_id]} predictions")
-        submitted = [h["at"] for h in job.get("history", ()) if h.get("state") == "submitted"]
-        if submitted and submitted[0] - job["created_at"] > max_event_age:
-            queued_past_age += 1
-        output = processed.get(naming.output_name(name))
-        if job["state"] == "completed":
-            completed += 1
-            claimed_outputs.add(job["output_name"])
-            if output is None:
-                lost += 1
-                problems.append(f"{name}: completed but no processed object")
-            elif output.generation != job["output_generation"] or (output.metadata or {}).get("bgremove-job") != job_id:
-                duplicates += 1
-                problems.append(f"{name}: processed object was written again or by another job")
-        else:
-            failed[job["reason"]] += 1
-            if job["reason"] not in expected:
-                problems.append(f"{name}: failed for a reason no fault injects: {job['reason']}: {job['error']}")
-            if output is not None:
-                duplicates += 1
-                problems.append(f"{name}: failed yet has a processed object")
-    orphans = len(set(processed) - claimed_outputs)
-    if orphans:
-        problems.append(f"{orphans} processed objects belong to no completed job")
     return {
-        "completed": completed,
-        "failed": dict(sorted(failed.items())),
-        "lost": lost,
-        "duplicate_outputs": duplicates,
-        "orphan_outputs": orphans,
-        "over_attempt_budget": over_budget,
-        "predictions_per_image": {
-            "mean": round(sum(predictions_per_image) / max(1, len(predictions_per_image)), 3),
-            "max": max(predictions_per_image, default=0),
-        },
-        "queued_longer_than_max_event_age": queued_past_age,
+        "completed": outcomes.completed,
+        "failed": dict(sorted(outcomes.failed.items())),
+        "lost": outcomes.lost,
+        "duplicate_outputs": outcomes.duplicate_outputs,
+        "orphan_outputs": outcomes.orphan_outputs,
+        "over_attempt_budget": outcomes.over_attempt_budget,
+        "predictions_per_image": {"mean": outcomes.predictions_mean, "max": outcomes.predictions_max},
+        "queued_longer_than_max_event_age": verify.waited_longer_than(uploads, max_event_age),
         "max_event_age_seconds": max_event_age,
-        "problems": problems,
+        "problems": outcomes.problems,
     }
 
 
