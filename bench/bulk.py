@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import subprocess
 import time
 import uuid
@@ -52,6 +51,7 @@ from requests.adapters import HTTPAdapter
 
 from bench import common
 from bgremove import naming
+from offline_cloud import verify
 from offline_cloud.stack import ROOT, Stack, die_with_parent
 
 TARGET_RATIO = 10.0
@@ -237,7 +237,7 @@ def _wait_deadline_checks(stack: Stack, jobs_: set[str], timeout: float) -> None
 
     def done() -> bool:
         checked = {
-            common.job_of_task(d["task"])
+            verify.job_of_task(d["task"])
             for d in _dispatches(stack)
             if d["queue"] == info.deadline_queue and d.get("result") == "deleted"
         }
@@ -295,38 +295,24 @@ def _measure(
     names = {f"objects/{name}" for name in uploads}
     jobs_ = set(uploads.values())
 
-    durations: dict[str, list[float]] = {
-        "on_upload": [],
-        "on_task (submit)": [],
-        "on_task (deadline)": [],
-        "webhook": [],
+    relay = [i for i in verify.trigger_invocations(common.relay_log(info)) if i.subject in names]
+    tasks = [i for i in map(verify.task_invocation, _dispatches(stack)) if i.subject in jobs_]
+    webhooks = [verify.webhook_invocation(r) for r in after.get("webhook_deliveries", [])]
+    calls: dict[str, list[verify.Invocation]] = {
+        "on_upload": relay,
+        "on_task (submit)": [i for i in tasks if i.queue != info.deadline_queue],
+        "on_task (deadline)": [i for i in tasks if i.queue == info.deadline_queue],
+        "webhook": [i for i in webhooks if i.subject in predictions],
     }
-    outcomes: dict[str, Counter[str]] = {k: Counter() for k in durations}
-    relay = common.relay_log(info)
-    ours = {e["id"] for e in relay if e["kind"] == "received" and e["subject"] in names}
-    attempts_per_event: Counter[str] = Counter()
-    for entry in relay:
-        if entry["kind"] == "attempt" and entry["id"] in ours:
-            durations["on_upload"].append(entry["duration_seconds"])
-            outcomes["on_upload"][str(entry["outcome"])] += 1
-            attempts_per_event[entry["id"]] += 1
-    for d in _dispatches(stack):
-        if common.job_of_task(d["task"]) not in jobs_:
-            continue
-        key = "on_task (deadline)" if d["queue"] == info.deadline_queue else "on_task (submit)"
-        durations[key].append(d["duration_seconds"])
-        outcomes[key][str(d["status"] or d["error"])] += 1
-    for r in after.get("webhook_deliveries", []):
-        if r["prediction_id"] in predictions:
-            durations["webhook"].append(r["duration_seconds"])
-            outcomes["webhook"][str(r["status_code"] or r["error"])] += 1
+    attempts_per_event = Counter(i.request for i in relay)
 
     throttled = after["throttled"]["create"] - before["throttled"]["create"]
     throttled_other = after["throttled"]["other"] - before["throttled"]["other"]
     creates = after["predictions_created"] - before["predictions_created"]
-    billed = sum(sum(v) for v in durations.values())
-    rounded = sum(math.ceil(d / 0.1 - 1e-9) * 0.1 for v in durations.values() for d in v)
-    invocations = sum(len(v) for v in durations.values())
+    everything = [i for v in calls.values() for i in v]
+    billed = verify.billed_seconds(everything)
+    rounded = verify.billed_seconds_rounded(everything)
+    invocations = len(everything)
     failed = Counter(r.get("reason") or "?" for r in records.values() if r["state"] == "failed")
     final_states = Counter(states.values())
     per_attempt = sorted(attempts_per_event.values())
@@ -353,12 +339,12 @@ def _measure(
             k: {
                 "invocations": len(v),
                 "invocations_per_image": round(len(v) / count, 3),
-                "billed_seconds": round(sum(v), 3),
-                "billed_seconds_per_image": round(sum(v) / count, 4),
-                "duration_seconds": common.summary(v) if v else None,
-                "answers": dict(outcomes[k]),
+                "billed_seconds": round(verify.billed_seconds(v), 3),
+                "billed_seconds_per_image": round(verify.billed_seconds(v) / count, 4),
+                "duration_seconds": common.summary(i.seconds for i in v) if v else None,
+                "answers": dict(Counter(i.answer for i in v)),
             }
-            for k, v in durations.items()
+            for k, v in calls.items()
             if v or design == "queue"
         },
         "trigger_attempts_per_event": common.summary(per_attempt, 2) if per_attempt else None,

@@ -96,11 +96,6 @@ def task_log(info: StackInfo, queue: str) -> list[dict[str, Any]]:
     return records
 
 
-def job_of_task(task: str) -> str:
-    """`.../tasks/<job id>-s1` or `.../tasks/<job id>-d1-<due>` (bgremove.jobs' task names) -> the job id."""
-    return task.rsplit("/", 1)[-1][:64]
-
-
 def read_latest(client: Any, bucket: str, name: str) -> bytes:
     """The object's current bytes. (A Blob that was read once stays pinned to the generation it saw.)"""
     return client.bucket(bucket).blob(name).download_as_bytes()

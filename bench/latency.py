@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import common
 from bgremove import naming
+from offline_cloud import verify
 
 TARGET_P50_SECONDS = 0.150
 
@@ -130,7 +131,7 @@ def _first_dispatches(info: common.StackInfo, job_ids: set[str]) -> dict[str, fl
     def read() -> dict[str, float] | None:
         first: dict[str, float] = {}
         for record in common.task_log(info, info.submit_queue):
-            job_id = common.job_of_task(record["task"])
+            job_id = verify.job_of_task(record["task"])
             first[job_id] = min(first.get(job_id, record["dispatched_at"]), record["dispatched_at"])
         return first if job_ids <= first.keys() else None
 

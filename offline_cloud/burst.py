@@ -196,7 +196,7 @@ class Service:
     def __init__(self, info: StackInfo) -> None:
         self.info = info
         self.http = requests.Session()
-        self.deliveries: dict[tuple[Any, ...], float] = {}
+        self.deliveries: dict[tuple[Any, ...], verify.Invocation] = {}
 
     def get(self, path: str) -> Any:
         answer = self.http.get(
@@ -213,7 +213,7 @@ class Service:
         stats: dict[str, Any] = self.get("/_admin/stats")
         for d in stats.pop("webhook_deliveries", []):
             key = (d.get("webhook_id"), d.get("kind"), d.get("attempt"), d.get("at"))
-            self.deliveries[key] = float(d.get("duration_seconds") or 0.0)
+            self.deliveries[key] = verify.webhook_invocation(d)
         return stats
 
 
@@ -433,17 +433,13 @@ def _figures(
     logs_dir = directory / "logs"
     api_prefix = urlsplit(info.predictions_base_url).path
     create_times, throttled_logged, webhook_attempts = service_log(Path(info.logs["predictions-service"]), api_prefix)
-    relay = [r for r in jsonl(logs_dir / "eventarc-deliveries.jsonl") if r.get("kind") == "attempt"]
-    tasks = jsonl(logs_dir / "cloud-tasks-dispatches.jsonl")
+    relay_log = jsonl(logs_dir / "eventarc-deliveries.jsonl")
+    relay = verify.trigger_invocations(relay_log)
+    tasks = [verify.task_invocation(record) for record in jsonl(logs_dir / "cloud-tasks-dispatches.jsonl")]
     queue_names = {info.submit_queue: "submissions", info.deadline_queue: "deadlines"}
-    task_counts: Counter[str] = Counter()
-    task_seconds: dict[str, float] = {}
-    for record in tasks:
-        queue = queue_names.get(record.get("queue", ""), record.get("queue", "?"))
-        task_counts[queue] += 1
-        task_seconds[queue] = task_seconds.get(queue, 0.0) + float(record.get("duration_seconds") or 0.0)
+    task_counts = Counter(queue_names.get(task.queue, task.queue) for task in tasks)
     webhook_count = sum(webhook_attempts.values())
-    webhook_seconds = sum(service.deliveries.values())
+    webhook_seconds = verify.billed_seconds(service.deliveries.values())
     if len(service.deliveries) < webhook_count and service.deliveries:
         # Some records aged out of the service's list between polls: bill the rest at the mean.
         webhook_seconds *= webhook_count / len(service.deliveries)
@@ -451,24 +447,24 @@ def _figures(
     injected_create_429 = int(stats["faults"].get("create_429", 0))
     invocations = {
         "on_upload": len(relay),
-        "on_task": {**{q: task_counts[q] for q in ("submissions", "deadlines")}, "total": sum(task_counts.values())},
+        "on_task": {**{q: task_counts[q] for q in ("submissions", "deadlines")}, "total": len(tasks)},
         "on_prediction_webhook": webhook_count,
         "reconcile": len(sweeps),
     }
     billed = {
-        "on_upload": sum(float(r.get("duration_seconds") or 0.0) for r in relay),
-        "on_task": sum(task_seconds.values()),
+        "on_upload": verify.billed_seconds(relay),
+        "on_task": verify.billed_seconds(tasks),
         "on_prediction_webhook": webhook_seconds,
         "reconcile": sum(r["duration_seconds"] for r in sweeps),
     }
     billed = {k: round(v, 3) for k, v in billed.items()}
     billed["total"] = round(sum(billed.values()), 3)
-    total_invocations = len(relay) + sum(task_counts.values()) + webhook_count + len(sweeps)
+    total_invocations = len(relay) + len(tasks) + webhook_count + len(sweeps)
     creates = int(stats["predictions_created"])
     span = (create_times[-1] - create_times[0]) if len(create_times) > 1 else 0.0
     tasks_stats = requests.get(info.tasks_admin_url + "/stats", timeout=30).json()
     submit_queue = tasks_stats["queues"].get(info.submit_queue, {})
-    relay_received = [r for r in jsonl(logs_dir / "eventarc-deliveries.jsonl") if r.get("kind") == "received"]
+    relay_received = [r for r in relay_log if r.get("kind") == "received"]
     faults: dict[str, int] = {}
     if s.faults:
         faults = {k: v for k, v in stats["faults"].items() if v}

@@ -1,16 +1,23 @@
-"""What a run through the offline stack ended with: the checks the soak and the burst make of
-every upload, in one place so that they cannot drift apart.
+"""What a run through the offline stack ended with, and what its functions were billed: the checks
+the soak and the burst make of every upload, and the billed-time accounting of the burst and the
+benchmarks, in one place so that they cannot drift apart.
 
 Outcomes are read after the run from the typed job records (`bgremove.jobs.Job`) and the processed
 bucket: exactly one final state per upload; a completed job's output exists, carries `keys.JOB` =
 its job id and has the generation the job recorded (written once); a failed job has no output and
 failed for a reason a fault injects; no output belongs to no completed job; no job used more
 predictions than its budget.
+
+Billed time is each function request's duration as its caller timed it, as Cloud Run bills an
+instance's request time (no function code is instrumented): the Eventarc relay's delivery log for
+on_upload, the Cloud Tasks emulator's dispatch log for on_task, the predictions service's webhook
+delivery records for on_prediction_webhook.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -180,3 +187,81 @@ def waited_longer_than(uploads: Iterable[Upload], seconds: float) -> int:
         if submitted and submitted[0] - upload.job.created_at > seconds:
             waited += 1
     return waited
+
+
+# --- billed time --------------------------------------------------------------------------------------
+
+ON_UPLOAD = "on_upload"
+ON_TASK = "on_task"
+ON_PREDICTION_WEBHOOK = "on_prediction_webhook"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One request to a function, timed by its caller."""
+
+    function: str
+    seconds: float
+    request: str  # what its caller retries it under: the CloudEvent id, the task name, the webhook id
+    subject: str  # what it is for: the event's subject (objects/<name>), the task's job id, the prediction id
+    answer: str  # the status code, or the error when there was none
+    queue: str = ""  # on_task: the queue that dispatched it
+
+
+def trigger_invocations(relay_log: Iterable[Mapping[str, Any]]) -> list[Invocation]:
+    """on_upload's invocations: the relay's `attempt` records, each with the subject of the event
+    its `received` record names."""
+    records = list(relay_log)
+    subject_of = {r["id"]: r["subject"] for r in records if r.get("kind") == "received"}
+    return [
+        Invocation(
+            ON_UPLOAD, float(r.get("duration_seconds") or 0.0), r["id"], subject_of.get(r["id"], ""), str(r["outcome"])
+        )
+        for r in records
+        if r.get("kind") == "attempt"
+    ]
+
+
+def task_invocation(dispatch: Mapping[str, Any]) -> Invocation:
+    """on_task's invocation by one record of the Cloud Tasks emulator's dispatch log."""
+    return Invocation(
+        ON_TASK,
+        float(dispatch.get("duration_seconds") or 0.0),
+        dispatch["task"],
+        job_of_task(dispatch["task"]),
+        str(dispatch.get("status") or dispatch.get("error")),
+        dispatch.get("queue", ""),
+    )
+
+
+def webhook_invocation(delivery: Mapping[str, Any]) -> Invocation:
+    """on_prediction_webhook's invocation by one of the predictions service's delivery records."""
+    return Invocation(
+        ON_PREDICTION_WEBHOOK,
+        float(delivery.get("duration_seconds") or 0.0),
+        delivery.get("webhook_id", ""),
+        delivery.get("prediction_id", ""),
+        str(delivery.get("status_code") or delivery.get("error")),
+    )
+
+
+def job_of_task(task: str) -> str:
+    """`.../tasks/<job id>-s1` or `.../tasks/<job id>-d1-<due>` (bgremove.jobs' task names) -> the job id."""
+    return task.rsplit("/", 1)[-1][:64]
+
+
+def by_subject(invocations: Iterable[Invocation]) -> dict[str, list[Invocation]]:
+    grouped: dict[str, list[Invocation]] = {}
+    for invocation in invocations:
+        grouped.setdefault(invocation.subject, []).append(invocation)
+    return grouped
+
+
+def billed_seconds(invocations: Iterable[Invocation]) -> float:
+    return sum(i.seconds for i in invocations)
+
+
+def billed_seconds_rounded(invocations: Iterable[Invocation], step: float = 0.1) -> float:
+    """Each invocation rounded up to `step` (Cloud Run bills an instance's busy time in 100 ms
+    steps): an upper bound of that effect on many short requests."""
+    return sum(math.ceil(i.seconds / step - 1e-9) * step for i in invocations)
