@@ -23,6 +23,7 @@ from typing import Any
 import requests
 
 from bench import common
+from bgremove import jobs
 from offline_cloud import verify
 from offline_cloud.client import cloud_event_headers
 
@@ -73,15 +74,15 @@ def _ours_one(info: common.StackInfo, client: Any, latency: float, index: int) -
     began = time.monotonic()
     blob.upload_from_string(common.small_jpeg(index), content_type="image/jpeg")
     job = common.wait_job(info, client, name, int(blob.generation), latency + 120)
-    if job["state"] != "completed":
-        raise RuntimeError(f"{name}: job {job['state']}: {job.get('reason')} {job.get('error')}")
+    if job.state != jobs.COMPLETED:
+        raise RuntimeError(f"{name}: job {job.state}: {job.reason} {job.error}")
     wall = round(time.monotonic() - began, 4)
     return {
         "name": name,
-        "job_id": job["job_id"],
-        "prediction_ids": job["prediction_ids"],
+        "job_id": job.job_id,
+        "prediction_ids": list(job.prediction_ids),
         "wall_seconds": wall,
-        "deadline_seconds": _deadline_check(info, job["job_id"]),
+        "deadline_seconds": _deadline_check(info, job.job_id),
     }
 
 

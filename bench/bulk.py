@@ -50,12 +50,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bench import common
-from bgremove import naming
+from bgremove import jobs, naming
 from offline_cloud import verify
 from offline_cloud.stack import ROOT, Stack, die_with_parent
 
 TARGET_RATIO = 10.0
-FINAL = ("completed", "failed")
 # The old design's client settings (bgremove/config.py defaults before the queue).
 DIRECT_ENV = {"API_MAX_ATTEMPTS": "4", "API_BACKOFF_SECONDS": "0.5", "API_BACKOFF_MAX_SECONDS": "8"}
 
@@ -177,7 +176,7 @@ def _drop(ctx: common.Context, stack: Stack, design: str, p: dict[str, Any]) -> 
     uploaded = time.time()
     ctx.log(f"bulk: {design}: uploaded in {uploaded - began:.1f} s; waiting for every job to end")
     states = _wait_final(ctx, client, info.state_bucket, set(uploads.values()), began, p)
-    records = _records(client, info.state_bucket, [j for j, s in states.items() if s in FINAL])
+    records = _records(client, info.state_bucket, [j for j, s in states.items() if s in jobs.FINAL_STATES])
     final_at = max((r["updated_at"] for r in records.values()), default=uploaded)
 
     submitted_jobs = {j for j, r in records.items() if r.get("prediction_ids")}
@@ -203,7 +202,7 @@ def _wait_final(
             job_id = blob.name[len(naming.JOBS_PREFIX) :].removesuffix(".json")
             if job_id in wanted:
                 states[job_id] = (blob.metadata or {}).get("state", "?")
-        done = sum(1 for s in states.values() if s in FINAL)
+        done = sum(1 for s in states.values() if s in jobs.FINAL_STATES)
         if done == len(wanted):
             return states
         if time.monotonic() > deadline:
@@ -313,16 +312,16 @@ def _measure(
     billed = verify.billed_seconds(everything)
     rounded = verify.billed_seconds_rounded(everything)
     invocations = len(everything)
-    failed = Counter(r.get("reason") or "?" for r in records.values() if r["state"] == "failed")
+    failed = Counter(r.get("reason") or "?" for r in records.values() if r["state"] == jobs.FAILED)
     final_states = Counter(states.values())
     per_attempt = sorted(attempts_per_event.values())
     return {
         "design": design,
         "images": count,
-        "completed": final_states.get("completed", 0),
+        "completed": final_states.get(jobs.COMPLETED, 0),
         "failed": dict(failed),
-        "lost": count - final_states.get("completed", 0) - final_states.get("failed", 0),
-        "not_final_states": {s: n for s, n in final_states.items() if s not in FINAL},
+        "lost": count - final_states.get(jobs.COMPLETED, 0) - final_states.get(jobs.FAILED, 0),
+        "not_final_states": {s: n for s, n in final_states.items() if s not in jobs.FINAL_STATES},
         "wall_seconds": round(final_at - began, 2),
         "upload_seconds": round(uploaded - began, 2),
         "creates": creates,

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import requests
 
+from bgremove import jobs, naming
+from bgremove.jobs import Job
 from offline_cloud.client import storage_client
 from offline_cloud.stack import ROOT, Stack, StackInfo, StackOptions, free_port
 
@@ -101,18 +103,16 @@ def read_latest(client: Any, bucket: str, name: str) -> bytes:
     return client.bucket(bucket).blob(name).download_as_bytes()
 
 
-def wait_job(info: StackInfo, client: Any, name: str, generation: int, timeout: float) -> dict[str, Any]:
+def wait_job(info: StackInfo, client: Any, name: str, generation: int, timeout: float) -> Job:
     """Poll an upload's job record until it is final."""
-    from bgremove import naming
-
     record = naming.job_record_name(naming.job_id(info.upload_bucket, name, generation))
 
-    def final() -> dict[str, Any] | None:
+    def final() -> Job | None:
         try:
-            job = json.loads(read_latest(client, info.state_bucket, record))
+            job = Job.from_json(json.loads(read_latest(client, info.state_bucket, record)))
         except Exception:  # not written yet
             return None
-        return job if job["state"] in ("completed", "failed") else None
+        return job if job.is_final else None
 
     return wait_for(final, timeout, f"the job for {name}", interval=0.05)
 
@@ -123,8 +123,8 @@ def warm_up(info: StackInfo) -> None:
     blob = client.bucket(info.upload_bucket).blob("bench/warm-up.jpg")
     blob.upload_from_string(small_jpeg(0), content_type="image/jpeg")
     job = wait_job(info, client, blob.name, int(blob.generation), 120)
-    if job["state"] != "completed":
-        raise RuntimeError(f"the warm-up image failed: {job.get('reason')} {job.get('error')}")
+    if job.state != jobs.COMPLETED:
+        raise RuntimeError(f"the warm-up image failed: {job.reason} {job.error}")
 
 
 def rfc3339(value: str) -> float:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench import common
-from bgremove import naming
+from bgremove import keys, naming
 from offline_cloud import verify
 
 TARGET_P50_SECONDS = 0.150
@@ -93,9 +93,7 @@ def _measure(
     )
     with ThreadPoolExecutor(8) as pool:
         predictions = list(
-            pool.map(
-                lambda b: common.api(info, "GET", f"/v1/predictions/{b.metadata['bgremove-prediction-id']}"), blobs
-            )
+            pool.map(lambda b: common.api(info, "GET", f"/v1/predictions/{b.metadata[keys.PREDICTION_ID]}"), blobs)
         )
     samples = []
     for blob, prediction in zip(blobs, predictions, strict=True):
