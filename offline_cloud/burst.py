@@ -66,6 +66,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,13 +76,13 @@ from urllib.parse import urlsplit
 
 import requests
 from google.api_core.exceptions import GoogleAPIError
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from PIL import Image
 
 from bgremove import jobs, naming
 from offline_cloud import soak, verify
-from offline_cloud.stack import PUBSUB_PROJECT, Stack, StackInfo, StackOptions
+from offline_cloud.client import storage_client
+from offline_cloud.stack import Stack, StackInfo, StackOptions
 
 FLEET_LABEL = "fleet stand-in"
 # "A few seconds, like this model on Replicate": median 3 s, 95 % between about 1.4 s and 6.6 s.
@@ -175,19 +176,14 @@ def photos(count: int, seed: int) -> list[bytes]:
 # --- clients ----------------------------------------------------------------------------------------
 
 
-def storage_client(info: StackInfo, pool: int) -> storage.Client:
+def pooled_storage_client(info: StackInfo, pool: int) -> storage.Client:
     """The emulator's storage client over one connection pool of `pool` connections, so a thread
     pool of that size neither opens more nor throws connections away."""
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return storage.Client(
-        project=PUBSUB_PROJECT,
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": info.storage_emulator_host},
-        _http=session,
-    )
+    return storage_client(info, session)
 
 
 class Service:
@@ -324,7 +320,7 @@ def stack_options(s: BurstSettings, directory: Path) -> StackOptions:
 
 def run_burst(s: BurstSettings, directory: Path) -> dict[str, Any]:
     """Start a stack, drop `s.images` photos at once, wait for every outcome, check and measure."""
-    say = (lambda *a: None) if s.quiet else (lambda *a: print(f"[{s.label}]", *a, flush=True))
+    say = _progress(s)
     say(f"generating {s.images} photos")
     payloads = photos(s.images, s.seed)
     options = stack_options(s, directory)
@@ -341,12 +337,24 @@ def run_burst(s: BurstSettings, directory: Path) -> dict[str, Any]:
         stack.stop()
 
 
-def _drive(s: BurstSettings, info: StackInfo, directory: Path, payloads: list[bytes], say: Any) -> dict[str, Any]:
+def _progress(s: BurstSettings) -> Callable[[str], None]:
+    """Prints a progress line tagged with the case (nothing when quiet)."""
+
+    def say(message: str) -> None:
+        if not s.quiet:
+            print(f"[{s.label}]", message, flush=True)
+
+    return say
+
+
+def _drive(
+    s: BurstSettings, info: StackInfo, directory: Path, payloads: list[bytes], say: Callable[[str], None]
+) -> dict[str, Any]:
     service = Service(info)
     stats = service.stats()
     if stats.get("mode") != "fleet":
         raise RuntimeError(f"the predictions service is not in fleet mode: {stats.get('mode')}")
-    gcs = storage_client(info, s.threads)
+    gcs = pooled_storage_client(info, s.threads)
     names = [f"{s.label}/{i:05d}.jpg" for i in range(s.images)]
     generations: dict[str, int] = {}
     bucket = gcs.bucket(info.upload_bucket)
