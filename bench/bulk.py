@@ -250,7 +250,8 @@ def _wait_quiet(info: common.StackInfo, timeout: float = 60.0) -> None:
     """Until the relay has no event still being delivered or waiting for a retry."""
 
     def quiet() -> bool:
-        return requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["pending"] == 0
+        pending: int = requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["pending"]
+        return pending == 0
 
     with contextlib.suppress(TimeoutError):
         common.wait_for(quiet, timeout, "the relay to finish", interval=0.5)

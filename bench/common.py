@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+from google.cloud import storage
 
 from bgremove import jobs, naming
 from bgremove.jobs import Job
 from offline_cloud.client import storage_client
-from offline_cloud.stack import ROOT, Stack, StackInfo, StackOptions, free_port
+from offline_cloud.stack import ROOT, Stack, StackOptions, free_port
+from offline_cloud.stack import StackInfo as StackInfo  # re-exported: the figures annotate with common.StackInfo
 
 T = TypeVar("T")
 BENCH_DIR = ROOT / "bench"
@@ -56,7 +58,7 @@ def start_stack(directory: Path, **options: Any) -> Stack:
     return stack
 
 
-def gcs(info: StackInfo):  # type: ignore[no-untyped-def]
+def gcs(info: StackInfo) -> storage.Client:
     """A google-cloud-storage client for the stack's emulator, as the tests make one."""
     return storage_client(info)
 
@@ -72,8 +74,8 @@ def create_bucket(info: StackInfo, name: str) -> None:
         raise RuntimeError(f"could not create bucket {name}: {response.status_code} {response.text[:200]}")
 
 
-def api(info: StackInfo, method: str, path: str, session: requests.Session | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
-    """A call to the predictions service (its API or its admin routes)."""
+def api(info: StackInfo, method: str, path: str, session: requests.Session | None = None, **kwargs: Any) -> Any:
+    """A call to the predictions service (its API or its admin routes): its JSON answer."""
     headers = {"Authorization": f"Bearer {info.api_token}", **kwargs.pop("headers", {})}
     response = (session or requests).request(
         method, info.predictions_service_url + path, headers=headers, timeout=30, verify=info.ca_bundle, **kwargs
@@ -87,7 +89,8 @@ def set_faults(info: StackInfo, **knobs: Any) -> None:
 
 
 def relay_log(info: StackInfo) -> list[dict[str, Any]]:
-    return requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
+    records: list[dict[str, Any]] = requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
+    return records
 
 
 def task_log(info: StackInfo, queue: str) -> list[dict[str, Any]]:
@@ -98,12 +101,13 @@ def task_log(info: StackInfo, queue: str) -> list[dict[str, Any]]:
     return records
 
 
-def read_latest(client: Any, bucket: str, name: str) -> bytes:
+def read_latest(client: storage.Client, bucket: str, name: str) -> bytes:
     """The object's current bytes. (A Blob that was read once stays pinned to the generation it saw.)"""
-    return client.bucket(bucket).blob(name).download_as_bytes()
+    data: bytes = client.bucket(bucket).blob(name).download_as_bytes()
+    return data
 
 
-def wait_job(info: StackInfo, client: Any, name: str, generation: int, timeout: float) -> Job:
+def wait_job(info: StackInfo, client: storage.Client, name: str, generation: int, timeout: float) -> Job:
     """Poll an upload's job record until it is final."""
     record = naming.job_record_name(naming.job_id(info.upload_bucket, name, generation))
 
@@ -268,7 +272,7 @@ def ratio(numerator: float, denominator: float) -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # no type information: types-psutil is not in requirements-dev.txt
 
     cpu_model = platform.processor() or "unknown"
     try:

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no type information: types-psutil is not in requirements-dev.txt
 import requests
 
 from bench import common

@@ -121,7 +121,9 @@ def large_cutout(path: Path, side: int) -> Path:
     import skimage.data
     from PIL import Image, ImageDraw
 
-    image = Image.fromarray(skimage.data.astronaut()).resize((side, side), Image.Resampling.BICUBIC)
+    # scikit-image's sample loaders are unannotated.
+    photo = skimage.data.astronaut()  # type: ignore[no-untyped-call]
+    image = Image.fromarray(photo).resize((side, side), Image.Resampling.BICUBIC)
     noise = np.random.default_rng(side).integers(-4, 5, (side, side, 3), dtype=np.int8)
     pixels = np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
     del noise
@@ -181,7 +183,9 @@ def _upload_input(kind: str, side: int) -> tuple[bytes, str]:
     import skimage.data
     from PIL import Image
 
-    scene = Image.fromarray(skimage.data.coffee()).resize((side, side), Image.Resampling.BICUBIC)
+    # scikit-image's sample loaders are unannotated.
+    photo = skimage.data.coffee()  # type: ignore[no-untyped-call]
+    scene = Image.fromarray(photo).resize((side, side), Image.Resampling.BICUBIC)
     tags = Image.Exif()
     out = io.BytesIO()
     if kind == "jpeg-orientation-6":
@@ -242,7 +246,7 @@ def _summarise(
     quick: bool,
 ) -> dict[str, Any]:
     base = common.summary(billed["passthrough"])
-    kinds = {}
+    kinds: dict[str, dict[str, Any]] = {}
     for kind, seconds in billed.items():
         stats = common.summary(seconds)
         kinds[kind] = {

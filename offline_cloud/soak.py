@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no type information: types-psutil is not in requirements-dev.txt
 import requests
 from google.cloud import storage
 from PIL import Image
