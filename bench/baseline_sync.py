@@ -24,6 +24,8 @@ import requests
 from cloudevents.http import CloudEvent
 from google.cloud import storage
 
+from bgremove import keys
+
 TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 BASE_URL = os.environ["PREDICTIONS_BASE_URL"].rstrip("/")
 TOKEN = os.environ["PREDICTIONS_API_TOKEN"]
@@ -66,5 +68,5 @@ def on_upload_sync(cloud_event: CloudEvent) -> None:
     png.raise_for_status()
     target = OUTPUT_PREFIX + posixpath.splitext(name)[0] + ".png"
     blob = _storage.bucket(PROCESSED_BUCKET).blob(target)
-    blob.metadata = {"bgremove-prediction-id": prediction["id"], "baseline-source": f"gs://{bucket}/{name}"}
+    blob.metadata = {keys.PREDICTION_ID: prediction["id"], "baseline-source": f"gs://{bucket}/{name}"}
     blob.upload_from_string(png.content, content_type="image/png", if_generation_match=0)

@@ -23,6 +23,8 @@ from typing import Any
 import requests
 
 from bench import common
+from bgremove import jobs
+from offline_cloud import verify
 from offline_cloud.client import cloud_event_headers
 
 BASELINE_BUCKET = "bench-baseline-uploads"
@@ -72,15 +74,15 @@ def _ours_one(info: common.StackInfo, client: Any, latency: float, index: int) -
     began = time.monotonic()
     blob.upload_from_string(common.small_jpeg(index), content_type="image/jpeg")
     job = common.wait_job(info, client, name, int(blob.generation), latency + 120)
-    if job["state"] != "completed":
-        raise RuntimeError(f"{name}: job {job['state']}: {job.get('reason')} {job.get('error')}")
+    if job.state != jobs.COMPLETED:
+        raise RuntimeError(f"{name}: job {job.state}: {job.reason} {job.error}")
     wall = round(time.monotonic() - began, 4)
     return {
         "name": name,
-        "job_id": job["job_id"],
-        "prediction_ids": job["prediction_ids"],
+        "job_id": job.job_id,
+        "prediction_ids": list(job.prediction_ids),
         "wall_seconds": wall,
-        "deadline_seconds": _deadline_check(info, job["job_id"]),
+        "deadline_seconds": _deadline_check(info, job.job_id),
     }
 
 
@@ -130,34 +132,28 @@ def _attach_durations(info: common.StackInfo, runs: list[dict[str, Any]]) -> Non
         return records if wanted <= done else None
 
     webhook_records = common.wait_for(deliveries, 30, "webhook delivery records")
-    relay = common.relay_log(info)
-    subject_of = {e["id"]: e["subject"] for e in relay if e["kind"] == "received"}
-    trigger: dict[str, list[float]] = {}
-    for entry in relay:
-        if entry["kind"] == "attempt":
-            trigger.setdefault(subject_of.get(entry["id"], ""), []).append(entry["duration_seconds"])
-    task: dict[str, list[float]] = {}
-    for record in common.task_log(info, info.submit_queue):
-        task.setdefault(common.job_of_task(record["task"]), []).append(record["duration_seconds"])
-    webhook: dict[str, list[float]] = {}
-    for record in webhook_records:
-        if record["event"] == "completed":
-            webhook.setdefault(record["prediction_id"], []).append(record["duration_seconds"])
+    trigger = verify.by_subject(verify.trigger_invocations(common.relay_log(info)))
+    task = verify.by_subject(verify.task_invocation(r) for r in common.task_log(info, info.submit_queue))
+    webhook = verify.by_subject(verify.webhook_invocation(r) for r in webhook_records if r["event"] == "completed")
     for run in runs:
         for image in run["ours"]:
             t = trigger.get(f"objects/{image['name']}", [])
             k = task.get(image["job_id"], [])
-            w = [d for pid in image["prediction_ids"] for d in webhook.get(pid, [])]
+            w = [i for pid in image["prediction_ids"] for i in webhook.get(pid, [])]
             if not t or not k or not w:
-                raise RuntimeError(f"no recorded invocation for {image['name']}: trigger {t}, task {k}, webhook {w}")
+                seconds = {"trigger": t, "task": k, "webhook": w}
+                found = ", ".join(f"{kind} {[i.seconds for i in calls]}" for kind, calls in seconds.items())
+                raise RuntimeError(f"no recorded invocation for {image['name']}: {found}")
+            trigger_seconds, task_seconds = verify.billed_seconds(t), verify.billed_seconds(k)
+            webhook_seconds = verify.billed_seconds(w)
             image.update(
-                trigger_seconds=round(sum(t), 4),
+                trigger_seconds=round(trigger_seconds, 4),
                 trigger_attempts=len(t),
-                task_seconds=round(sum(k), 4),
+                task_seconds=round(task_seconds, 4),
                 task_attempts=len(k),
-                webhook_seconds=round(sum(w), 4),
+                webhook_seconds=round(webhook_seconds, 4),
                 webhook_attempts=len(w),
-                billed_seconds=round(sum(t) + sum(k) + sum(w) + image["deadline_seconds"], 4),
+                billed_seconds=round(trigger_seconds + task_seconds + webhook_seconds + image["deadline_seconds"], 4),
             )
 
 

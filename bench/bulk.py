@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import subprocess
 import time
 import uuid
@@ -51,11 +50,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bench import common
-from bgremove import naming
+from bgremove import jobs, naming
+from offline_cloud import verify
 from offline_cloud.stack import ROOT, Stack, die_with_parent
 
 TARGET_RATIO = 10.0
-FINAL = ("completed", "failed")
 # The old design's client settings (bgremove/config.py defaults before the queue).
 DIRECT_ENV = {"API_MAX_ATTEMPTS": "4", "API_BACKOFF_SECONDS": "0.5", "API_BACKOFF_MAX_SECONDS": "8"}
 
@@ -177,7 +176,7 @@ def _drop(ctx: common.Context, stack: Stack, design: str, p: dict[str, Any]) -> 
     uploaded = time.time()
     ctx.log(f"bulk: {design}: uploaded in {uploaded - began:.1f} s; waiting for every job to end")
     states = _wait_final(ctx, client, info.state_bucket, set(uploads.values()), began, p)
-    records = _records(client, info.state_bucket, [j for j, s in states.items() if s in FINAL])
+    records = _records(client, info.state_bucket, [j for j, s in states.items() if s in jobs.FINAL_STATES])
     final_at = max((r["updated_at"] for r in records.values()), default=uploaded)
 
     submitted_jobs = {j for j, r in records.items() if r.get("prediction_ids")}
@@ -203,7 +202,7 @@ def _wait_final(
             job_id = blob.name[len(naming.JOBS_PREFIX) :].removesuffix(".json")
             if job_id in wanted:
                 states[job_id] = (blob.metadata or {}).get("state", "?")
-        done = sum(1 for s in states.values() if s in FINAL)
+        done = sum(1 for s in states.values() if s in jobs.FINAL_STATES)
         if done == len(wanted):
             return states
         if time.monotonic() > deadline:
@@ -237,7 +236,7 @@ def _wait_deadline_checks(stack: Stack, jobs_: set[str], timeout: float) -> None
 
     def done() -> bool:
         checked = {
-            common.job_of_task(d["task"])
+            verify.job_of_task(d["task"])
             for d in _dispatches(stack)
             if d["queue"] == info.deadline_queue and d.get("result") == "deleted"
         }
@@ -251,7 +250,8 @@ def _wait_quiet(info: common.StackInfo, timeout: float = 60.0) -> None:
     """Until the relay has no event still being delivered or waiting for a retry."""
 
     def quiet() -> bool:
-        return requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["pending"] == 0
+        pending: int = requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["pending"]
+        return pending == 0
 
     with contextlib.suppress(TimeoutError):
         common.wait_for(quiet, timeout, "the relay to finish", interval=0.5)
@@ -295,48 +295,34 @@ def _measure(
     names = {f"objects/{name}" for name in uploads}
     jobs_ = set(uploads.values())
 
-    durations: dict[str, list[float]] = {
-        "on_upload": [],
-        "on_task (submit)": [],
-        "on_task (deadline)": [],
-        "webhook": [],
+    relay = [i for i in verify.trigger_invocations(common.relay_log(info)) if i.subject in names]
+    tasks = [i for i in map(verify.task_invocation, _dispatches(stack)) if i.subject in jobs_]
+    webhooks = [verify.webhook_invocation(r) for r in after.get("webhook_deliveries", [])]
+    calls: dict[str, list[verify.Invocation]] = {
+        "on_upload": relay,
+        "on_task (submit)": [i for i in tasks if i.queue != info.deadline_queue],
+        "on_task (deadline)": [i for i in tasks if i.queue == info.deadline_queue],
+        "webhook": [i for i in webhooks if i.subject in predictions],
     }
-    outcomes: dict[str, Counter[str]] = {k: Counter() for k in durations}
-    relay = common.relay_log(info)
-    ours = {e["id"] for e in relay if e["kind"] == "received" and e["subject"] in names}
-    attempts_per_event: Counter[str] = Counter()
-    for entry in relay:
-        if entry["kind"] == "attempt" and entry["id"] in ours:
-            durations["on_upload"].append(entry["duration_seconds"])
-            outcomes["on_upload"][str(entry["outcome"])] += 1
-            attempts_per_event[entry["id"]] += 1
-    for d in _dispatches(stack):
-        if common.job_of_task(d["task"]) not in jobs_:
-            continue
-        key = "on_task (deadline)" if d["queue"] == info.deadline_queue else "on_task (submit)"
-        durations[key].append(d["duration_seconds"])
-        outcomes[key][str(d["status"] or d["error"])] += 1
-    for r in after.get("webhook_deliveries", []):
-        if r["prediction_id"] in predictions:
-            durations["webhook"].append(r["duration_seconds"])
-            outcomes["webhook"][str(r["status_code"] or r["error"])] += 1
+    attempts_per_event = Counter(i.request for i in relay)
 
     throttled = after["throttled"]["create"] - before["throttled"]["create"]
     throttled_other = after["throttled"]["other"] - before["throttled"]["other"]
     creates = after["predictions_created"] - before["predictions_created"]
-    billed = sum(sum(v) for v in durations.values())
-    rounded = sum(math.ceil(d / 0.1 - 1e-9) * 0.1 for v in durations.values() for d in v)
-    invocations = sum(len(v) for v in durations.values())
-    failed = Counter(r.get("reason") or "?" for r in records.values() if r["state"] == "failed")
+    everything = [i for v in calls.values() for i in v]
+    billed = verify.billed_seconds(everything)
+    rounded = verify.billed_seconds_rounded(everything)
+    invocations = len(everything)
+    failed = Counter(r.get("reason") or "?" for r in records.values() if r["state"] == jobs.FAILED)
     final_states = Counter(states.values())
     per_attempt = sorted(attempts_per_event.values())
     return {
         "design": design,
         "images": count,
-        "completed": final_states.get("completed", 0),
+        "completed": final_states.get(jobs.COMPLETED, 0),
         "failed": dict(failed),
-        "lost": count - final_states.get("completed", 0) - final_states.get("failed", 0),
-        "not_final_states": {s: n for s, n in final_states.items() if s not in FINAL},
+        "lost": count - final_states.get(jobs.COMPLETED, 0) - final_states.get(jobs.FAILED, 0),
+        "not_final_states": {s: n for s, n in final_states.items() if s not in jobs.FINAL_STATES},
         "wall_seconds": round(final_at - began, 2),
         "upload_seconds": round(uploaded - began, 2),
         "creates": creates,
@@ -353,12 +339,12 @@ def _measure(
             k: {
                 "invocations": len(v),
                 "invocations_per_image": round(len(v) / count, 3),
-                "billed_seconds": round(sum(v), 3),
-                "billed_seconds_per_image": round(sum(v) / count, 4),
-                "duration_seconds": common.summary(v) if v else None,
-                "answers": dict(outcomes[k]),
+                "billed_seconds": round(verify.billed_seconds(v), 3),
+                "billed_seconds_per_image": round(verify.billed_seconds(v) / count, 4),
+                "duration_seconds": common.summary(i.seconds for i in v) if v else None,
+                "answers": dict(Counter(i.answer for i in v)),
             }
-            for k, v in durations.items()
+            for k, v in calls.items()
             if v or design == "queue"
         },
         "trigger_attempts_per_event": common.summary(per_attempt, 2) if per_attempt else None,

@@ -280,7 +280,7 @@ def _one_image(
     if design == "queue":
         tally.phase = "on_task (deadline)"
         outcomes[tally.phase] = reconciler.handle_deadline_task(job_id, cfg, deps, time.time())
-    phases = {}
+    phases: dict[str, dict[str, Any]] = {}  # JSON for the report
     for phase in outcomes:
         storage = tally.of(phase, "storage:")
         api = tally.of(phase, "api:")
@@ -333,9 +333,9 @@ def _counting_deps(info: common.StackInfo, cfg: Config, tally: Tally, with_queue
         queue = NoQueue()
     keys = tuple(decode_secret(s) for s in cfg.webhook_secrets)
     return Deps(
-        objects=objects,  # type: ignore[arg-type]
-        store=JobStore(objects, cfg.state_bucket),  # type: ignore[arg-type]
-        predictions=lambda: predictions,  # type: ignore[return-value]
+        objects=objects,
+        store=JobStore(objects, cfg.state_bucket),
+        predictions=lambda: predictions,
         open_output=open_output,
         webhook_keys=lambda: keys,
         queue=lambda: queue,

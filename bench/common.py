@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+from google.cloud import storage
 
+from bgremove import jobs, naming
+from bgremove.jobs import Job
 from offline_cloud.client import storage_client
-from offline_cloud.stack import ROOT, Stack, StackInfo, StackOptions, free_port
+from offline_cloud.stack import ROOT, Stack, StackOptions, free_port
+from offline_cloud.stack import StackInfo as StackInfo  # re-exported: the figures annotate with common.StackInfo
 
 T = TypeVar("T")
 BENCH_DIR = ROOT / "bench"
@@ -54,7 +58,7 @@ def start_stack(directory: Path, **options: Any) -> Stack:
     return stack
 
 
-def gcs(info: StackInfo):  # type: ignore[no-untyped-def]
+def gcs(info: StackInfo) -> storage.Client:
     """A google-cloud-storage client for the stack's emulator, as the tests make one."""
     return storage_client(info)
 
@@ -70,8 +74,8 @@ def create_bucket(info: StackInfo, name: str) -> None:
         raise RuntimeError(f"could not create bucket {name}: {response.status_code} {response.text[:200]}")
 
 
-def api(info: StackInfo, method: str, path: str, session: requests.Session | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
-    """A call to the predictions service (its API or its admin routes)."""
+def api(info: StackInfo, method: str, path: str, session: requests.Session | None = None, **kwargs: Any) -> Any:
+    """A call to the predictions service (its API or its admin routes): its JSON answer."""
     headers = {"Authorization": f"Bearer {info.api_token}", **kwargs.pop("headers", {})}
     response = (session or requests).request(
         method, info.predictions_service_url + path, headers=headers, timeout=30, verify=info.ca_bundle, **kwargs
@@ -85,7 +89,8 @@ def set_faults(info: StackInfo, **knobs: Any) -> None:
 
 
 def relay_log(info: StackInfo) -> list[dict[str, Any]]:
-    return requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
+    records: list[dict[str, Any]] = requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
+    return records
 
 
 def task_log(info: StackInfo, queue: str) -> list[dict[str, Any]]:
@@ -96,28 +101,22 @@ def task_log(info: StackInfo, queue: str) -> list[dict[str, Any]]:
     return records
 
 
-def job_of_task(task: str) -> str:
-    """`.../tasks/<job id>-s1` or `.../tasks/<job id>-d1-<due>` (bgremove.jobs' task names) -> the job id."""
-    return task.rsplit("/", 1)[-1][:64]
-
-
-def read_latest(client: Any, bucket: str, name: str) -> bytes:
+def read_latest(client: storage.Client, bucket: str, name: str) -> bytes:
     """The object's current bytes. (A Blob that was read once stays pinned to the generation it saw.)"""
-    return client.bucket(bucket).blob(name).download_as_bytes()
+    data: bytes = client.bucket(bucket).blob(name).download_as_bytes()
+    return data
 
 
-def wait_job(info: StackInfo, client: Any, name: str, generation: int, timeout: float) -> dict[str, Any]:
+def wait_job(info: StackInfo, client: storage.Client, name: str, generation: int, timeout: float) -> Job:
     """Poll an upload's job record until it is final."""
-    from bgremove import naming
-
     record = naming.job_record_name(naming.job_id(info.upload_bucket, name, generation))
 
-    def final() -> dict[str, Any] | None:
+    def final() -> Job | None:
         try:
-            job = json.loads(read_latest(client, info.state_bucket, record))
+            job = Job.from_json(json.loads(read_latest(client, info.state_bucket, record)))
         except Exception:  # not written yet
             return None
-        return job if job["state"] in ("completed", "failed") else None
+        return job if job.is_final else None
 
     return wait_for(final, timeout, f"the job for {name}", interval=0.05)
 
@@ -128,8 +127,8 @@ def warm_up(info: StackInfo) -> None:
     blob = client.bucket(info.upload_bucket).blob("bench/warm-up.jpg")
     blob.upload_from_string(small_jpeg(0), content_type="image/jpeg")
     job = wait_job(info, client, blob.name, int(blob.generation), 120)
-    if job["state"] != "completed":
-        raise RuntimeError(f"the warm-up image failed: {job.get('reason')} {job.get('error')}")
+    if job.state != jobs.COMPLETED:
+        raise RuntimeError(f"the warm-up image failed: {job.reason} {job.error}")
 
 
 def rfc3339(value: str) -> float:
@@ -273,7 +272,7 @@ def ratio(numerator: float, denominator: float) -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # no type information: types-psutil is not in requirements-dev.txt
 
     cpu_model = platform.processor() or "unknown"
     try:

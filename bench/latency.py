@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench import common
-from bgremove import naming
+from bgremove import keys, naming
+from offline_cloud import verify
 
 TARGET_P50_SECONDS = 0.150
 
@@ -92,9 +93,7 @@ def _measure(
     )
     with ThreadPoolExecutor(8) as pool:
         predictions = list(
-            pool.map(
-                lambda b: common.api(info, "GET", f"/v1/predictions/{b.metadata['bgremove-prediction-id']}"), blobs
-            )
+            pool.map(lambda b: common.api(info, "GET", f"/v1/predictions/{b.metadata[keys.PREDICTION_ID]}"), blobs)
         )
     samples = []
     for blob, prediction in zip(blobs, predictions, strict=True):
@@ -130,7 +129,7 @@ def _first_dispatches(info: common.StackInfo, job_ids: set[str]) -> dict[str, fl
     def read() -> dict[str, float] | None:
         first: dict[str, float] = {}
         for record in common.task_log(info, info.submit_queue):
-            job_id = common.job_of_task(record["task"])
+            job_id = verify.job_of_task(record["task"])
             first[job_id] = min(first.get(job_id, record["dispatched_at"]), record["dispatched_at"])
         return first if job_ids <= first.keys() else None
 

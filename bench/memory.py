@@ -21,11 +21,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no type information: types-psutil is not in requirements-dev.txt
 import requests
 
 from bench import common
-from bgremove import naming
+from bgremove import jobs, naming
 from bgremove.submit import webhook_url_for
 from offline_cloud.client import webhook_headers
 
@@ -111,8 +111,8 @@ def real_job(info: common.StackInfo, name: str, index: int, timeout: float = 120
             job = json.loads(common.read_latest(client, info.state_bucket, record_name))
         except Exception:
             return None
-        if job["state"] != "submitted":
-            if job["state"] in ("completed", "failed"):
+        if job["state"] != jobs.SUBMITTED:
+            if job["state"] in jobs.FINAL_STATES:
                 raise RuntimeError(f"job for {name} is already {job['state']}")
             return None
         prediction = common.api(info, "GET", f"/v1/predictions/{job['prediction_ids'][-1]}")

@@ -29,7 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bench import common
-from bgremove import jobs, naming, submit
+from bgremove import jobs, keys, naming, submit
 from bgremove.jobs import Source
 from offline_cloud.client import webhook_headers
 from offline_cloud.stack import MODEL_VERSION
@@ -164,12 +164,12 @@ def _timed_pool(work: Any, items: list[Any], concurrency: int) -> dict[str, Any]
 def _ceiling(info: common.StackInfo, client: Any, tag: str, png: bytes, count: int, level: int) -> dict[str, Any]:
     bucket = client.bucket(info.processed_bucket)
     metadata = {
-        "bgremove-output": "true",
-        "bgremove-source": f"gs://{info.upload_bucket}/bench/ceiling/x.jpg",
-        "bgremove-source-generation": "1",
-        "bgremove-job": "0" * 64,
-        "bgremove-prediction-id": "0" * 26,
-        "bgremove-model-version": MODEL_VERSION,
+        keys.OUTPUT: "true",
+        keys.SOURCE: f"gs://{info.upload_bucket}/bench/ceiling/x.jpg",
+        keys.SOURCE_GENERATION: "1",
+        keys.JOB: "0" * 64,
+        keys.PREDICTION_ID: "0" * 26,
+        keys.MODEL_VERSION: MODEL_VERSION,
     }
 
     def create(i: int) -> None:

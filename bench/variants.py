@@ -2,7 +2,7 @@
 
 A dedicated stack is configured (OUTPUT_VARIANTS) with one variant of each kind; the predictions
 service drops its own webhooks, so each upload leaves a real job in state `submitted` with a real,
-succeeded prediction, and the upload's `bgremove-variants` metadata selects the one kind its job
+succeeded prediction, and the upload's `keys.VARIANTS` metadata selects the one kind its job
 writes. The bench then delivers each prediction's own body, signed as the service signs, to the
 webhook function, one at a time, the kinds interleaved round after round so they share the
 machine's noise:
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, memory
-from bgremove import naming
+from bgremove import jobs, keys, naming
 
 KINDS: dict[str, dict[str, Any]] = {
     "passthrough": {"name": "cutout"},
@@ -121,7 +121,9 @@ def large_cutout(path: Path, side: int) -> Path:
     import skimage.data
     from PIL import Image, ImageDraw
 
-    image = Image.fromarray(skimage.data.astronaut()).resize((side, side), Image.Resampling.BICUBIC)
+    # scikit-image's sample loaders are unannotated.
+    photo = skimage.data.astronaut()  # type: ignore[no-untyped-call]
+    image = Image.fromarray(photo).resize((side, side), Image.Resampling.BICUBIC)
     noise = np.random.default_rng(side).integers(-4, 5, (side, side, 3), dtype=np.int8)
     pixels = np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
     del noise
@@ -138,7 +140,7 @@ def _upload(info: common.StackInfo, kind: str, photo: bytes, index: int) -> tupl
     client = common.gcs(info)
     name = f"bench/variants/{kind}/{index}-{uuid.uuid4().hex[:8]}.jpg"
     blob = client.bucket(info.upload_bucket).blob(name)
-    blob.metadata = {"bgremove-variants": KINDS[kind]["name"]}
+    blob.metadata = {keys.VARIANTS: KINDS[kind]["name"]}
     blob.upload_from_string(photo, content_type="image/jpeg")
     return name, naming.job_record_name(naming.job_id(info.upload_bucket, name, int(blob.generation)))
 
@@ -153,9 +155,9 @@ def _ready(info: common.StackInfo, upload: tuple[str, str]) -> dict[str, Any]:
             job = json.loads(common.read_latest(client, info.state_bucket, record))
         except Exception:
             return None
-        if job["state"] in ("completed", "failed"):
+        if job["state"] in jobs.FINAL_STATES:
             raise RuntimeError(f"job for {name} is already {job['state']}: {job.get('error')}")
-        if job["state"] != "submitted":
+        if job["state"] != jobs.SUBMITTED:
             return None
         prediction = common.api(info, "GET", f"/v1/predictions/{job['prediction_ids'][-1]}")
         return {"name": name, "job": job, "prediction": prediction} if prediction["status"] == "succeeded" else None
@@ -173,7 +175,7 @@ def _check_written(info: common.StackInfo, job: dict[str, Any], kind: str) -> No
     record = json.loads(
         common.read_latest(common.gcs(info), info.state_bucket, naming.job_record_name(job["job"]["job_id"]))
     )
-    if record["state"] != "completed" or [o["variant"] for o in record["outputs"]] != [KINDS[kind]["name"]]:
+    if record["state"] != jobs.COMPLETED or [o["variant"] for o in record["outputs"]] != [KINDS[kind]["name"]]:
         raise RuntimeError(f"{kind}: the job is {record['state']} with outputs {record.get('outputs')}")
 
 
@@ -181,7 +183,9 @@ def _upload_input(kind: str, side: int) -> tuple[bytes, str]:
     import skimage.data
     from PIL import Image
 
-    scene = Image.fromarray(skimage.data.coffee()).resize((side, side), Image.Resampling.BICUBIC)
+    # scikit-image's sample loaders are unannotated.
+    photo = skimage.data.coffee()  # type: ignore[no-untyped-call]
+    scene = Image.fromarray(photo).resize((side, side), Image.Resampling.BICUBIC)
     tags = Image.Exif()
     out = io.BytesIO()
     if kind == "jpeg-orientation-6":
@@ -216,7 +220,7 @@ def _upload_peak(info: common.StackInfo, worker: Any, kind: str, side: int) -> d
             job = json.loads(common.read_latest(client, info.state_bucket, record))
         except Exception:
             return None
-        if job["state"] == "failed" and not job["prediction_ids"]:
+        if job["state"] == jobs.FAILED and not job["prediction_ids"]:
             raise RuntimeError(f"{kind}: the upload failed before any prediction: {job['reason']} {job['error']}")
         return job if job["prediction_ids"] else None
 
@@ -242,7 +246,7 @@ def _summarise(
     quick: bool,
 ) -> dict[str, Any]:
     base = common.summary(billed["passthrough"])
-    kinds = {}
+    kinds: dict[str, dict[str, Any]] = {}
     for kind, seconds in billed.items():
         stats = common.summary(seconds)
         kinds[kind] = {

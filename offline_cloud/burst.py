@@ -36,9 +36,9 @@ What each figure is measured from (also written under "measured_from" in the JSO
   command ran (POST reconcile_url every --sweep-seconds, as Cloud Scheduler would, scaled from 10
   minutes), timed here. Deadline checks still scheduled when the last outcome lands are not run.
 - completed, failed (by reason), lost, duplicate_outputs, orphan_outputs: each job record read
-  after the end (as offline_cloud.soak checks): exactly one final state per image; a completed job's
-  output exists, carries bgremove-job = its job id and has the generation the job recorded (written
-  once); a failed job has no output; no output belongs to no job.
+  after the end, with the soak's checks (offline_cloud.verify): exactly one final state per image;
+  a completed job's output exists, carries keys.JOB = its job id and has the generation the job
+  recorded (written once); a failed job has no output; no output belongs to no job.
 
 Exit status: non-zero when an image is lost, an output is duplicated or orphaned, or a failure has
 a reason no fault injects (any reason at all without --faults). The acceptance checks of issue 11
@@ -66,21 +66,23 @@ import threading
 import time
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from google.api_core.exceptions import GoogleAPIError
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from PIL import Image
 
-from offline_cloud import soak
-from offline_cloud.stack import PUBSUB_PROJECT, Stack, StackInfo, StackOptions
+from bgremove import jobs, naming
+from offline_cloud import soak, verify
+from offline_cloud.client import storage_client
+from offline_cloud.stack import Stack, StackInfo, StackOptions
 
 FLEET_LABEL = "fleet stand-in"
 # "A few seconds, like this model on Replicate": median 3 s, 95 % between about 1.4 s and 6.6 s.
@@ -174,19 +176,14 @@ def photos(count: int, seed: int) -> list[bytes]:
 # --- clients ----------------------------------------------------------------------------------------
 
 
-def storage_client(info: StackInfo, pool: int) -> storage.Client:
+def pooled_storage_client(info: StackInfo, pool: int) -> storage.Client:
     """The emulator's storage client over one connection pool of `pool` connections, so a thread
     pool of that size neither opens more nor throws connections away."""
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return storage.Client(
-        project=PUBSUB_PROJECT,
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": info.storage_emulator_host},
-        _http=session,
-    )
+    return storage_client(info, session)
 
 
 class Service:
@@ -195,7 +192,7 @@ class Service:
     def __init__(self, info: StackInfo) -> None:
         self.info = info
         self.http = requests.Session()
-        self.deliveries: dict[tuple[Any, ...], float] = {}
+        self.deliveries: dict[tuple[Any, ...], verify.Invocation] = {}
 
     def get(self, path: str) -> Any:
         answer = self.http.get(
@@ -212,7 +209,7 @@ class Service:
         stats: dict[str, Any] = self.get("/_admin/stats")
         for d in stats.pop("webhook_deliveries", []):
             key = (d.get("webhook_id"), d.get("kind"), d.get("attempt"), d.get("at"))
-            self.deliveries[key] = float(d.get("duration_seconds") or 0.0)
+            self.deliveries[key] = verify.webhook_invocation(d)
         return stats
 
 
@@ -323,7 +320,7 @@ def stack_options(s: BurstSettings, directory: Path) -> StackOptions:
 
 def run_burst(s: BurstSettings, directory: Path) -> dict[str, Any]:
     """Start a stack, drop `s.images` photos at once, wait for every outcome, check and measure."""
-    say = (lambda *a: None) if s.quiet else (lambda *a: print(f"[{s.label}]", *a, flush=True))
+    say = _progress(s)
     say(f"generating {s.images} photos")
     payloads = photos(s.images, s.seed)
     options = stack_options(s, directory)
@@ -340,14 +337,24 @@ def run_burst(s: BurstSettings, directory: Path) -> dict[str, Any]:
         stack.stop()
 
 
-def _drive(s: BurstSettings, info: StackInfo, directory: Path, payloads: list[bytes], say: Any) -> dict[str, Any]:
-    from bgremove import naming
+def _progress(s: BurstSettings) -> Callable[[str], None]:
+    """Prints a progress line tagged with the case (nothing when quiet)."""
 
+    def say(message: str) -> None:
+        if not s.quiet:
+            print(f"[{s.label}]", message, flush=True)
+
+    return say
+
+
+def _drive(
+    s: BurstSettings, info: StackInfo, directory: Path, payloads: list[bytes], say: Callable[[str], None]
+) -> dict[str, Any]:
     service = Service(info)
     stats = service.stats()
     if stats.get("mode") != "fleet":
         raise RuntimeError(f"the predictions service is not in fleet mode: {stats.get('mode')}")
-    gcs = storage_client(info, s.threads)
+    gcs = pooled_storage_client(info, s.threads)
     names = [f"{s.label}/{i:05d}.jpg" for i in range(s.images)]
     generations: dict[str, int] = {}
     bucket = gcs.bucket(info.upload_bucket)
@@ -387,7 +394,7 @@ def _drive(s: BurstSettings, info: StackInfo, directory: Path, payloads: list[by
                     continue
                 state = (blob.metadata or {}).get("state", "")
                 states[state] += 1
-                if state in ("completed", "failed"):
+                if state in jobs.FINAL_STATES:
                     final[blob.name] = state
                     if blob.updated is not None:
                         last_outcome = max(last_outcome, blob.updated.timestamp())
@@ -414,7 +421,7 @@ def _drive(s: BurstSettings, info: StackInfo, directory: Path, payloads: list[by
         killer.stop()
     stats = service.stats()
     report = _figures(s, info, directory, service, stats, sweeper, last_outcome - started, uploaded - started)
-    report.update(_verify(s, info, gcs, generations, service))
+    report.update(_verify(s, info, gcs, generations))
     if killer is not None:
         report["faults_injected"]["function_workers_killed"] = killer.done
     _judge(s, report)
@@ -434,17 +441,13 @@ def _figures(
     logs_dir = directory / "logs"
     api_prefix = urlsplit(info.predictions_base_url).path
     create_times, throttled_logged, webhook_attempts = service_log(Path(info.logs["predictions-service"]), api_prefix)
-    relay = [r for r in jsonl(logs_dir / "eventarc-deliveries.jsonl") if r.get("kind") == "attempt"]
-    tasks = jsonl(logs_dir / "cloud-tasks-dispatches.jsonl")
+    relay_log = jsonl(logs_dir / "eventarc-deliveries.jsonl")
+    relay = verify.trigger_invocations(relay_log)
+    tasks = [verify.task_invocation(record) for record in jsonl(logs_dir / "cloud-tasks-dispatches.jsonl")]
     queue_names = {info.submit_queue: "submissions", info.deadline_queue: "deadlines"}
-    task_counts: Counter[str] = Counter()
-    task_seconds: dict[str, float] = {}
-    for record in tasks:
-        queue = queue_names.get(record.get("queue", ""), record.get("queue", "?"))
-        task_counts[queue] += 1
-        task_seconds[queue] = task_seconds.get(queue, 0.0) + float(record.get("duration_seconds") or 0.0)
+    task_counts = Counter(queue_names.get(task.queue, task.queue) for task in tasks)
     webhook_count = sum(webhook_attempts.values())
-    webhook_seconds = sum(service.deliveries.values())
+    webhook_seconds = verify.billed_seconds(service.deliveries.values())
     if len(service.deliveries) < webhook_count and service.deliveries:
         # Some records aged out of the service's list between polls: bill the rest at the mean.
         webhook_seconds *= webhook_count / len(service.deliveries)
@@ -452,24 +455,24 @@ def _figures(
     injected_create_429 = int(stats["faults"].get("create_429", 0))
     invocations = {
         "on_upload": len(relay),
-        "on_task": {**{q: task_counts[q] for q in ("submissions", "deadlines")}, "total": sum(task_counts.values())},
+        "on_task": {**{q: task_counts[q] for q in ("submissions", "deadlines")}, "total": len(tasks)},
         "on_prediction_webhook": webhook_count,
         "reconcile": len(sweeps),
     }
     billed = {
-        "on_upload": sum(float(r.get("duration_seconds") or 0.0) for r in relay),
-        "on_task": sum(task_seconds.values()),
+        "on_upload": verify.billed_seconds(relay),
+        "on_task": verify.billed_seconds(tasks),
         "on_prediction_webhook": webhook_seconds,
         "reconcile": sum(r["duration_seconds"] for r in sweeps),
     }
     billed = {k: round(v, 3) for k, v in billed.items()}
     billed["total"] = round(sum(billed.values()), 3)
-    total_invocations = len(relay) + sum(task_counts.values()) + webhook_count + len(sweeps)
+    total_invocations = len(relay) + len(tasks) + webhook_count + len(sweeps)
     creates = int(stats["predictions_created"])
     span = (create_times[-1] - create_times[0]) if len(create_times) > 1 else 0.0
     tasks_stats = requests.get(info.tasks_admin_url + "/stats", timeout=30).json()
     submit_queue = tasks_stats["queues"].get(info.submit_queue, {})
-    relay_received = [r for r in jsonl(logs_dir / "eventarc-deliveries.jsonl") if r.get("kind") == "received"]
+    relay_received = [r for r in relay_log if r.get("kind") == "received"]
     faults: dict[str, int] = {}
     if s.faults:
         faults = {k: v for k, v in stats["faults"].items() if v}
@@ -536,84 +539,33 @@ MEASURED_FROM = {
         "/_admin/stats webhook_deliveries, polled and merged"
     ),
     "reconcile": "the sweeps this command POSTed to reconcile_url, timed by this command",
-    "outcomes": "every job record and processed object read after the run (offline_cloud.soak's checks)",
+    "outcomes": "every job record and processed object read after the run (offline_cloud.verify's checks)",
 }
 
 
-def _verify(
-    s: BurstSettings, info: StackInfo, gcs: storage.Client, generations: dict[str, int], service: Service
-) -> dict[str, Any]:
-    """soak._check's checks, with the records read by a bounded pool: one outcome per image, each
-    output written once by its own job, no output without a job."""
-    from bgremove import naming
-
-    problems: list[str] = []
-    processed = {b.name: b for b in gcs.list_blobs(info.processed_bucket)}
-    per_job: Counter[str] = Counter()
-    for prediction in service.get("/_admin/predictions")["predictions"]:
-        per_job[parse_qs(urlsplit(prediction.get("webhook") or "").query).get("job", [""])[0]] += 1
-    state_bucket = gcs.bucket(info.state_bucket)
-
-    def read(item: tuple[str, int]) -> tuple[str, str, dict[str, Any] | None]:
-        name, generation = item
-        job_id = naming.job_id(info.upload_bucket, name, generation)
-        blob = state_bucket.get_blob(naming.job_record_name(job_id))
-        return name, job_id, json.loads(blob.download_as_bytes()) if blob else None
-
-    with ThreadPoolExecutor(s.threads) as pool:
-        records = list(pool.map(read, generations.items()))
-    expected = soak.EXPECTED_FAILURES if s.faults else ()
-    completed = lost = duplicates = over_budget = queued_past_age = 0
-    failed: Counter[str] = Counter()
-    claimed_outputs: set[str] = set()
+def _verify(s: BurstSettings, info: StackInfo, gcs: storage.Client, generations: dict[str, int]) -> dict[str, Any]:
+    """offline_cloud.verify's checks of every upload (the soak's), with the records read by a
+    bounded pool."""
+    uploads = verify.read_uploads(gcs, info, generations, s.threads)
+    outcomes = verify.check(
+        uploads,
+        verify.read_outputs(gcs, info),
+        verify.predictions_per_job(info),
+        MAX_PREDICTION_ATTEMPTS,
+        soak.EXPECTED_FAILURES if s.faults else (),
+    )
     max_event_age = float(s.function_env.get("MAX_EVENT_AGE_SECONDS", 6 * 3600))
-    predictions_per_image = []
-    for name, job_id, job in records:
-        predictions_per_image.append(per_job[job_id])
-        if job is None or job["state"] not in ("completed", "failed"):
-            lost += 1
-            problems.append(f"{name}: no outcome ({job and job['state']})")
-            continue
-        if per_job[job_id] > MAX_PREDICTION_ATTEMPTS or job["attempts"] > MAX_PREDICTION_ATTEMPTS:
-            over_budget += 1
-            problems.append(f"{name}: {per_job[job_id]} predictions")
-        submitted = [h["at"] for h in job.get("history", ()) if h.get("state") == "submitted"]
-        if submitted and submitted[0] - job["created_at"] > max_event_age:
-            queued_past_age += 1
-        output = processed.get(naming.output_name(name))
-        if job["state"] == "completed":
-            completed += 1
-            claimed_outputs.add(job["output_name"])
-            if output is None:
-                lost += 1
-                problems.append(f"{name}: completed but no processed object")
-            elif output.generation != job["output_generation"] or (output.metadata or {}).get("bgremove-job") != job_id:
-                duplicates += 1
-                problems.append(f"{name}: processed object was written again or by another job")
-        else:
-            failed[job["reason"]] += 1
-            if job["reason"] not in expected:
-                problems.append(f"{name}: failed for a reason no fault injects: {job['reason']}: {job['error']}")
-            if output is not None:
-                duplicates += 1
-                problems.append(f"{name}: failed yet has a processed object")
-    orphans = len(set(processed) - claimed_outputs)
-    if orphans:
-        problems.append(f"{orphans} processed objects belong to no completed job")
     return {
-        "completed": completed,
-        "failed": dict(sorted(failed.items())),
-        "lost": lost,
-        "duplicate_outputs": duplicates,
-        "orphan_outputs": orphans,
-        "over_attempt_budget": over_budget,
-        "predictions_per_image": {
-            "mean": round(sum(predictions_per_image) / max(1, len(predictions_per_image)), 3),
-            "max": max(predictions_per_image, default=0),
-        },
-        "queued_longer_than_max_event_age": queued_past_age,
+        "completed": outcomes.completed,
+        "failed": dict(sorted(outcomes.failed.items())),
+        "lost": outcomes.lost,
+        "duplicate_outputs": outcomes.duplicate_outputs,
+        "orphan_outputs": outcomes.orphan_outputs,
+        "over_attempt_budget": outcomes.over_attempt_budget,
+        "predictions_per_image": {"mean": outcomes.predictions_mean, "max": outcomes.predictions_max},
+        "queued_longer_than_max_event_age": verify.waited_longer_than(uploads, max_event_age),
         "max_event_age_seconds": max_event_age,
-        "problems": problems,
+        "problems": outcomes.problems,
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
@@ -13,12 +14,15 @@ from offline_cloud.eventarc_relay import binary_headers, rfc3339, storage_event
 from offline_cloud.stack import PUBSUB_PROJECT, StackInfo
 
 
-def storage_client(info: StackInfo) -> storage.Client:
-    """A google-cloud-storage client for the stack's emulator (anonymous, as the emulator allows)."""
+def storage_client(info: StackInfo, session: requests.Session | None = None) -> storage.Client:
+    """A google-cloud-storage client for the stack's emulator (anonymous, as the emulator allows),
+    over `session` when given (None: the client's own)."""
     return storage.Client(
         project=PUBSUB_PROJECT,
-        credentials=AnonymousCredentials(),
+        # google-auth leaves AnonymousCredentials.__init__ unannotated.
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options={"api_endpoint": info.storage_emulator_host},
+        _http=session,
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from google.cloud import storage
 from PIL import Image, ImageDraw
 
+from bgremove import jobs, naming
 from offline_cloud.client import storage_client
 from offline_cloud.stack import ROOT, Stack, StackError, StackInfo, StackOptions
 
@@ -117,7 +118,7 @@ def run(paths: list[str]) -> int:
     contact_sheet(rows).save(sheet)
     _print_table(rows)
     print(f"\n{written} outputs and {sheet.relative_to(ROOT)} written to {OUTPUT_DIR.relative_to(ROOT)}/")
-    failed = [row for row in rows if row.status != "completed"]
+    failed = [row for row in rows if row.status != jobs.COMPLETED]
     if failed:
         print(f"demo: {len(failed)} of {len(rows)} images were not processed", file=sys.stderr)
         return 1
@@ -126,8 +127,6 @@ def run(paths: list[str]) -> int:
 
 def _wait(gcs: storage.Client, info: StackInfo, rows: list[Row], started: dict[str, float]) -> None:
     """Poll each upload's job record until it is final (completed or failed)."""
-    from bgremove import naming
-
     deadline = time.monotonic() + TIMEOUT_SECONDS
     while time.monotonic() < deadline and any(row.status == "pending" for row in rows):
         for row in (r for r in rows if r.status == "pending"):
@@ -137,10 +136,10 @@ def _wait(gcs: storage.Client, info: StackInfo, rows: list[Row], started: dict[s
                 continue
             job = json.loads(record.download_as_bytes())
             row.prediction_id = job.get("prediction_ids", [""])[-1] if job.get("prediction_ids") else ""
-            if job["state"] in ("completed", "failed"):
-                row.status = job["state"] if job["state"] == "completed" else f"failed: {job['reason']}"
+            if job["state"] in jobs.FINAL_STATES:
+                row.status = job["state"] if job["state"] == jobs.COMPLETED else f"{jobs.FAILED}: {job['reason']}"
                 row.seconds = time.monotonic() - started[row.name]
-                if job["state"] == "completed":
+                if job["state"] == jobs.COMPLETED:
                     # One entry per variant; a record from before variants has only output_name.
                     outputs = job.get("outputs") or [{"variant": "cutout", "object": job["output_name"]}]
                     bucket = gcs.bucket(info.processed_bucket)

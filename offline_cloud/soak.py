@@ -18,17 +18,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no type information: types-psutil is not in requirements-dev.txt
 import requests
 from google.cloud import storage
 from PIL import Image
 
+from bgremove import jobs, naming
+from offline_cloud import verify
 from offline_cloud.client import storage_client
 from offline_cloud.stack import Stack, StackInfo, StackOptions
 
@@ -199,18 +199,19 @@ def run_soak(
 
 
 def _states(gcs: storage.Client, info: StackInfo) -> dict[str, str]:
-    return {b.name: (b.metadata or {}).get("state", "") for b in gcs.list_blobs(info.state_bucket, prefix="jobs/")}
+    return {
+        b.name: (b.metadata or {}).get("state", "")
+        for b in gcs.list_blobs(info.state_bucket, prefix=naming.JOBS_PREFIX)
+    }
 
 
 def _settle(info: StackInfo, gcs: storage.Client, generations: dict[str, int], deadline: float) -> int:
     """Run the reconciler, as Cloud Scheduler would, until every upload is final or time runs out."""
-    from bgremove import naming
-
     wanted = {naming.job_record_name(naming.job_id(info.upload_bucket, n, g)) for n, g in generations.items()}
     runs = 0
     while time.monotonic() < deadline:
         states = _states(gcs, info)
-        if all(states.get(name) in ("completed", "failed") for name in wanted):
+        if all(states.get(name) in jobs.FINAL_STATES for name in wanted):
             break
         time.sleep(2.0)
         try:
@@ -224,76 +225,40 @@ def _settle(info: StackInfo, gcs: storage.Client, generations: dict[str, int], d
 def _check(
     info: StackInfo, gcs: storage.Client, generations: dict[str, int], kills: int, runs: int, wall: float
 ) -> SoakReport:
-    from bgremove import naming
-
-    problems: list[str] = []
-    outcomes: Counter[str] = Counter()
-    processed = {b.name: b for b in gcs.list_blobs(info.processed_bucket)}
-    claimed_outputs: set[str] = set()
-    lost = duplicates = over_budget = 0
-    verify = info.ca_bundle
-    headers = {"Authorization": f"Bearer {info.api_token}"}
-    # The service's admin view keeps each prediction's webhook URL even though the API does not echo it.
-    listing = requests.get(
-        info.predictions_service_url + "/_admin/predictions", headers=headers, verify=verify, timeout=60
+    uploads = verify.read_uploads(gcs, info, generations)
+    outcomes = verify.check(
+        uploads,
+        verify.read_outputs(gcs, info),
+        verify.predictions_per_job(info),
+        MAX_PREDICTION_ATTEMPTS,
+        EXPECTED_FAILURES,
     )
-    per_job: Counter[str] = Counter()
-    for prediction in listing.json()["predictions"]:
-        job = parse_qs(urlsplit(prediction.get("webhook") or "").query).get("job", [""])[0]
-        per_job[job] += 1
-    for name, generation in generations.items():
-        job_id = naming.job_id(info.upload_bucket, name, generation)
-        blob = gcs.bucket(info.state_bucket).get_blob(naming.job_record_name(job_id))
-        job = json.loads(blob.download_as_bytes()) if blob else None
-        if job is None or job["state"] not in ("completed", "failed"):
-            lost += 1
-            problems.append(f"{name}: no outcome ({job and job['state']})")
-            continue
-        if per_job[job_id] > MAX_PREDICTION_ATTEMPTS or job["attempts"] > MAX_PREDICTION_ATTEMPTS:
-            over_budget += 1
-            problems.append(f"{name}: {per_job[job_id]} predictions")
-        output = processed.get(naming.output_name(name))
-        if job["state"] == "completed":
-            outcomes["completed"] += 1
-            claimed_outputs.add(job["output_name"])
-            if output is None:
-                lost += 1
-                problems.append(f"{name}: completed but no processed object")
-            elif output.generation != job["output_generation"] or output.metadata.get("bgremove-job") != job_id:
-                duplicates += 1
-                problems.append(f"{name}: processed object was written again")
-        else:
-            outcomes[f"failed:{job['reason']}"] += 1
-            if job["reason"] not in EXPECTED_FAILURES:
-                problems.append(f"{name}: failed for a reason no fault injects: {job['reason']}: {job['error']}")
-            if output is not None:
-                duplicates += 1
-                problems.append(f"{name}: failed yet has a processed object")
-    orphans = len(set(processed) - claimed_outputs)
-    if orphans:
-        problems.append(f"{orphans} processed objects belong to no completed job")
-    stats = requests.get(info.predictions_service_url + "/_admin/stats", headers=headers, verify=verify, timeout=30)
+    headers = {"Authorization": f"Bearer {info.api_token}"}
+    stats = requests.get(
+        info.predictions_service_url + "/_admin/stats", headers=headers, verify=info.ca_bundle, timeout=30
+    )
     faults = {k: v for k, v in stats.json()["faults"].items() if v}
     relay_log = requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
     faults["cloudevents_duplicated"] = sum(1 for e in relay_log if e.get("kind") == "received" and e.get("duplicate"))
     faults["function_workers_killed"] = kills
-    counts = [per_job[naming.job_id(info.upload_bucket, n, g)] for n, g in generations.items()]
+    by_outcome = {jobs.COMPLETED: outcomes.completed} if outcomes.completed else {}
+    by_outcome.update({f"{jobs.FAILED}:{reason}": n for reason, n in outcomes.failed.items()})
     return SoakReport(
         images=len(generations),
         faults=faults,
-        outcomes=dict(outcomes),
-        lost=lost,
-        duplicate_outputs=duplicates,
-        orphan_outputs=orphans,
+        outcomes=by_outcome,
+        lost=outcomes.lost,
+        duplicate_outputs=outcomes.duplicate_outputs,
+        orphan_outputs=outcomes.orphan_outputs,
         predictions_per_image={
-            "mean": round(sum(counts) / max(1, len(counts)), 3),
-            "max": max(counts, default=0),
-            "total": sum(counts),
+            "mean": outcomes.predictions_mean,
+            "max": outcomes.predictions_max,
+            "total": sum(outcomes.predictions),
         },
-        over_attempt_budget=over_budget,
+        over_attempt_budget=outcomes.over_attempt_budget,
         reconciler_runs=runs,
         wall_seconds=wall,
-        problems=problems,
+        problems=outcomes.problems,
     )
 
 

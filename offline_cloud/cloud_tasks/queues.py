@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import grpc
 from google.cloud import tasks_v2
-from google.rpc import status_pb2
+from google.rpc import status_pb2  # type: ignore[import-untyped]  # googleapis-common-protos has no type information
 
 from offline_cloud.cloud_tasks import rules
 from offline_cloud.cloud_tasks.rules import InvalidArgument

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from google.rpc import code_pb2
+from google.rpc import code_pb2  # type: ignore[import-untyped]  # googleapis-common-protos has no type information
 
 # --- limits and defaults (Cloud Tasks v2 reference and quotas page) ------------------------------
 

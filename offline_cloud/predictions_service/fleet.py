@@ -8,7 +8,7 @@ With ``--fleet-latency SPEC`` each prediction instead:
 2. draws a latency from SPEC (plus the ``model_latency_seconds`` knob);
 3. meanwhile, on a small thread pool, fetches and decodes its input as the real path does (so bad
    inputs fail the same way) and makes a cheap cut-out: at most 256 px on the long side, alpha
-   from a soft ellipse, an RGBA PNG carrying the text chunk ``bgremove-offline-fleet=stand-in``;
+   from a soft ellipse, an RGBA PNG carrying the text chunk ``keys.OFFLINE_FLEET=stand-in``;
 4. once the latency has passed since it started, ends exactly as the real path would: injected
    failure (``fail_rate``), input error, or success; a cancel or Cancel-After that came first wins.
 
@@ -34,6 +34,8 @@ from functools import partial
 from PIL import Image, ImageDraw, ImageFilter
 from PIL.PngImagePlugin import PngInfo
 
+from bgremove import keys
+
 from .config import Settings
 from .faults import Faults
 from .inputs import InputError, LocalResolver
@@ -45,7 +47,6 @@ from .stats import Stats
 from .store import PredictionStore
 
 log = logging.getLogger(__name__)
-LABEL_KEY = "bgremove-offline-fleet"
 LABEL_VALUE = "stand-in"
 LOG_LABEL = "fleet stand-in (not the model)"
 MAX_SIDE = 256
@@ -64,7 +65,7 @@ def stand_in_cutout(image: Image.Image) -> bytes:
     rgba = rgb.convert("RGBA")
     rgba.putalpha(mask)
     info = PngInfo()
-    info.add_text(LABEL_KEY, LABEL_VALUE)
+    info.add_text(keys.OFFLINE_FLEET, LABEL_VALUE)
     out = io.BytesIO()
     # Level 1: a scale run cares about throughput, not a few kilobytes.
     rgba.save(out, format="PNG", pnginfo=info, compress_level=1)

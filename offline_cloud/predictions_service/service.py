@@ -12,11 +12,13 @@ from pathlib import Path
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from bgremove import keys
+
 from .app import create_app
 from .config import Settings
 from .faults import Faults
 from .files import UploadedFiles
-from .fleet import FleetExecutor
+from .fleet import LABEL_VALUE, FleetExecutor
 from .model import BackgroundRemover, default_threads
 from .outputs import OutputFiles
 from .ratelimit import CREATE, OTHER, RateLimits
@@ -133,8 +135,10 @@ class Service:
             # Loud on purpose: outputs in this mode are not background removals.
             log.warning(
                 "FLEET STAND-IN MODE: predictions do not run the model; latency %s; outputs are labelled "
-                "cut-outs (PNG text chunk bgremove-offline-fleet=stand-in)",
+                "cut-outs (PNG text chunk %s=%s)",
                 self.settings.fleet_latency,
+                keys.OFFLINE_FLEET,
+                LABEL_VALUE,
             )
         log.info(
             "serving on %s (public base %s); mode %s; rate limits: creates %s, other calls %s; webhook echo %s",
