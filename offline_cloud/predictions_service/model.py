@@ -68,9 +68,14 @@ class BackgroundRemover:
         return alpha.resize(rgb.size, Image.Resampling.LANCZOS)
 
     def remove_background(self, image: Image.Image) -> bytes:
-        """RGBA PNG bytes: the image's colours with the predicted mask as alpha channel."""
+        """RGBA PNG bytes: the image's colours with the predicted mask as alpha channel.
+
+        Like the real model's output, the PNG carries no ICC profile (its pixel values stay in the
+        upload's colour space): Pillow's convert() keeps `info`, so the profile is dropped here on
+        purpose, or the offline copy would hide the colour shift production shows."""
         rgba = image.convert("RGB").convert("RGBA")
         rgba.putalpha(self.mask(image))
+        rgba.info.pop("icc_profile", None)
         out = io.BytesIO()
-        rgba.save(out, format="PNG")
+        rgba.save(out, format="PNG", icc_profile=None)
         return out.getvalue()
