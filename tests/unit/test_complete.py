@@ -190,13 +190,19 @@ def _racing_save(world: World, job: Job, move: Any) -> None:
     original = world.objects.write_json
     state = {"raced": False}
 
-    def racing(bucket: str, name: str, record_: dict[str, Any], generation: int, metadata: Any = None) -> int:
+    def racing(
+        bucket: str,
+        name: str,
+        record: dict[str, Any],
+        if_generation_match: int,
+        metadata: dict[str, str] | None = None,
+    ) -> int:
         if not state["raced"] and name == naming.job_record_name(job.job_id):
             state["raced"] = True
             loaded = store.load(job.job_id)
             assert loaded is not None
             original(bucket, name, move(loaded[0]).to_json(), loaded[1], metadata)
-        return original(bucket, name, record_, generation, metadata)
+        return original(bucket, name, record, if_generation_match, metadata)
 
     world.objects.write_json = racing  # type: ignore[method-assign]
 

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from skimage import data
 
 from bgremove import errors, images, inputs, jobs, naming, submit, upright
 from bgremove.jobs import Source
 from bgremove.submit import Outcome, UploadEvent
+from tests.photos import sample
 from tests.unit.fakes import BASE_ENV, World, config, process
 
 NOW = 1_700_000_000.0
@@ -26,7 +26,7 @@ STORED |= {7: T.TRANSVERSE, 8: T.ROTATE_270}
 
 
 def scene(size: tuple[int, int] = (150, 100)) -> Image.Image:
-    return Image.fromarray(data.chelsea()).resize(size)
+    return Image.fromarray(sample("chelsea")).resize(size)
 
 
 def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
