@@ -15,6 +15,7 @@ from PIL import Image
 
 from offline_cloud.client import storage_client, webhook_headers
 from offline_cloud.stack import StackInfo
+from tests.photos import sample
 
 T = TypeVar("T")
 
@@ -68,12 +69,14 @@ class StackClient:
         self.api("POST", "/_admin/faults", json=knobs).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
-        return self.api("GET", "/_admin/stats").json()
+        stats = self.api("GET", "/_admin/stats").json()
+        assert isinstance(stats, dict), stats
+        return stats
 
     # cloud tasks
     def tasks_log(self, queue: str = "") -> list[dict[str, Any]]:
         """The Cloud Tasks emulator's dispatch records (of one queue, or all)."""
-        params = {"queue": queue, "limit": 100000} if queue else {"limit": 100000}
+        params: dict[str, str | int] = {"queue": queue, "limit": 100000} if queue else {"limit": 100000}
         answer = requests.get(self.info.tasks_admin_url + "/log", params=params, timeout=10).json()
         return list(answer if isinstance(answer, list) else answer.get("log", []))
 
@@ -89,7 +92,9 @@ class StackClient:
 
     # eventarc relay
     def deliveries(self) -> list[dict[str, Any]]:
-        return requests.get(self.info.relay_admin_url + "/deliveries", timeout=10).json()["log"]
+        log = requests.get(self.info.relay_admin_url + "/deliveries", timeout=10).json()["log"]
+        assert isinstance(log, list), log
+        return log
 
     def final_deliveries(self, subject: str) -> list[dict[str, Any]]:
         return [d for d in self.deliveries() if d["kind"] == "final" and d["subject"] == subject]
@@ -107,9 +112,7 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
 
 def photo(name: str, fmt: str = "JPEG", size: tuple[int, int] | None = None) -> bytes:
     """A real photograph from skimage.data, encoded as `fmt`."""
-    import skimage.data
-
-    image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    image = Image.fromarray(sample(name)).convert("RGB")
     if size:
         image = image.resize(size)
     buf = io.BytesIO()
@@ -144,9 +147,7 @@ def post_webhook(
 def photo_near(target_bytes: int, fmt: str = "JPEG", noise: float = 3.0, name: str = "astronaut") -> bytes:
     """A real photograph, resized (4:3) and given mild sensor-like noise, whose encoding is within
     3 % of `target_bytes`: the size is found by bisecting the width."""
-    import skimage.data
-
-    source = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    source = Image.fromarray(sample(name)).convert("RGB")
     rng = np.random.default_rng(target_bytes)
 
     def encode(width: int) -> bytes:
@@ -172,9 +173,7 @@ def photo_near(target_bytes: int, fmt: str = "JPEG", noise: float = 3.0, name: s
 
 def twelve_megapixel_photo() -> bytes:
     """A 4000x3000 JPEG of a real photo with sensor-like noise: several MB, like a phone's."""
-    import skimage.data
-
-    image = Image.fromarray(skimage.data.coffee()).convert("RGB").resize((4000, 3000), Image.Resampling.LANCZOS)
+    image = Image.fromarray(sample("coffee")).convert("RGB").resize((4000, 3000), Image.Resampling.LANCZOS)
     pixels = np.asarray(image).astype(np.float32) + np.random.default_rng(12).normal(0.0, 8.0, (3000, 4000, 3))
     buf = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=95)

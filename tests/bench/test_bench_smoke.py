@@ -10,7 +10,7 @@ from pathlib import Path
 
 from offline_cloud.stack import ROOT, die_with_parent
 
-FIGURES = ("billed", "latency", "coldstart", "memory", "throughput", "variants")
+FIGURES: tuple[str, ...] = ("billed", "latency", "coldstart", "memory", "throughput", "variants")
 FIGURES += ("bulk", "calls")  # issue 11
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from bgremove import naming
 from offline_cloud.stack import ROOT
-from tests.conftest import start_stack
+from tests.conftest import FAST_RETRIES, start_stack
 from tests.support import StackClient, wait_for
 
 # These tests are about admission (backfill, retry, pause, status), not cut-out quality: the
@@ -176,7 +176,8 @@ def small_jpeg() -> bytes:
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     directory = tmp_path_factory.mktemp("cli-stack")
-    running = start_stack(directory, **CLI_STACK_OPTIONS)
+    # `retries` by name: otherwise mypy cannot tell that CLI_STACK_OPTIONS holds no `retries` key.
+    running = start_stack(directory, retries=FAST_RETRIES, **CLI_STACK_OPTIONS)
     try:
         assert running.info is not None
         yield Cli(StackClient(running.info), directory / "stack.json")

@@ -3,6 +3,8 @@ the Terraform outputs it reads and the one-line errors. No processes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 import pytest
 from google.api_core import exceptions as gexc
@@ -16,6 +18,10 @@ from bgremove_cli.failures import explain
 from bgremove_cli.target import terraform_error, terraform_settings
 
 SOURCE = Source("uploads", "photos/a.jpg", 7, "image/jpeg", 1000)
+# google-api-core's exception constructors are unannotated; these names call them typed.
+Forbidden: Callable[[str], gexc.Forbidden] = gexc.Forbidden
+PermissionDenied: Callable[[str], gexc.PermissionDenied] = gexc.PermissionDenied
+NotFound: Callable[[str], gexc.NotFound] = gexc.NotFound
 
 
 def failed_job(now: float = 100.0) -> jobs.Job:
@@ -164,9 +170,9 @@ def test_terraform_outputs_become_the_pipeline_variables() -> None:
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (gexc.Forbidden("caller does not have storage.objects.list access"), "permission denied (caller does not"),
-        (gexc.PermissionDenied("The principal lacks cloudtasks.queues.pause"), "permission denied (The principal"),
-        (gexc.NotFound("Queue does not exist."), "not found (Queue does not exist.)"),
+        (Forbidden("caller does not have storage.objects.list access"), "permission denied (caller does not"),
+        (PermissionDenied("The principal lacks cloudtasks.queues.pause"), "permission denied (The principal"),
+        (NotFound("Queue does not exist."), "not found (Queue does not exist.)"),
         (ConnectionRefusedError(111, "Connection refused"), "cannot reach the service"),
         (RuntimeError("odd\nsecond line"), "unexpected RuntimeError: odd (BGREMOVE_DEBUG=1"),
     ],

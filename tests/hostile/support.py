@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -34,10 +34,19 @@ DELETE = object()  # as a field value in PendingJob.body: leave the field out
 UNAUTHORIZED_BODY = {"status": 401, "message": "unauthorized"}
 
 
-def record(response: Any) -> Any:
+class Answer(Protocol):
+    """A requests response or a werkzeug test response: both give their body as `text`."""
+
+    @property
+    def text(self) -> str: ...
+
+
+AnswerT = TypeVar("AnswerT", bound=Answer)
+
+
+def record(response: AnswerT) -> AnswerT:
     """Keep the answer body (requests or werkzeug test response) for the secrets test."""
-    text = response.text if hasattr(response, "text") else response.get_data(as_text=True)
-    ANSWERS.append(text)
+    ANSWERS.append(response.text)
     return response
 
 
@@ -117,7 +126,7 @@ def signed_headers(
 
 def deliver(
     info: StackInfo,
-    body: bytes,
+    body: bytes | Iterable[bytes],
     headers: dict[str, Any] | None = None,
     method: str = "POST",
     secret: str | None = None,
@@ -131,7 +140,7 @@ def deliver(
     the API (`webhook_url_for`); `url` to any URL (hostile query strings); neither, to the bare
     `WEBHOOK_URL`. Without a signed `webhook` echo in the body, the request's query string is the
     only (unsigned) hint of which job a delivery is for. `headers` override the signed ones; a value
-    of None removes that header.
+    of None removes that header. A `body` of chunks (sent chunked) is not signed: pass `headers`.
     """
     assert job is None or url is None, "a job's URL or another URL, not both"
     sent = signed_headers(secret or info.webhook_secret, body) if isinstance(body, bytes) else {}
@@ -221,7 +230,7 @@ class PendingJob:
         """This job's webhook URL, `<WEBHOOK_URL>?job=<job id>`, as the pipeline gave it to the API."""
         return webhook_url_for(self.stack.info.webhook_url, self.job_id)
 
-    def deliver(self, body: bytes, **kwargs: Any) -> requests.Response:
+    def deliver(self, body: bytes | Iterable[bytes], **kwargs: Any) -> requests.Response:
         """`body` delivered to this job's webhook URL (see `deliver`)."""
         return deliver(self.stack.info, body, job=self.job_id, **kwargs)
 

@@ -18,8 +18,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,6 +40,10 @@ from tests.hostile.support import (
 )
 from tests.support import StackClient
 
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
+
 EXAMPLES = int(os.environ.get("BGREMOVE_FUZZ_EXAMPLES", "300"))
 RANDOM = os.environ.get("BGREMOVE_FUZZ_RANDOM", "") not in ("", "0")
 DOCUMENTED = {200, 400, 401, 404, 405, 409, 413}
@@ -59,7 +63,7 @@ def fuzz_jobs(job_pool: JobPool) -> list[PendingJob]:
 
 
 @contextlib.contextmanager
-def _webhook_app(env: dict[str, str]) -> Iterator[Any]:
+def _webhook_app(env: dict[str, str]) -> Iterator[FlaskClient]:
     """functions-framework's app for on_prediction_webhook, loaded from main.py under `env`.
 
     main.py reads its config at import, so the environment is set before the app loads it."""
@@ -71,7 +75,9 @@ def _webhook_app(env: dict[str, str]) -> Iterator[Any]:
             patch.setenv(name, value)
         _clear_process_caches()
         try:
-            app = functions_framework.create_app("on_prediction_webhook", str(ROOT / "main.py"))
+            # functions-framework's create_app is unannotated; this name calls it typed.
+            create_app: Callable[[str, str], Flask] = functions_framework.create_app
+            app = create_app("on_prediction_webhook", str(ROOT / "main.py"))
             yield app.test_client()
         finally:
             _clear_process_caches()
@@ -82,7 +88,7 @@ def _webhook_app(env: dict[str, str]) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def webhook_app(main_stack: StackClient) -> Iterator[Any]:
+def webhook_app(main_stack: StackClient) -> Iterator[FlaskClient]:
     """The webhook, in-process, configured for the running stack."""
     with _webhook_app(main_stack.info.function_env) as client:
         yield client
@@ -246,7 +252,7 @@ def webhook_requests(draw: Any, jobs: list[PendingJob], secret: str, webhook_bas
 
 
 def test_webhook_never_crashes_whatever_it_is_sent(
-    webhook_app: Any, fuzz_jobs: list[PendingJob], main_stack: StackClient
+    webhook_app: FlaskClient, fuzz_jobs: list[PendingJob], main_stack: StackClient
 ) -> None:
     seen: dict[int, int] = {}
 

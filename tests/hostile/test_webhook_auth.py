@@ -22,6 +22,7 @@ import pytest
 from bgremove import signatures
 from tests.hostile.support import (
     UNAUTHORIZED_BODY,
+    JobPool,
     PendingJob,
     random_secret,
     record_text,
@@ -34,7 +35,7 @@ LIMIT = 1024 * 1024  # WEBHOOK_MAX_BODY_BYTES default
 
 
 @pytest.fixture(scope="module")
-def pending(job_pool: Any) -> PendingJob:
+def pending(job_pool: JobPool) -> PendingJob:
     return job_pool.take()
 
 
@@ -205,6 +206,7 @@ def test_content_length_claiming_a_huge_body_is_refused_before_reading(
 
     # requests always sends the true length, so speak HTTP by hand to lie about it.
     url = urlsplit(pending.url)
+    assert url.hostname is not None, pending.url
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     try:
         connection.putrequest("POST", f"{url.path or '/'}?{url.query}")

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from bgremove.submit import webhook_url_for
-from tests.hostile.support import DELETE, PendingJob, deliver, webhook_log
+from tests.hostile.support import DELETE, JobPool, PendingJob, deliver, webhook_log
 from tests.support import StackClient
 
 
 @pytest.fixture(scope="module")
-def pending(job_pool: Any) -> PendingJob:
+def pending(job_pool: JobPool) -> PendingJob:
     return job_pool.take()
 
 

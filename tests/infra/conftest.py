@@ -97,4 +97,5 @@ def checkov_report(infra_tools: None) -> dict[str, Any]:
         report = next((r for r in report if r.get("check_type") == "terraform"), {})
     if not report.get("results"):
         pytest.fail(f"checkov found nothing to check in infra/: {report}")
+    assert isinstance(report, dict), report
     return report

@@ -38,6 +38,13 @@ def find(module: Module, kind: str, tf_type: str, name: str) -> dict[str, Any]:
     raise KeyError(f"{kind} {tf_type}.{name}")
 
 
+def one_block(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """The one block `key` inside body, which the copy being broken must have."""
+    found = single(body, key)
+    assert found is not None, f"no single {key} block"
+    return found
+
+
 def find_locals(module: Module) -> dict[str, Any]:
     for body in module.values():
         for block in body.get("locals", []):
@@ -160,7 +167,7 @@ def test_variable_dropped_from_terraform_is_caught(mod: Module) -> None:
 
 def test_required_variable_missing_on_one_function_is_caught(mod: Module) -> None:
     webhook = find(mod, "resource", "google_cloudfunctions2_function", "webhook")
-    single(webhook, "service_config")["environment_variables"] = (
+    one_block(webhook, "service_config")["environment_variables"] = (
         "${merge({UPLOAD_BUCKET = google_storage_bucket.uploads.name}, {})}"
     )
     problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
@@ -184,14 +191,14 @@ def test_misnamed_setting_variable_is_caught(mod: Module) -> None:
 
 def test_unreadable_environment_expression_is_reported(mod: Module) -> None:
     upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
-    single(upload, "service_config")["environment_variables"] = '${jsondecode(file("env.json"))}'
+    one_block(upload, "service_config")["environment_variables"] = '${jsondecode(file("env.json"))}'
     problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
     assert any("cannot read environment_variables" in p for p in problems), problems
 
 
 def test_signing_account_must_be_the_runtime_account(mod: Module) -> None:
     tasks = find(mod, "resource", "google_cloudfunctions2_function", "tasks")
-    single(tasks, "service_config")["service_account_email"] = "${google_service_account.webhook.email}"
+    one_block(tasks, "service_config")["service_account_email"] = "${google_service_account.webhook.email}"
     problems = wiring.check_settings(
         reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
     )
@@ -204,7 +211,7 @@ def test_signing_account_must_be_the_runtime_account(mod: Module) -> None:
 
 
 def test_wrong_runtime_is_caught(mod: Module) -> None:
-    single(find(mod, "resource", "google_cloudfunctions2_function", "reconcile"), "build_config")["runtime"] = (
+    one_block(find(mod, "resource", "google_cloudfunctions2_function", "reconcile"), "build_config")["runtime"] = (
         "python312"
     )
     problems = wiring.check_runtime(wiring.tf_functions(mod), (3, 11))
@@ -261,7 +268,7 @@ def test_missing_requirement_is_caught() -> None:
 
 
 def test_dropped_retry_policy_is_caught(mod: Module) -> None:
-    trigger = single(find(mod, "resource", "google_cloudfunctions2_function", "upload"), "event_trigger")
+    trigger = one_block(find(mod, "resource", "google_cloudfunctions2_function", "upload"), "event_trigger")
     del trigger["retry_policy"]
     problems = wiring.check_access(mod, wiring.tf_functions(mod))
     assert any("retry_policy must be RETRY_POLICY_RETRY" in p for p in problems), problems
@@ -275,7 +282,7 @@ def test_private_webhook_is_caught(mod: Module) -> None:
 
 def test_unscheduled_reconciler_is_caught(mod: Module) -> None:
     job = find(mod, "resource", "google_cloud_scheduler_job", "reconcile")
-    del single(job, "http_target")["oidc_token"]
+    del one_block(job, "http_target")["oidc_token"]
     problems = wiring.check_access(mod, wiring.tf_functions(mod))
     assert any("reconcile: internal HTTP function that no scheduler job calls" in p for p in problems), problems
 
@@ -386,7 +393,7 @@ def test_hard_coded_queue_path_is_caught(mod: Module) -> None:
 
 def test_hard_coded_queue_rate_is_caught(mod: Module) -> None:
     queue = find(mod, "resource", "google_cloud_tasks_queue", "submit")
-    single(queue, "rate_limits")["max_dispatches_per_second"] = 10
+    one_block(queue, "rate_limits")["max_dispatches_per_second"] = 10
     problems = queue_problems(mod)
     assert (
         "google_cloud_tasks_queue.submit: rate_limits.max_dispatches_per_second must come from a module variable"
@@ -402,9 +409,9 @@ def test_queue_without_retry_config_is_caught(mod: Module) -> None:
 
 def test_misspelt_queue_arguments_are_caught(mod: Module, schemas: dict[str, dict[str, Any]]) -> None:
     queue = find(mod, "resource", "google_cloud_tasks_queue", "submit")
-    rate = single(queue, "rate_limits")
+    rate = one_block(queue, "rate_limits")
     rate["max_dispatch_per_second"] = rate.pop("max_dispatches_per_second")
-    retry = single(queue, "retry_config")
+    retry = one_block(queue, "retry_config")
     retry["max_retry_duraton"] = retry.pop("max_retry_duration")
     grant = find(mod, "resource", "google_cloud_tasks_queue_iam_member", "submit_enqueuer")
     grant["queue"] = grant.pop("name")
@@ -500,7 +507,7 @@ def test_runtime_account_as_the_oidc_identity_is_caught(mod: Module) -> None:
 
 def test_public_ingress_on_the_task_handler_is_caught(mod: Module) -> None:
     tasks = find(mod, "resource", "google_cloudfunctions2_function", "tasks")
-    single(tasks, "service_config")["ingress_settings"] = "ALLOW_ALL"
+    one_block(tasks, "service_config")["ingress_settings"] = "ALLOW_ALL"
     assert any("tasks: ingress 'ALLOW_ALL'" in p for p in handler_problems(mod))
     access = wiring.check_access(mod, wiring.tf_functions(mod))
     assert "tasks: the task handler must use internal ingress, not 'ALLOW_ALL'" in access
@@ -605,7 +612,7 @@ def test_emulator_host_set_by_terraform_is_caught(mod: Module) -> None:
 
 def test_api_token_back_on_upload_is_caught(mod: Module) -> None:
     upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
-    single(upload, "service_config")["secret_environment_variables"] = [
+    one_block(upload, "service_config")["secret_environment_variables"] = [
         {"key": "PREDICTIONS_API_TOKEN", "secret": "x", "version": "latest", "__is_block__": True}
     ]
     problems = env_problems(mod)
@@ -614,7 +621,7 @@ def test_api_token_back_on_upload_is_caught(mod: Module) -> None:
 
 def test_function_without_the_task_settings_is_caught(mod: Module) -> None:
     reconcile = find(mod, "resource", "google_cloudfunctions2_function", "reconcile")
-    single(reconcile, "service_config")["environment_variables"] = (
+    one_block(reconcile, "service_config")["environment_variables"] = (
         "${merge(local.app_env, {WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri})}"
     )
     problems = env_problems(mod)
@@ -624,7 +631,7 @@ def test_function_without_the_task_settings_is_caught(mod: Module) -> None:
 
 def test_webhook_url_on_upload_is_caught(mod: Module) -> None:
     upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
-    single(upload, "service_config")["environment_variables"] = (
+    one_block(upload, "service_config")["environment_variables"] = (
         "${merge(local.app_env, local.task_env, "
         "{WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri})}"
     )
@@ -633,7 +640,7 @@ def test_webhook_url_on_upload_is_caught(mod: Module) -> None:
 
 def test_webhook_url_pointing_at_the_task_handler_is_caught(mod: Module) -> None:
     reconcile = find(mod, "resource", "google_cloudfunctions2_function", "reconcile")
-    single(reconcile, "service_config")["environment_variables"] = (
+    one_block(reconcile, "service_config")["environment_variables"] = (
         "${merge(local.app_env, local.task_env, "
         "{WEBHOOK_URL = google_cloudfunctions2_function.tasks.service_config[0].uri})}"
     )

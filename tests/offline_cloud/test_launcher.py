@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no types-psutil in requirements-dev.txt
 import pytest
 import requests
 from google.auth.credentials import AnonymousCredentials

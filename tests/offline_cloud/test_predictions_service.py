@@ -26,13 +26,13 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from skimage import data as skdata
 from standardwebhooks import Webhook
 
 from offline_cloud.predictions_service.latency import parse_latency
 from offline_cloud.predictions_service.ratelimit import TokenBucket, whole_seconds
 from offline_cloud.stack import die_with_parent, free_port
 from offline_cloud.tls import TlsFiles, make_certificates
+from tests.photos import sample
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-123"
@@ -56,6 +56,12 @@ def data_url(payload: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(payload).decode()
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """A decoded JSON value that must be an object."""
+    assert isinstance(value, dict), value
+    return value
+
+
 # A small image for tests where the mask itself does not matter (the model still runs on it).
 TINY_URL = data_url(encode(np.full((48, 64, 3), 200, dtype=np.uint8), "PNG"), "image/png")
 
@@ -73,7 +79,7 @@ class Delivery:
 
     @property
     def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        return json_object(json.loads(self.body))
 
 
 @dataclass
@@ -182,12 +188,12 @@ class Api:
     def created(self, **kwargs: Any) -> dict[str, Any]:
         response = self.create(**kwargs)
         assert response.status_code == 201, response.text
-        return response.json()
+        return json_object(response.json())
 
     def get(self, prediction_id: str, prefix: str = "/v1") -> dict[str, Any]:
         response = self.call("GET", f"{prefix}/predictions/{prediction_id}")
         assert response.status_code == 200, response.text
-        return response.json()
+        return json_object(response.json())
 
     def wait(self, prediction_id: str, until: set[str] = TERMINAL, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -201,10 +207,10 @@ class Api:
     def faults(self, **knobs: Any) -> dict[str, Any]:
         response = self.call("POST", "/_admin/faults", json=knobs)
         assert response.status_code == 200, response.text
-        return response.json()
+        return json_object(response.json())
 
     def stats(self) -> dict[str, Any]:
-        return self.call("GET", "/_admin/stats").json()
+        return json_object(self.call("GET", "/_admin/stats").json())
 
     def download(self, url: str) -> requests.Response:
         return requests.get(url, verify=self.ca, timeout=15)
@@ -304,7 +310,7 @@ def assert_cutout(png: bytes) -> None:
 
 
 def verified(delivery: Delivery) -> dict[str, Any]:
-    return Webhook(SECRET).verify(delivery.body, delivery.headers)
+    return json_object(Webhook(SECRET).verify(delivery.body, delivery.headers))
 
 
 def assert_throttled(response: requests.Response, seconds: int | None = None) -> int:
@@ -323,7 +329,7 @@ def assert_throttled(response: requests.Response, seconds: int | None = None) ->
 
 def test_coffee_data_url_succeeds_with_signed_webhooks(api: Api, receiver: Receiver) -> None:
     hook = receiver.new_hook()
-    image = data_url(encode(skdata.coffee(), "JPEG"), "image/jpeg")
+    image = data_url(encode(sample("coffee"), "JPEG"), "image/jpeg")
     created = api.created(image=image, webhook=receiver.url(hook))
     assert created["status"] == "starting"
     assert created["model"] == "lucataco/remove-bg"
@@ -355,7 +361,7 @@ def test_coffee_data_url_succeeds_with_signed_webhooks(api: Api, receiver: Recei
 
 
 def test_astronaut_http_url_succeeds(api: Api, receiver: Receiver) -> None:
-    receiver.files["/astronaut.png"] = (encode(skdata.astronaut(), "PNG"), "image/png")
+    receiver.files["/astronaut.png"] = (encode(sample("astronaut"), "PNG"), "image/png")
     created = api.created(image=receiver.url("/astronaut.png"))
     done = api.wait(created["id"])
     assert done["status"] == "succeeded", done
@@ -872,7 +878,7 @@ def test_fleet_latency_grammar() -> None:
 
 
 def test_fleet_runs_many_at_once_with_labelled_outputs(fleet_api: Api, receiver: Receiver) -> None:
-    coffee = data_url(encode(skdata.coffee(), "JPEG"), "image/jpeg")  # 600x400
+    coffee = data_url(encode(sample("coffee"), "JPEG"), "image/jpeg")  # 600x400
     hook = receiver.new_hook()
     created = [fleet_api.created(image=coffee, webhook=receiver.url(hook), webhook_events_filter=["completed"])]
     created += [fleet_api.created() for _ in range(59)]

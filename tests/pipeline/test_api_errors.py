@@ -69,6 +69,7 @@ def misconfigured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackCli
         tmp_path_factory.mktemp("bad-token-stack"), function_env={"PREDICTIONS_API_TOKEN": "r8_not_the_token"}
     )
     try:
+        assert running.info is not None
         yield StackClient(running.info)
     finally:
         running.stop()

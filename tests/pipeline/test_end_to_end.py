@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from google.cloud import storage
 
 from tests.conftest import start_stack
 from tests.support import StackClient, assert_cutout, photo
 
 
-def _run_one(stack: StackClient, name: str, data: bytes, content_type: str) -> tuple[dict, object]:
+def _run_one(stack: StackClient, name: str, data: bytes, content_type: str) -> tuple[dict[str, Any], storage.Blob]:
     generation = stack.upload(name, data, content_type)
     job = stack.wait_job(name, generation)
     assert job["state"] == "completed", job
@@ -21,7 +23,9 @@ def _run_one(stack: StackClient, name: str, data: bytes, content_type: str) -> t
 
 
 def _input_of(stack: StackClient, prediction_id: str) -> str:
-    return stack.api("GET", f"/v1/predictions/{prediction_id}").json()["input"]["image"]
+    image = stack.api("GET", f"/v1/predictions/{prediction_id}").json()["input"]["image"]
+    assert isinstance(image, str), image
+    return image
 
 
 def test_small_jpeg_goes_as_data_url_and_comes_back_as_transparent_png(stack: StackClient) -> None:
@@ -65,6 +69,7 @@ def proxy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClien
         tmp_path_factory.mktemp("proxy-stack"), api_prefix="/replicate/v1", function_env={"INPUT_MODE": "signed_url"}
     )
     try:
+        assert running.info is not None
         yield StackClient(running.info)
     finally:
         running.stop()

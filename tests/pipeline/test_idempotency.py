@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import requests
 
@@ -48,6 +49,7 @@ def test_same_webhook_delivered_three_times_writes_once(stack: StackClient) -> N
     job = stack.wait_job(name, generation)
     assert job["state"] == "completed"
     output = stack.processed(job["output_name"])
+    assert output is not None
     prediction = stack.api("GET", f"/v1/predictions/{job['prediction_ids'][-1]}").json()
     body = json.dumps(prediction).encode()
 
@@ -87,15 +89,17 @@ def test_webhook_arriving_before_the_submission_is_recorded_still_completes_the_
     assert created.status_code == 201
     prediction_id = created.json()["id"]
 
-    def first_attempt() -> dict | None:
-        for delivery in stack.stats()["webhook_deliveries"]:
+    def first_attempt() -> dict[str, Any] | None:
+        deliveries: list[dict[str, Any]] = stack.stats()["webhook_deliveries"]
+        for delivery in deliveries:
             if delivery["prediction_id"] == prediction_id and delivery["event"] == "completed":
                 return delivery
         return None
 
     early = wait_for(first_attempt, 60, "the first webhook attempt")
     assert early["status_code"] == 503  # not yet recorded: the sender is asked to retry
-    assert stack.job(stack.info.upload_bucket, name, generation)["state"] == "claimed"
+    claimed = stack.job(stack.info.upload_bucket, name, generation)
+    assert claimed is not None and claimed["state"] == "claimed"
     # The submitter records its prediction now, as submit_job does right after the create.
     loaded = stack.gcs.bucket(stack.info.state_bucket).get_blob(naming.job_record_name(claim.job_id))
     recorded = jobs.submitted(claim, prediction_id, time.time(), 900)
@@ -123,8 +127,10 @@ def test_end_of_a_superseded_prediction_does_not_decide_the_job(stack: StackClie
 
     old = deliver("p_old", "canceled")
     assert (old.status_code, old.json()["message"]) == (200, "ignored")
-    assert stack.job(stack.info.upload_bucket, name, 1)["state"] == "submitted"
+    ignored = stack.job(stack.info.upload_bucket, name, 1)
+    assert ignored is not None and ignored["state"] == "submitted"
 
     current = deliver("p_new", "failed")
     assert (current.status_code, current.json()["message"]) == (200, "failed")
-    assert stack.job(stack.info.upload_bucket, name, 1)["reason"] == "prediction_failed"
+    failed = stack.job(stack.info.upload_bucket, name, 1)
+    assert failed is not None and failed["reason"] == "prediction_failed"

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 
 from bgremove import images, naming, variants
 from tests.conftest import start_stack
+from tests.photos import sample
 from tests.support import StackClient
 
 SIZE = (300, 200)
@@ -50,7 +50,7 @@ def outputs_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackCli
 
 
 def scene(size: tuple[int, int] = SIZE) -> Image.Image:
-    return Image.fromarray(data.chelsea()).resize(size, Image.Resampling.LANCZOS)
+    return Image.fromarray(sample("chelsea")).resize(size, Image.Resampling.LANCZOS)
 
 
 def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
@@ -103,7 +103,9 @@ def completed(stack: StackClient, name: str, generation: int) -> tuple[dict[str,
 
 
 def model_input(stack: StackClient, job: dict[str, Any]) -> str:
-    return stack.api("GET", f"/v1/predictions/{job['prediction_ids'][-1]}").json()["input"]["image"]
+    image = stack.api("GET", f"/v1/predictions/{job['prediction_ids'][-1]}").json()["input"]["image"]
+    assert isinstance(image, str), image
+    return image
 
 
 def alpha(png: bytes) -> np.ndarray:

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -27,9 +28,9 @@ def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
         output_ttl_seconds=4.0,
         function_env={"RECONCILE_AFTER_SECONDS": "1", "CLAIM_TTL_SECONDS": "2"},
     )
-    client = StackClient(running.info)
     try:
-        yield client
+        assert running.info is not None
+        yield StackClient(running.info)
     finally:
         running.stop()
 
@@ -40,13 +41,15 @@ def rfaults(rstack: StackClient) -> Iterator[StackClient]:
     rstack.api("DELETE", "/_admin/faults").raise_for_status()
 
 
-def reconcile(stack: StackClient) -> dict:
+def reconcile(stack: StackClient) -> dict[str, Any]:
     answer = requests.post(stack.info.reconcile_url, timeout=60)
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    summary = answer.json()
+    assert isinstance(summary, dict), summary
+    return summary
 
 
-def _submitted_with_dropped_webhook(stack: StackClient) -> tuple[str, int, dict]:
+def _submitted_with_dropped_webhook(stack: StackClient) -> tuple[str, int, dict[str, Any]]:
     stack.set_faults(webhook_drop_rate=1.0)
     name = f"reconcile/{uuid.uuid4().hex}.jpg"
     generation = stack.upload(name, photo("coffee", "JPEG", (150, 100)), "image/jpeg")
@@ -61,7 +64,7 @@ def _submitted_with_dropped_webhook(stack: StackClient) -> tuple[str, int, dict]
     return name, generation, job
 
 
-def _deadline_checks(stack: StackClient, job_id: str) -> list[dict]:
+def _deadline_checks(stack: StackClient, job_id: str) -> list[dict[str, Any]]:
     return [r for r in stack.tasks_log(stack.info.deadline_queue) if f"/tasks/{job_id}-d" in r["task"]]
 
 
@@ -72,7 +75,8 @@ def test_dropped_webhook_is_settled_by_its_deadline_check(rfaults: StackClient) 
     final = stack.wait_job(name, generation, timeout=60)  # no sweep is run here
 
     assert final["state"] == "completed" and final["attempts"] == 1
-    assert stack.processed(final["output_name"]).metadata["bgremove-prediction-id"] == job["prediction_ids"][-1]
+    output = stack.processed(final["output_name"])
+    assert output is not None and output.metadata["bgremove-prediction-id"] == job["prediction_ids"][-1]
     checks = _deadline_checks(stack, job["job_id"])
     assert checks and checks[0]["status"] == 200
 

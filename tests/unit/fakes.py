@@ -313,13 +313,19 @@ def race_next_save(world: World, job_id: str, move: Callable[[Job], Job], times:
     original = world.objects.write_json
     left = {"races": times}
 
-    def racing(bucket: str, name: str, record_: dict[str, Any], generation: int, metadata: Any = None) -> int:
+    def racing(
+        bucket: str,
+        name: str,
+        record: dict[str, Any],
+        if_generation_match: int,
+        metadata: dict[str, str] | None = None,
+    ) -> int:
         if left["races"] > 0 and name == naming.job_record_name(job_id):
             left["races"] -= 1
             loaded = store.load(job_id)
             assert loaded is not None
             original(bucket, name, move(loaded[0]).to_json(), loaded[1], metadata)
-        return original(bucket, name, record_, generation, metadata)
+        return original(bucket, name, record, if_generation_match, metadata)
 
     world.objects.write_json = racing  # type: ignore[method-assign]
 

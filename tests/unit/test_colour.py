@@ -21,10 +21,10 @@ import numpy as np
 import pillow_heif
 import pytest
 from PIL import Image, ImageCms, features
-from skimage import data as skdata
 
 from bgremove import images, upright
 from bgremove.variants import Variant, render
+from tests.photos import sample
 from tests.unit.test_upright import decode, encode
 
 pillow_heif.register_heif_opener()
@@ -231,7 +231,7 @@ def test_a_white_jpeg_of_a_wide_gamut_photo_keeps_its_colours(profile: Any, caps
 
 def test_a_real_photo_and_every_rendered_format(capsys: pytest.CaptureFixture[str]) -> None:
     icc = display_p3()
-    source = Image.fromarray(skdata.chelsea())  # 451x300
+    source = Image.fromarray(sample("chelsea"))  # 451x300
     subject = (60, 40, 391, 260)
     expected = lab(source, icc)[subject[1] : subject[3], subject[0] : subject[2]]
     png = cutout_of(source, subject)

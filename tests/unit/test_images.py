@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from skimage import data as skdata
 
 from bgremove import images
+from tests.photos import sample
 
 pillow_heif.register_heif_opener()
 
@@ -33,7 +33,7 @@ TYPES |= {"HEIF": "image/heic", "AVIF": "image/avif"}
 
 @functools.cache
 def photo(name: str) -> Image.Image:
-    return Image.fromarray(getattr(skdata, name)()).convert("RGB")
+    return Image.fromarray(sample(name)).convert("RGB")
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

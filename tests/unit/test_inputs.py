@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from skimage import data
 
 from bgremove import admission, errors, images, inputs, jobs, naming, submit, upright
 from bgremove.admission import UploadEvent
 from bgremove.jobs import Source
 from bgremove.outcomes import Outcome
+from tests.photos import sample
 from tests.unit.fakes import BASE_ENV, World, config, process
 
 NOW = 1_700_000_000.0
@@ -27,7 +27,7 @@ STORED |= {7: T.TRANSVERSE, 8: T.ROTATE_270}
 
 
 def scene(size: tuple[int, int] = (150, 100)) -> Image.Image:
-    return Image.fromarray(data.chelsea()).resize(size)
+    return Image.fromarray(sample("chelsea")).resize(size)
 
 
 def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:

@@ -12,9 +12,8 @@ import pytest
 from PIL import Image
 
 from bgremove import complete, errors, jobs, variants
-from bgremove.complete import Outcome
 from bgremove.jobs import Job, Source
-from bgremove.outcomes import Result
+from bgremove.outcomes import Outcome, Result
 from bgremove.predictions import Prediction
 from tests.unit.fakes import World, config, cutout_png, record_creates
 
@@ -156,7 +155,9 @@ def test_each_variant_kind_by_its_pixels(world: World) -> None:
     assert crop.getchannel("A").getbbox() == (3, 3, 3 + BOX[2] - BOX[0], 3 + BOX[3] - BOX[1])
     square = decode(processed(world, "photos/a.square.webp").data)
     assert square.format == "WEBP" and square.size == (100, 100)
-    left, top, right, bottom = square.getchannel("A").getbbox()  # 60x40 -> 100x67, centred
+    bbox = square.getchannel("A").getbbox()
+    assert bbox is not None
+    left, top, right, bottom = bbox  # 60x40 -> 100x67, centred
     assert abs((left + right) / 2 - 50) <= 1 and abs((top + bottom) / 2 - 50) <= 1
     mask = decode(processed(world, "photos/a.mask.png").data)
     assert mask.mode == "L" and np.array_equal(np.asarray(mask), source[:, :, 3])

@@ -355,6 +355,7 @@ def test_lost_webhook_is_settled_by_the_first_check_within_minutes() -> None:
     cfg = config()
     process(ev, cfg, world.deps, NOW)
     [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
+    assert check.schedule_at is not None
     # The prediction succeeded; its webhook never arrives.
     output = "https://replicate.delivery/out/pred1.png"
     world.api.predictions["pred1"] = Prediction.from_json(

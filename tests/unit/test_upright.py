@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, features
-from skimage import data
 
 from bgremove import upright
 from bgremove.errors import UnsupportedImage
 from bgremove.upright import Prepared, orientation_of, prepare
+from tests.photos import sample
 from tests.unit.test_variants import large_cases, measure
 
 MAX_PIXELS = 40_000_000
@@ -30,7 +30,7 @@ STORED |= {6: T.ROTATE_90, 7: T.TRANSVERSE, 8: T.ROTATE_270}
 
 
 def photo() -> Image.Image:
-    return Image.fromarray(data.chelsea())  # 451x300: odd, not square, not a multiple of 8
+    return Image.fromarray(sample("chelsea"))  # 451x300: odd, not square, not a multiple of 8
 
 
 def stored_as(image: Image.Image, orientation: int) -> Image.Image:
@@ -317,7 +317,7 @@ def test_undecodable_bytes_are_refused() -> None:
 
 
 def large_scene() -> Image.Image:
-    return Image.fromarray(data.coffee()).resize((5000, 5000), Image.Resampling.BICUBIC)
+    return Image.fromarray(sample("coffee")).resize((5000, 5000), Image.Resampling.BICUBIC)
 
 
 def large_jpeg() -> tuple[bytes, str]:

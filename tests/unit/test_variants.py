@@ -28,7 +28,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
-from skimage import data
 
 from bgremove import variants
 from bgremove.errors import UnsupportedImage, VariantError
@@ -45,6 +44,7 @@ from bgremove.variants import (
     select,
     variant_object_name,
 )
+from tests.photos import sample
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_PIXELS = 40_000_000
@@ -57,7 +57,7 @@ HAZE = (0, 0, 40, 40)
 
 
 def photo() -> Image.Image:
-    return Image.fromarray(data.chelsea())  # 451x300 RGB
+    return Image.fromarray(sample("chelsea"))  # 451x300 RGB
 
 
 def cutout_alpha(size: tuple[int, int] = (451, 300)) -> Image.Image:
@@ -444,7 +444,7 @@ def test_a_real_model_cutout_crops_to_the_subject_not_the_haze() -> None:
     pytest.importorskip("onnxruntime")
     from offline_cloud.predictions_service.model import BackgroundRemover
 
-    model_png = BackgroundRemover().remove_background(Image.fromarray(data.rocket()))
+    model_png = BackgroundRemover().remove_background(Image.fromarray(sample("rocket")))
     alpha = decode(model_png).getchannel("A")
     loose = alpha.getbbox()  # any alpha above 0: the haze reaches far beyond the rocket
     assert loose is not None
@@ -585,7 +585,7 @@ LARGE_VARIANTS = {
 
 @pytest.fixture(scope="module")
 def large_png() -> bytes:
-    image = Image.fromarray(data.astronaut()).resize((5000, 5000), Image.Resampling.BICUBIC).convert("RGBA")
+    image = Image.fromarray(sample("astronaut")).resize((5000, 5000), Image.Resampling.BICUBIC).convert("RGBA")
     alpha = Image.new("L", image.size, 0)
     ImageDraw.Draw(alpha).ellipse((400, 300, 4700, 4800), fill=255)
     image.putalpha(alpha)
