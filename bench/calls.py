@@ -10,7 +10,7 @@ and the API client's sessions, the output download's session; for Cloud Tasks, e
 one gRPC call).
 
 One small photo (a data URL input, the common case) goes through the queue design's handlers in
-order — `submit.handle_upload` (on_upload), `submit.handle_submit_task` (on_task, submission),
+order — `admission.handle_upload` (on_upload), `submit.handle_submit_task` (on_task, submission),
 `complete.handle_webhook` with the very request the predictions service sent (captured by a
 local HTTP server standing in for the webhook function's URL), `reconcile.handle_deadline_task`
 (on_task, the deadline check, which finds the job final) — and another through the direct design
@@ -39,11 +39,12 @@ from urllib.parse import urlsplit
 import requests
 
 from bench import common
-from bgremove import complete, outputs, runtime, submit
+from bgremove import admission, complete, outputs, runtime, submit
 from bgremove import reconcile as reconciler
 from bgremove.config import Config, load_config
 from bgremove.deps import Deps, OutputSource
 from bgremove.jobs import JobStore
+from bgremove.outcomes import Outcome
 from bgremove.signatures import decode_secret
 from bgremove.storage import GcsObjects
 from bgremove.tasks import EMULATOR_HOST_VARIABLE, CloudTasksQueue
@@ -243,9 +244,9 @@ def _one_image(
     name = f"bench/calls/{design}-{uuid.uuid4().hex[:8]}.jpg"
     blob = client.bucket(CALLS_BUCKET).blob(name)
     blob.upload_from_string(common.small_jpeg(1), content_type="image/jpeg")
-    event = submit.UploadEvent(
+    event = admission.UploadEvent(
         event_id=f"bench-{uuid.uuid4().hex}",
-        event_type=submit.FINALIZED,
+        event_type=admission.FINALIZED,
         bucket=CALLS_BUCKET,
         name=name,
         generation=int(blob.generation),
@@ -256,7 +257,7 @@ def _one_image(
     outcomes: dict[str, str] = {}
     if design == "queue":
         tally.phase = "on_upload"
-        result = submit.handle_upload(event, cfg, deps, time.time())
+        result = admission.handle_upload(event, cfg, deps, time.time())
         outcomes[tally.phase] = result.outcome.value
         tally.phase = "on_task (submit)"
         result = submit.handle_submit_task(result.job_id, cfg, deps, time.time())
@@ -267,7 +268,7 @@ def _one_image(
         tally.phase = "on_upload (direct)"
         result = baseline_direct.handle_upload_direct(event, cfg, deps, time.time())
         outcomes[tally.phase] = result.outcome.value
-    if result.outcome is not submit.Outcome.SUBMITTED:
+    if result.outcome is not Outcome.SUBMITTED:
         raise RuntimeError(f"{design}: the image was not submitted: {result}")
     job_id, prediction_id = result.job_id, result.prediction_id
     delivery = catcher.wait(prediction_id)
@@ -275,7 +276,7 @@ def _one_image(
     query = urlsplit(delivery["path"]).query
     settled = complete.handle_webhook(delivery["headers"], delivery["body"], query, cfg, deps, time.time)
     outcomes[tally.phase] = settled.outcome.value
-    if settled.outcome is not complete.Outcome.COMPLETED:
+    if settled.outcome is not Outcome.COMPLETED:
         raise RuntimeError(f"{design}: the webhook did not complete the job: {settled}")
     if design == "queue":
         tally.phase = "on_task (deadline)"

@@ -7,7 +7,7 @@
     bgremove ... show gs://BUCKET/NAME[#GENERATION]
 
 The same code runs against the offline stack and a real project; only the endpoints and the
-credentials differ (see target.py). Admission goes through `bgremove.submit.admit`, the function
+credentials differ (see target.py). Admission goes through `bgremove.admission.admit`, the function
 uploads use, so a backfilled or retried object joins the same submission queue, at the same pace,
 under the same filters. This package is never deployed: the functions' archive holds main.py,
 bgremove/ and requirements.txt only (infra/checks/wiring.py), and its own requirements are

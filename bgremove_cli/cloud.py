@@ -139,7 +139,7 @@ class Cloud:
         return self._queue
 
     def deps(self) -> Deps:
-        """What `bgremove.submit.admit` needs: storage, the job store and the queue. Admission calls
+        """What `bgremove.admission.admit` needs: storage, the job store and the queue. Admission calls
         no predictions API and verifies no webhook, so those seams refuse if ever asked."""
 
         def never(*_: Any) -> Any:

@@ -241,7 +241,7 @@ def _check(
     relay_log = requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
     faults["cloudevents_duplicated"] = sum(1 for e in relay_log if e.get("kind") == "received" and e.get("duplicate"))
     faults["function_workers_killed"] = kills
-    by_outcome = {jobs.COMPLETED: outcomes.completed} if outcomes.completed else {}
+    by_outcome: dict[str, int] = {jobs.COMPLETED.value: outcomes.completed} if outcomes.completed else {}
     by_outcome.update({f"{jobs.FAILED}:{reason}": n for reason, n in outcomes.failed.items()})
     return SoakReport(
         images=len(generations),
