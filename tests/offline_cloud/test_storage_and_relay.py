@@ -21,9 +21,9 @@ import requests
 from google.api_core.exceptions import PreconditionFailed
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
+from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage, Topic
 
-from offline_cloud import eventarc_relay
+from offline_cloud import eventarc_relay, pubsub
 from offline_cloud.stack import StackOptions, _create_buckets, die_with_parent, free_port, storage_emulator_command
 from tests.support import StackClient, wait_for
 
@@ -304,7 +304,8 @@ def _publish_finalizes(grpc_port: int, names: list[str]) -> list[str]:
             request_serializer=PublishRequest.serialize,
             response_deserializer=PublishResponse.deserialize,
         )
-        response = publish(PublishRequest(topic="projects/p/topics/t", messages=messages), timeout=10)
+        request = PublishRequest(topic=eventarc_relay.NOTIFICATION_TOPIC, messages=messages)
+        response = publish(request, timeout=10)
     return list(response.message_ids)
 
 
@@ -334,17 +335,13 @@ def test_ce_ids_are_pubsub_style_and_unique_across_relay_restarts(tmp_path: Path
     assert sorted(delivered) == sorted(issued)  # ce-id is the message id the publisher was given
 
 
-def test_relays_in_one_process_never_share_an_id() -> None:
-    relays = [
-        eventarc_relay.Relay(eventarc_relay.RelaySettings(target_url="http://127.0.0.1:9/", bucket="other"))
-        for _ in range(2)
-    ]
-    try:
-        request = PublishRequest(messages=[PubsubMessage(data=b"{}", attributes={})] * 50)
-        ids = [i for relay in relays for i in relay.publish(request, None).message_ids]
-    finally:
-        for relay in relays:
-            relay.close()
+def test_pubsub_emulators_in_one_process_never_share_an_id() -> None:
+    # The relay's ce-ids are the message ids of the Pub/Sub emulator it listens to.
+    emulators = [pubsub.Emulator() for _ in range(2)]
+    ids = []
+    for emulator in emulators:
+        emulator.create_topic(Topic(name=eventarc_relay.NOTIFICATION_TOPIC))
+        ids += emulator.publish(eventarc_relay.NOTIFICATION_TOPIC, [PubsubMessage(data=b"{}")] * 50)
     assert len(set(ids)) == 100
 
 
