@@ -511,6 +511,20 @@ def serve(emulator: Emulator, port: int, host: str = "127.0.0.1", workers: int =
     return server
 
 
+def create_topics(host: str, names: Iterable[str], timeout: float = 10.0) -> None:
+    """Create these topics (full names) in the emulator at host:port, as Terraform would in a project;
+    one that exists already is left as it is."""
+    from google.api_core import exceptions
+    from google.pubsub_v1 import PublisherClient
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+    with grpc.insecure_channel(host) as channel:
+        client = PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+        for name in names:
+            with contextlib.suppress(exceptions.AlreadyExists):
+                client.create_topic(name=name, timeout=timeout)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
