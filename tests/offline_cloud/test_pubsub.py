@@ -19,12 +19,14 @@ import grpc
 import pytest
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
+from google.pubsub_v1.types import Topic
 
 from offline_cloud import pubsub
 from offline_cloud.stack import die_with_parent, free_port
 from tests.support import StackClient, wait_for
 
 PROJECT = "offline-project"
+Clients = tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]
 
 
 def _google_emulator() -> Path | None:
@@ -77,9 +79,7 @@ def emulator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture
-def clients(
-    emulator: Running, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]]:
+def clients(emulator: Running, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clients]:
     """A publisher and a subscriber found through PUBSUB_EMULATOR_HOST, as the functions find theirs."""
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
     publisher = pubsub_v1.PublisherClient()
@@ -93,18 +93,26 @@ def _names() -> tuple[str, str]:
     return f"projects/{PROJECT}/topics/events-{unique}", f"projects/{PROJECT}/subscriptions/tests-{unique}"
 
 
+def _subscribed(clients: Clients, **subscription: Any) -> tuple[str, str]:
+    """A new topic and a subscription to it (with these fields), by name."""
+    publisher, subscriber = clients
+    topic, name = _names()
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(request={"name": name, "topic": topic, **subscription})
+    return topic, name
+
+
 def _pull(subscriber: pubsub_v1.SubscriberClient, subscription: str, timeout: float = 5.0) -> list[Any]:
     response = subscriber.pull(subscription=subscription, max_messages=10, timeout=timeout)
     return list(response.received_messages)
 
 
 def test_a_published_cloud_event_is_pulled_with_its_id_time_and_attributes_then_acknowledged(
-    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    clients: Clients,
 ) -> None:
     publisher, subscriber = clients
-    topic, subscription = _names()
-    publisher.create_topic(name=topic)
-    created = subscriber.create_subscription(name=subscription, topic=topic)
+    topic, subscription = _subscribed(clients)
+    created = subscriber.get_subscription(subscription=subscription)
     assert created.ack_deadline_seconds == 10 and created.topic == topic
     # A CloudEvent in the Pub/Sub binding, binary mode: ce- attributes, the data as the body.
     attributes = {
@@ -126,17 +134,14 @@ def test_a_published_cloud_event_is_pulled_with_its_id_time_and_attributes_then_
 
     subscriber.acknowledge(subscription=subscription, ack_ids=[received[0].ack_id])
     assert _pull(subscriber, subscription, timeout=2) == []  # acknowledged: not delivered again
-    assert subscriber.get_subscription(subscription=subscription).name == subscription
 
 
 def test_an_unacknowledged_message_is_delivered_again_after_its_ack_deadline(
-    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    clients: Clients,
 ) -> None:
     publisher, subscriber = clients
-    topic, subscription = _names()
-    publisher.create_topic(name=topic)
     # 1 s so the test is quick (both emulators take it; Google's service wants 10 s or more).
-    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=1)
+    topic, subscription = _subscribed(clients, ack_deadline_seconds=1)
     message_id = publisher.publish(topic, b"at least once").result(timeout=10)
 
     first = _pull(subscriber, subscription)
@@ -154,12 +159,10 @@ def test_an_unacknowledged_message_is_delivered_again_after_its_ack_deadline(
 
 
 def test_subscribe_streams_messages_and_a_nacked_one_comes_back(
-    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    clients: Clients,
 ) -> None:
     publisher, subscriber = clients
-    topic, subscription = _names()
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=subscription, topic=topic)
+    topic, subscription = _subscribed(clients)
     seen: list[tuple[str, bytes]] = []
     lock = threading.Lock()
 
@@ -185,7 +188,7 @@ def test_subscribe_streams_messages_and_a_nacked_one_comes_back(
 
 
 def test_a_subscription_gets_only_what_is_published_after_it_and_refusals_are_pubsubs(
-    clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient],
+    clients: Clients,
 ) -> None:
     publisher, subscriber = clients
     topic, subscription = _names()
@@ -210,9 +213,7 @@ def test_a_subscription_gets_only_what_is_published_after_it_and_refusals_are_pu
         subscriber.pull(subscription=subscription, max_messages=1, timeout=5)
 
 
-def test_the_offline_emulator_refuses_what_it_does_not_emulate(
-    emulator: Running, clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]
-) -> None:
+def test_the_offline_emulator_refuses_what_it_does_not_emulate(emulator: Running, clients: Clients) -> None:
     if emulator.kind != "offline":
         pytest.skip("the offline emulator's own limits (Google's has push and filters)")
     publisher, subscriber = clients
@@ -221,6 +222,20 @@ def test_the_offline_emulator_refuses_what_it_does_not_emulate(
     for asked in ({"push_config": {"push_endpoint": "http://127.0.0.1:9/"}}, {"filter": 'attributes.k = "v"'}):
         with pytest.raises(exceptions.MethodNotImplemented):
             subscriber.create_subscription(request={"name": subscription, "topic": topic, **asked})
+
+
+def test_create_topics_makes_the_missing_ones_and_leaves_the_rest() -> None:
+    emulator = pubsub.Emulator()
+    port = free_port()
+    server = pubsub.serve(emulator, port)
+    try:
+        topic, _ = _names()
+        emulator.create_topic(Topic(name=topic, labels={"kept": "yes"}))
+        other = f"projects/{PROJECT}/topics/pipeline-events"
+        pubsub.create_topics(f"127.0.0.1:{port}", [topic, other])
+    finally:
+        server.stop(0)
+    assert emulator.get_topic(topic).labels == {"kept": "yes"} and emulator.get_topic(other).name == other
 
 
 # --- the stack ---------------------------------------------------------------------------------------
