@@ -2,22 +2,26 @@
 
 States (the README draws the machine):
 
-    queued ──> claimed ──> submitted ──> completed
+    queued ──> claimed ──> submitted ──> completed ──> removed
       │  ▲        │            │
       │  └────────┴────────────┘ (released after a transient error; resubmitted)
       └──────────┴─────────────┴──────> failed
+      └──────────┴─────────────┴──────> superseded (a newer generation is live) / removed (deleted)
 
 `queued`: admitted, a submission task is in the queue; its check time is when the sweep asks
 whether that task still exists. `claimed` carries a lease: a task handler that dies holding it
 leaves a claim that expires, and the task's retry (or the sweep) takes it over. `submitted` carries
-a deadline, when a delayed task asks the predictions API what happened. `completed` and `failed` are
-final. Every write is conditional on the generation that was read, so of two writers exactly one
+a deadline, when a delayed task asks the predictions API what happened. `completed`, `failed`,
+`superseded` (the upload was replaced by a newer generation before its result was written: nothing
+is written for it) and `removed` (the upload was deleted: its cut-outs are removed, or none was
+made) are final. Every write is conditional on the generation that was read, so of two writers exactly one
 wins: `JobStore.update` is the one way a record changes (read, decide with a pure function, write
 conditionally, and on a conflict re-read and decide again), used by every transition.
 
 Open jobs are also listed under `open/` in the state bucket (an empty index object per job, made
 with the record and deleted when the job ends), so the sweep reads only open work, however many
-finished records the bucket holds.
+finished records the bucket holds. When the job's end is announced (a completion event, see
+events.py), its entry stays until the announcement went out, so the sweep retries one that failed.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class State(enum.StrEnum):
     SUBMITTED = "submitted"
     COMPLETED = "completed"
     FAILED = "failed"
+    SUPERSEDED = "superseded"
+    REMOVED = "removed"
 
 
 QUEUED = State.QUEUED
@@ -47,7 +53,10 @@ CLAIMED = State.CLAIMED
 SUBMITTED = State.SUBMITTED
 COMPLETED = State.COMPLETED
 FAILED = State.FAILED
-FINAL_STATES = (COMPLETED, FAILED)
+SUPERSEDED = State.SUPERSEDED
+REMOVED = State.REMOVED
+FINAL_STATES = (COMPLETED, FAILED, SUPERSEDED, REMOVED)
+OPEN_STATES = (QUEUED, CLAIMED, SUBMITTED)
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,21 @@ def failed(job: Job, reason: str, error: str, now: float, prediction_id: str = "
     return _move(job, FAILED, now, reason, reason=reason, error=logs.scrub_urls(error)[:2000], prediction_ids=ids)
 
 
+def superseded(job: Job, why: str, now: float) -> Job:
+    """A newer generation of the upload is live: this one's result is not wanted (nothing is
+    written for it; a running prediction is cancelled by the caller)."""
+    return _move(job, SUPERSEDED, now, why, reason="superseded", error=why, lease_expires_at=0.0, deadline_at=0.0)
+
+
+def removed(job: Job, why: str, now: float, outputs: tuple[dict[str, Any], ...] | None = None) -> Job:
+    """The upload was deleted: its cut-outs are gone (`outputs` lists what was removed), or the
+    job ended before making any."""
+    kept = job.outputs if outputs is None else outputs
+    return _move(
+        job, REMOVED, now, why, reason="removed", error=why, outputs=kept, lease_expires_at=0.0, deadline_at=0.0
+    )
+
+
 def _move(job: Job, state: State, now: float, why: str, **changes: Any) -> Job:
     entry = {"state": state, "at": now, "why": why}
     history = (*job.history, entry)[-20:]
@@ -297,12 +321,22 @@ class Updated(Generic[T]):
     wrote: bool
 
 
-class JobStore:
-    """Job records over the object seam; every write is conditional on the generation read."""
+# A job whose end was not announced is announced again by the sweep once this long has passed
+# since the end was written (the writer's own announcement is normally under way before that).
+ANNOUNCE_AGAIN_AFTER_SECONDS = 60.0
 
-    def __init__(self, objects: Objects, bucket: str) -> None:
+
+class JobStore:
+    """Job records over the object seam; every write is conditional on the generation read.
+
+    `announce`, when given, is called after every write that ends a job (a new final state): it
+    tells the world (events.Announcer) and answers True once it has, and only then is the job's
+    open/ entry removed, so an announcement that failed is found and made again by the sweep."""
+
+    def __init__(self, objects: Objects, bucket: str, announce: Callable[[Job], bool] | None = None) -> None:
         self.objects = objects
         self.bucket = bucket
+        self.announce = announce
 
     def update(
         self,
@@ -329,13 +363,16 @@ class JobStore:
             if decision.write is None:
                 return Updated(decision.result, job, generation, False)
             new = decision.write
-            if (job is None or job.is_final) and not new.is_final:
+            ends = new.is_final and (job is None or job.state != new.state)
+            if (job is None or job.is_final) and (not new.is_final or (ends and self.announce is not None)):
                 self.ensure_open(new.job_id, new.created_at)
             try:
                 written = self.save(new, generation)
             except errors.Conflict:
                 current = self.load(job_id)
                 continue
+            if ends:
+                self.ended(new)
             return Updated(decision.result, new, written, True)
         raise errors.Contended(f"job record {job_id} kept changing over {UPDATE_ATTEMPTS} attempts")
 
@@ -379,15 +416,20 @@ class JobStore:
             written = self.objects.write_json(self.bucket, name, job.to_json(), generation, summary)
         except errors.PreconditionFailed as exc:
             raise errors.Conflict(job.job_id) from exc
-        if job.is_final:
-            self.close(job.job_id)
         return written
+
+    def ended(self, job: Job) -> None:
+        """A job has just ended (or its end was not announced yet): announce it, then unlist it."""
+        if self.announce is None or self.announce(job):
+            self.close(job.job_id)
 
     def overdue(self, now: float, limit: int, scan: int) -> list[str]:
         """Ids of up to `limit` open jobs whose check time has passed, oldest first.
 
         Lists only open/ and reads at most `scan` of those records, oldest first, so a run's cost
-        follows open work, not history. Index entries of finished or missing jobs are removed."""
+        follows open work, not history. Index entries of missing jobs, and of finished jobs with
+        nothing to announce, are removed; a finished job whose end was not announced is announced
+        again (and then unlisted)."""
         due: list[str] = []
         for job_id in self.open_jobs()[:scan]:
             try:
@@ -397,8 +439,12 @@ class JobStore:
                 if len(due) >= limit:
                     break
                 continue
-            if loaded is None or loaded[0].is_final:
+            if loaded is None:
                 self.close(job_id)
+                continue
+            if loaded[0].is_final:
+                if self.announce is None or loaded[0].updated_at + ANNOUNCE_AGAIN_AFTER_SECONDS <= now:
+                    self.ended(loaded[0])
                 continue
             if loaded[0].due_at <= now:
                 due.append(job_id)

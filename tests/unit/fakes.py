@@ -14,7 +14,7 @@ from typing import Any
 from bgremove import errors, naming, outputs
 from bgremove.config import Config, load_config
 from bgremove.deps import Deps, OutputSource
-from bgremove.jobs import Job, JobStore
+from bgremove.jobs import Decision, Job, JobStore
 from bgremove.objects import Readable
 from bgremove.predictions import Prediction
 from bgremove.tasks import Task
@@ -289,6 +289,11 @@ class World:
         if not job.is_final:
             self.deps.store.ensure_open(job.job_id, job.created_at)
         return self.deps.store.save(job, 0)
+
+    def write(self, job: Job) -> int:
+        """Arrange a test's state change: `job` replaces its record through the store's
+        compare-and-swap, as a transition would (so ending a job unlists it)."""
+        return self.deps.store.update(job.job_id, lambda current: Decision(None, job)).generation
 
 
 # --- images and call records for the input and output tests ---------------------------------------

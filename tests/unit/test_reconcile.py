@@ -131,7 +131,7 @@ def test_jobs_with_nothing_to_do(setup: str, outcome: str) -> None:
         if setup == "final":
             loaded = world.deps.store.load(job.job_id)
             assert loaded is not None
-            world.deps.store.save(jobs.completed(loaded[0], "p1", "a.png", 3, NOW), loaded[1])
+            world.write(jobs.completed(loaded[0], "p1", "a.png", 3, NOW))
         job_id = job.job_id
     assert reconcile.reconcile_job(job_id, CFG, world.deps, NOW) == outcome
     assert world.api.calls == []
@@ -223,7 +223,7 @@ def test_sweep_reads_only_open_jobs_with_100000_finished_records_present() -> No
     record(world, finished)  # the template itself is open; finish it through the store
     loaded = world.deps.store.load(finished.job_id)
     assert loaded is not None
-    world.deps.store.save(finished, loaded[1])
+    world.write(finished)
     body = json.dumps(finished.to_json()).encode()
     bucket = world.objects.buckets["state"]
     for n in range(100_000):  # as the lifecycle keeps them: finished records, no index entries
@@ -247,7 +247,7 @@ def test_sweep_unlists_finished_and_missing_jobs_it_finds_in_the_index() -> None
     loaded = world.deps.store.load(job.job_id)
     assert loaded is not None
     world.objects.fail("delete", errors.StorageUnavailable("503"))  # closing at completion fails ...
-    world.deps.store.save(jobs.completed(loaded[0], "p1", "a.png", 1, NOW), loaded[1])
+    world.write(jobs.completed(loaded[0], "p1", "a.png", 1, NOW))
     assert set(world.deps.store.open_jobs()) == {job.job_id, "f" * 64}
     reconcile.reconcile(CFG, world.deps, NOW)  # ... so the sweep does it
     assert world.deps.store.open_jobs() == []
@@ -261,7 +261,7 @@ def test_overdue_reads_only_the_listing_oldest_first_within_the_batch() -> None:
     done = overdue_job(world, name="done.jpg", submitted_at=NOW - 3000)
     loaded = world.deps.store.load(done.job_id)
     assert loaded is not None
-    world.deps.store.save(jobs.completed(loaded[0], "p1", "done.png", 3, NOW), loaded[1])
+    world.write(jobs.completed(loaded[0], "p1", "done.png", 3, NOW))
     world.objects.calls.clear()
     assert world.deps.store.overdue(NOW, 10, 100) == [early.job_id, late.job_id]
     assert world.deps.store.overdue(NOW, 1, 100) == [early.job_id]
