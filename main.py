@@ -166,6 +166,9 @@ def upload_event(cloud_event: CloudEvent) -> admission.UploadEvent | None:
         size=size,
         metadata={str(k): str(v) for k, v in (metadata or {}).items()},
         event_time=_timestamp(cloud_event.get("time")),
+        cache_control=str(data.get("cacheControl") or ""),
+        content_disposition=str(data.get("contentDisposition") or ""),
+        content_language=str(data.get("contentLanguage") or ""),
     )
 
 

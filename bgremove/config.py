@@ -83,6 +83,13 @@ class Config:
     task_handler_url: str
     tasks_service_account: str
     queued_check_seconds: int
+    cache_control: str
+    delete_outputs: bool
+    events_topic: str
+    output_url_base: str
+    notify_url: str
+    notify_secret: str
+    notify_queue: str
 
 
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[hms])+$")
@@ -150,7 +157,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         task_handler_url=env.url("TASK_HANDLER_URL", "") if env.text("TASK_HANDLER_URL", "") else "",
         tasks_service_account=env.text("TASKS_SERVICE_ACCOUNT", ""),
         queued_check_seconds=env.whole("QUEUED_CHECK_SECONDS", 3600, minimum=60),
+        cache_control=env.text("CACHE_CONTROL", ""),
+        delete_outputs=env.flag("DELETE_OUTPUTS", True),
+        events_topic=_topic_path(env.text("EVENTS_TOPIC", "")),
+        output_url_base=env.url("OUTPUT_URL_BASE", "https://storage.googleapis.com").rstrip("/"),
+        notify_url=env.url("NOTIFY_URL", "") if env.text("NOTIFY_URL", "") else "",
+        notify_secret=env.text("NOTIFY_SECRET", ""),
+        notify_queue=_queue_path(env.text("NOTIFY_QUEUE", ""), "NOTIFY_QUEUE"),
     )
+    _check_notify(cfg)
     _check_webhook_limit(cfg)
     return cfg
 
@@ -162,6 +177,25 @@ def _queue_path(value: str, name: str) -> str:
     if value and not _QUEUE_PATH.match(value):
         raise ConfigError(f"{name} must be projects/PROJECT/locations/LOCATION/queues/QUEUE, not {value!r}")
     return value
+
+
+_TOPIC_PATH = re.compile(r"^projects/[a-z0-9.:-]+/topics/[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
+
+
+def _topic_path(value: str) -> str:
+    if value and not _TOPIC_PATH.match(value):
+        raise ConfigError(f"EVENTS_TOPIC must be projects/PROJECT/topics/TOPIC, not {value!r}")
+    return value
+
+
+def _check_notify(cfg: Config) -> None:
+    """NOTIFY_URL needs its own signing secret and the queue its deliveries retry through."""
+    if not cfg.notify_url:
+        return
+    if not cfg.notify_secret.startswith("whsec_"):
+        raise ConfigError("NOTIFY_SECRET (whsec_<base64>) is required with NOTIFY_URL")
+    if not cfg.notify_queue:
+        raise ConfigError("NOTIFY_QUEUE is required with NOTIFY_URL: deliveries are retried through it")
 
 
 def _check_webhook_limit(cfg: Config) -> None:
@@ -233,6 +267,12 @@ class _Env:
         except ValueError:
             raise ConfigError(f"{name} must be a number, not {raw!r}") from None
         return self._bounded(name, value, minimum, None)
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name, "true" if default else "false").lower()
+        if raw not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{name} must be true or false, not {raw!r}")
+        return raw in ("true", "1", "yes")
 
     def url(self, name: str, default: str) -> str:
         value = self.text(name, default)
