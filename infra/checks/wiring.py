@@ -4,10 +4,11 @@ Plain functions over file contents and parsed Terraform (see tfparse.py), so a t
 them on modified copies and see them catch breakage. Each check returns a list of problems;
 an empty list means it passed.
 
-- entry points: every function's build_config.entry_point is a function in main.py decorated
-  with functions_framework's cloud_event (event-triggered functions) or http (the others);
-- environment: every variable bgremove/config.py reads (found by AST) is set on the functions
-  and every variable set is read; secrets only through secret_environment_variables;
+- entry points: every function's build_config.entry_point is a function in main.py registered
+  with functions_framework's cloud_event (event-triggered functions) or http (the others), as
+  main.py imported in a subprocess shows (code_facts.entry_points);
+- environment: every setting of bgremove.config.SETTINGS (imported) is set on the functions
+  and every variable set is a setting; secrets only through secret_environment_variables;
   settings wired to a module variable of the same name (lower snake case) and the same
   default as config.py;
 - runtime: python3XY matches the project's Python;
@@ -27,17 +28,17 @@ an empty list means it passed.
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import importlib.metadata
-import operator
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgremove.config import Setting
+from infra.checks.code_facts import CLOUD_EVENT, DECORATORS, HTTP, EntryPoints
 from infra.checks.tfparse import Block, items, locals_of, single, split_top_level, top_blocks, unwrap, variables_of
 
 FUNCTION_TYPE = "google_cloudfunctions2_function"
@@ -46,7 +47,6 @@ QUEUE_IAM_TYPE = "google_cloud_tasks_queue_iam_member"
 RUN_IAM_TYPE = "google_cloud_run_service_iam_member"
 SA_IAM_TYPE = "google_service_account_iam_member"
 FINALIZED = "google.cloud.storage.object.v1.finalized"
-READERS = frozenset({"text", "required", "names", "whole", "number", "url"})
 WEBHOOK_ENTRY_POINT = "on_prediction_webhook"
 TASK_HANDLER_ENTRY_POINT = "on_task"
 ENQUEUER = "roles/cloudtasks.enqueuer"
@@ -74,146 +74,11 @@ COMPUTED_SETTINGS = frozenset(
 EMULATOR_VARIABLES = frozenset({"STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"})
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PRIVATE_KEY", "API_KEY")
 DEPLOYED_TOP_LEVEL = frozenset({"main.py", "requirements.txt", "bgremove"})
-NO_DEFAULT: Any = object()
 
 
 # ---------------------------------------------------------------------------
 # What the code reads
 # ---------------------------------------------------------------------------
-
-
-@dataclass
-class EnvRead:
-    """One environment variable read by bgremove/config.py."""
-
-    name: str
-    readers: set[str] = field(default_factory=set)
-    default: Any = NO_DEFAULT  # the evaluated default of the first read that has one
-    required: bool = False
-
-
-def config_env_reads(config_source: str) -> dict[str, EnvRead]:
-    """Every environment variable config.py reads through the _Env readers.
-
-    A read is a call `<name>.<reader>("VARIABLE", default, ...)` where <name> is `env` or a
-    variable assigned from `_Env(...)`, and <reader> one of text/required/names/whole/number/url.
-    """
-    tree = ast.parse(config_source)
-    constants = _module_constants(tree)
-    env_names = {"env"}
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Call)
-            and isinstance(node.value.func, ast.Name)
-            and node.value.func.id == "_Env"
-        ):
-            env_names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    reads: dict[str, EnvRead] = {}
-    for node in ast.walk(tree):
-        if not (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in READERS
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id in env_names
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            continue
-        name = node.args[0].value
-        read = reads.setdefault(name, EnvRead(name))
-        read.readers.add(node.func.attr)
-        if node.func.attr == "required":
-            read.required = True
-            continue
-        default_node = (
-            node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "default"), None)
-        )
-        if default_node is not None and read.default is NO_DEFAULT:
-            read.default = _evaluate(default_node, constants)
-    return reads
-
-
-_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-    ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-}
-
-
-class _NotConstant(Exception):
-    pass
-
-
-def _module_constants(tree: ast.Module) -> dict[str, Any]:
-    constants: dict[str, Any] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            with contextlib.suppress(_NotConstant):
-                constants[node.targets[0].id] = _evaluate_strict(node.value, constants)
-    return constants
-
-
-def _evaluate(node: ast.expr, constants: Mapping[str, Any]) -> Any:
-    try:
-        return _evaluate_strict(node, constants)
-    except _NotConstant:
-        return NO_DEFAULT
-
-
-def _evaluate_strict(node: ast.expr, constants: Mapping[str, Any]) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name) and node.id in constants:
-        return constants[node.id]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_evaluate_strict(node.operand, constants)
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return _BINARY[type(node.op)](_evaluate_strict(node.left, constants), _evaluate_strict(node.right, constants))
-    if isinstance(node, ast.Tuple):
-        return tuple(_evaluate_strict(e, constants) for e in node.elts)
-    raise _NotConstant
-
-
-def main_entry_points(main_source: str) -> dict[str, set[str]]:
-    """Top-level functions of main.py and the functions_framework decorators on each.
-
-    Recognises `@functions_framework.http`, `@functions_framework.cloud_event` (also through
-    `import functions_framework as ff` and `from functions_framework import http`), called or not.
-    """
-    tree = ast.parse(main_source)
-    module_aliases: set[str] = set()
-    name_aliases: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name == "functions_framework":
-                    module_aliases.add(alias.asname or alias.name)
-        elif isinstance(node, ast.ImportFrom) and node.module == "functions_framework":
-            for alias in node.names:
-                name_aliases[alias.asname or alias.name] = alias.name
-    found: dict[str, set[str]] = {}
-    for node in tree.body:
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
-        kinds: set[str] = set()
-        for decorator in node.decorator_list:
-            target = decorator.func if isinstance(decorator, ast.Call) else decorator
-            if (
-                isinstance(target, ast.Attribute)
-                and isinstance(target.value, ast.Name)
-                and target.value.id in module_aliases
-            ):
-                kinds.add(target.attr)
-            elif isinstance(target, ast.Name) and target.id in name_aliases:
-                kinds.add(name_aliases[target.id])
-        found[node.name] = kinds
-    return found
 
 
 # ---------------------------------------------------------------------------
@@ -319,8 +184,10 @@ def resolve_map(value: Any, local_values: Mapping[str, Any], depth: int = 0) -> 
     raise ValueError(f"unsupported expression {expression!r} (use a literal map, local.X or merge(...))")
 
 
-def _is_secret_name(name: str) -> bool:
-    return any(word in name for word in SECRET_WORDS)
+def _is_secret(name: str, settings: Mapping[str, Setting]) -> bool:
+    """A secret setting of the table, or a name that looks like one (a variable the code may not read)."""
+    setting = settings.get(name)
+    return setting.secret if setting is not None else any(word in name for word in SECRET_WORDS)
 
 
 def snake(env_name: str) -> str:
@@ -332,23 +199,23 @@ def snake(env_name: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def check_entry_points(functions: Iterable[TfFunction], main_source: str | None) -> list[str]:
-    """Each entry point exists in main.py with the decorator that matches its trigger."""
-    functions = list(functions)
-    if main_source is None:
+def check_entry_points(functions: Iterable[TfFunction], entry_points: EntryPoints | None) -> list[str]:
+    """Each entry point is a function of main.py that functions_framework registered with the
+    signature its trigger needs (code_facts.entry_points: main imported, not parsed)."""
+    if entry_points is None:
         return ["main.py does not exist"]
-    defined = main_entry_points(main_source)
     problems = []
     for fn in functions:
-        wanted = "cloud_event" if fn.event_trigger is not None else "http"
+        wanted = CLOUD_EVENT if fn.event_trigger is not None else HTTP
         if not fn.entry_point:
             problems.append(f"{fn.name}: no build_config.entry_point")
-        elif fn.entry_point not in defined:
+        elif fn.entry_point not in entry_points.functions:
             problems.append(f"{fn.name}: entry point {fn.entry_point!r} is not a top-level function of main.py")
-        elif wanted not in defined[fn.entry_point]:
-            have = ", ".join(sorted(defined[fn.entry_point])) or "none"
+        elif entry_points.signatures.get(fn.entry_point) != wanted:
+            have = entry_points.signatures.get(fn.entry_point)
+            registered = f"registered as {have}" if have else "not registered with functions_framework"
             problems.append(
-                f"{fn.name}: main.py's {fn.entry_point} needs @functions_framework.{wanted} (decorators: {have})"
+                f"{fn.name}: main.py's {fn.entry_point} needs @functions_framework.{DECORATORS[wanted]} ({registered})"
             )
     return problems
 
@@ -364,39 +231,41 @@ def check_runtime(functions: Iterable[TfFunction], python_version: tuple[int, in
     ]
 
 
-def check_environment(reads: Mapping[str, EnvRead], functions: Iterable[TfFunction]) -> list[str]:
-    """The variables the code reads and the ones Terraform sets are the same set."""
+def check_environment(settings: Iterable[Setting], functions: Iterable[TfFunction]) -> list[str]:
+    """The variables the code reads (bgremove.config.SETTINGS) and the ones Terraform sets are the same set."""
     functions = list(functions)
+    by_env = {s.env: s for s in settings}
     problems = [p for fn in functions for p in fn.problems]
     set_anywhere: set[str] = set()
     for fn in functions:
         for key in fn.env:
             if key in fn.secret_env:
                 problems.append(f"{fn.name}: {key} is set both as a plain and as a secret variable")
-            if _is_secret_name(key):
+            if _is_secret(key, by_env):
                 problems.append(f"{fn.name}: {key} looks secret: set it with secret_environment_variables")
         for key, secret in fn.secret_env.items():
             if str(secret.get("version")) != "latest" and not str(secret.get("version", "")).isdigit():
                 problems.append(f"{fn.name}: secret {key} has version {secret.get('version')!r}")
         names = set(fn.env) | set(fn.secret_env)
         set_anywhere |= names
-        for key in sorted(names - set(reads)):
+        for key in sorted(names - set(by_env)):
             problems.append(f"{fn.name}: sets {key}, which bgremove/config.py never reads")
-        for read in reads.values():
-            if read.required and read.name not in names:
-                problems.append(f"{fn.name}: does not set {read.name}, which bgremove/config.py requires")
-    for name in sorted(set(reads) - set_anywhere):
+        for setting in by_env.values():
+            if setting.required and setting.env not in names:
+                problems.append(f"{fn.name}: does not set {setting.env}, which bgremove/config.py requires")
+    for name in sorted(set(by_env) - set_anywhere):
         problems.append(f"{name} is read by bgremove/config.py but no function sets it")
     return problems
 
 
 def check_settings(
-    reads: Mapping[str, EnvRead],
+    settings: Iterable[Setting],
     functions: Iterable[TfFunction],
     variables: Mapping[str, Mapping[str, Any]],
 ) -> list[str]:
     """Settings come from module variables named after them, with config.py's defaults."""
     functions = list(functions)
+    by_env = {s.env: s for s in settings}
     problems: list[str] = []
     wired: set[str] = set()
     for fn in functions:
@@ -412,20 +281,21 @@ def check_settings(
             if variable not in variables:
                 problems.append(f"{fn.name}: {key} = var.{variable}, which is not declared")
                 continue
-            read = reads.get(key)
-            if read is None or read.default is NO_DEFAULT:
+            setting = by_env.get(key)
+            if setting is None or setting.required:
                 continue
-            tf_default = variables[variable].get("default", NO_DEFAULT)
-            if not _same_default(read.default, tf_default):
-                shown = "none" if tf_default is NO_DEFAULT else repr(tf_default)
+            tf_default = variables[variable].get("default", _NO_DEFAULT)
+            if not _same_default(setting.default, tf_default):
+                shown = "none" if tf_default is _NO_DEFAULT else repr(tf_default)
                 problems.append(
-                    f"variable {variable}: default {shown}, but bgremove/config.py defaults {key} to {read.default!r}"
+                    f"variable {variable}: default {shown}, but bgremove/config.py defaults {key} to "
+                    f"{setting.default!r}"
                 )
-    for read in reads.values():
-        if read.name in COMPUTED_SETTINGS or read.required or _is_secret_name(read.name):
+    for setting in by_env.values():
+        if setting.env in COMPUTED_SETTINGS or setting.required or _is_secret(setting.env, by_env):
             continue
-        if read.name not in wired:
-            problems.append(f"{read.name} is not wired to a module variable: set it to var.{snake(read.name)}")
+        if setting.env not in wired:
+            problems.append(f"{setting.env} is not wired to a module variable: set it to var.{snake(setting.env)}")
     # WEBHOOK_URL must be the webhook function's URL (any HTTP function's, when none has the
     # webhook's entry point, so the check still means something on other layouts).
     targets = [fn for fn in functions if fn.entry_point == WEBHOOK_ENTRY_POINT] or [
@@ -446,8 +316,11 @@ def check_settings(
     return problems
 
 
+_NO_DEFAULT = object()  # a Terraform variable without a default
+
+
 def _same_default(python_default: Any, tf_default: Any) -> bool:
-    if tf_default is NO_DEFAULT:
+    if tf_default is _NO_DEFAULT:
         return False
     if isinstance(python_default, bool) or isinstance(tf_default, bool):
         return str(python_default).lower() == str(tf_default).lower()
@@ -771,47 +644,12 @@ def module_variables(module: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[
 # ---------------------------------------------------------------------------
 
 
-def direct_env_reads(sources: Mapping[str, str]) -> dict[str, str]:
-    """Variables deployed code reads from os.environ directly, bypassing config.py: {name: file}.
+def check_offline_only(functions: Iterable[TfFunction], offline: Mapping[str, str]) -> list[str]:
+    """No function sets an emulator endpoint or what the code reads outside config.py.
 
-    Finds `os.environ.get("X")`, `os.environ["X"]` and `os.getenv("X")`, with X a literal or a
-    module-level string constant. Settings go through config.py; what the code reads this way
-    are offline hooks (the Cloud Tasks emulator host), never set by a deployment.
+    `offline` maps such a variable to the file that reads it (code_facts.offline_variables).
     """
-    found: dict[str, str] = {}
-    for source_name, source in sources.items():
-        if source_name.endswith("bgremove/config.py"):
-            continue
-        tree = ast.parse(source)
-        constants = _module_constants(tree)
-        for node in ast.walk(tree):
-            key: ast.expr | None = None
-            if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute):
-                func = node.func
-                environ_get = func.attr == "get" and _is_os_environ(func.value)
-                if environ_get or (func.attr == "getenv" and _is_name(func.value, "os")):
-                    key = node.args[0]
-            elif isinstance(node, ast.Subscript) and _is_os_environ(node.value):
-                key = node.slice
-            if key is None:
-                continue
-            value = _evaluate(key, constants)
-            if isinstance(value, str):
-                found.setdefault(value, source_name)
-    return found
-
-
-def _is_name(node: ast.expr, name: str) -> bool:
-    return isinstance(node, ast.Name) and node.id == name
-
-
-def _is_os_environ(node: ast.expr) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "environ" and _is_name(node.value, "os")
-
-
-def check_offline_only(functions: Iterable[TfFunction], sources: Mapping[str, str]) -> list[str]:
-    """No function sets an emulator endpoint or anything the code reads outside config.py."""
-    offline = dict.fromkeys(EMULATOR_VARIABLES, "the Google client libraries") | direct_env_reads(sources)
+    offline = dict.fromkeys(EMULATOR_VARIABLES, "the Google client libraries") | dict(offline)
     problems = []
     for fn in functions:
         for key in sorted((set(fn.env) | set(fn.secret_env)) & set(offline)):
@@ -823,21 +661,21 @@ def check_offline_only(functions: Iterable[TfFunction], sources: Mapping[str, st
 
 
 def check_function_environment(
-    reads: Mapping[str, EnvRead],
+    settings: Iterable[Setting],
     functions: Iterable[TfFunction],
     extras: Mapping[str, Iterable[str]],
     secrets: Mapping[str, Iterable[str]],
 ) -> list[str]:
     """Each function sets exactly what its entry point needs.
 
-    Every function gets the shared settings (every variable config.py reads that is neither
-    computed nor secret) and the buckets; `extras` names, per entry point, the computed
-    variables it needs on top (queues, URLs, accounts), `secrets` the secrets it gets.
+    Every function gets the shared settings (every setting that is neither computed nor secret)
+    and the buckets; `extras` names, per entry point, the computed variables it needs on top
+    (queues, URLs, accounts), `secrets` the secrets it gets.
     """
     shared = {
-        read.name
-        for read in reads.values()
-        if read.required or (read.name not in COMPUTED_SETTINGS and not _is_secret_name(read.name))
+        setting.env
+        for setting in settings
+        if setting.required or (setting.env not in COMPUTED_SETTINGS and not setting.secret)
     }
     problems = []
     for fn in functions:
@@ -931,36 +769,11 @@ def check_queues(
     return problems
 
 
-def dispatch_deadline_seconds(tasks_source: str, runtime_source: str | None = None) -> float | None:
-    """The dispatch deadline the code gives its tasks: CloudTasksQueue's `deadline_seconds`
-    default in bgremove/tasks.py, or the constant runtime.py passes instead."""
-    if runtime_source:
-        for node in ast.walk(ast.parse(runtime_source)):
-            if isinstance(node, ast.Call) and _is_name(node.func, "CloudTasksQueue"):
-                for keyword in node.keywords:
-                    if keyword.arg == "deadline_seconds":
-                        value = _evaluate(keyword.value, {})
-                        return float(value) if isinstance(value, int | float) else None
-    tree = ast.parse(tasks_source)
-    constants = _module_constants(tree)
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "CloudTasksQueue":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    names = [a.arg for a in item.args.args]
-                    with_defaults = names[len(names) - len(item.args.defaults) :]
-                    defaults = dict(zip(with_defaults, item.args.defaults, strict=True))
-                    default = defaults.get("deadline_seconds")
-                    value = _evaluate(default, constants) if default is not None else None
-                    return float(value) if isinstance(value, int | float) else None
-    return None
-
-
 def check_task_handler(
     module: Mapping[str, Mapping[str, Any]],
     functions: Iterable[TfFunction],
     variables: Mapping[str, Mapping[str, Any]],
-    dispatch_deadline: float | None,
+    dispatch_deadline: float,
 ) -> list[str]:
     """The on_task function: reached at TASK_HANDLER_URL, invoked only by the tasks' dedicated
     OIDC account (TASKS_SERVICE_ACCOUNT), never public, with a timeout within the deadline."""
@@ -1023,11 +836,7 @@ def check_task_handler(
             problems.append(f"{handler.name}: {other} may invoke the task handler; only {member} may")
 
     # Timeout within the dispatch deadline.
-    if dispatch_deadline is None:
-        problems.append("cannot read the tasks' dispatch deadline from bgremove/tasks.py (CloudTasksQueue)")
-    else:
-        problems += _timeout_problems(handler, variables, dispatch_deadline)
-    return problems
+    return problems + _timeout_problems(handler, variables, dispatch_deadline)
 
 
 def _handler_url_verdict(
@@ -1123,7 +932,7 @@ def _timeout_problems(handler: TfFunction, variables: Mapping[str, Mapping[str, 
     if not isinstance(default, int | float) or default > deadline:
         problems.append(
             f"variable {name}: default {default!r} exceeds the tasks' {deadline:g} s dispatch deadline "
-            "(bgremove/tasks.py): Cloud Tasks would retry attempts that are still running"
+            "(bgremove.tasks.DISPATCH_DEADLINE_SECONDS): Cloud Tasks would retry attempts that are still running"
         )
     caps = [
         float(cap)

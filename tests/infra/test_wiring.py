@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import sys
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.checks import wiring
+from bgremove import config
+from bgremove.config import Setting
+from infra.checks import code_facts, wiring
 from infra.checks.tfparse import REPO_ROOT, locals_of, single, top_blocks, unwrap
 from tests.infra import expectations
 
@@ -49,11 +50,16 @@ def functions(module: dict[str, dict[str, Any]]) -> list[wiring.TfFunction]:
 
 
 @pytest.fixture(scope="module")
-def reads() -> dict[str, wiring.EnvRead]:
-    source = read("bgremove/config.py")
-    assert source is not None, "bgremove/config.py is missing"
-    found = wiring.config_env_reads(source)
-    assert {"UPLOAD_BUCKET", "WEBHOOK_SECRETS", "LOG_LEVEL"} <= set(found), "config.py reads were not found"
+def settings() -> tuple[Setting, ...]:
+    found = code_facts.settings()
+    assert {"UPLOAD_BUCKET", "WEBHOOK_SECRETS", "LOG_LEVEL"} <= {s.env for s in found}
+    return found
+
+
+@pytest.fixture(scope="module")
+def entry_points() -> code_facts.EntryPoints:
+    found = code_facts.entry_points()
+    assert found is not None, "main.py is missing"
     return found
 
 
@@ -65,14 +71,16 @@ def test_the_four_functions(functions: list[wiring.TfFunction]) -> None:
         assert (by_entry[entry].event_trigger is not None) == (kind == "cloud_event"), entry
 
 
-def test_main_defines_every_entry_point_with_its_decorator() -> None:
-    defined = wiring.main_entry_points(read("main.py") or "")
-    for entry, kind in EXPECTED_ENTRY_POINTS.items():
-        assert kind in defined.get(entry, set()), (entry, defined.get(entry))
+def test_main_registers_every_entry_point_with_its_decorator(entry_points: code_facts.EntryPoints) -> None:
+    registered = {name: code_facts.DECORATORS[signature] for name, signature in entry_points.signatures.items()}
+    assert registered == EXPECTED_ENTRY_POINTS
+    assert set(registered) <= entry_points.functions
 
 
-def test_entry_points_exist_with_the_right_decorator(functions: list[wiring.TfFunction]) -> None:
-    assert wiring.check_entry_points(functions, read("main.py")) == []
+def test_entry_points_exist_with_the_right_decorator(
+    functions: list[wiring.TfFunction], entry_points: code_facts.EntryPoints
+) -> None:
+    assert wiring.check_entry_points(functions, entry_points) == []
 
 
 def test_runtime_matches_the_project_python(functions: list[wiring.TfFunction]) -> None:
@@ -81,9 +89,9 @@ def test_runtime_matches_the_project_python(functions: list[wiring.TfFunction]) 
 
 
 def test_environment_read_equals_environment_set(
-    reads: dict[str, wiring.EnvRead], functions: list[wiring.TfFunction]
+    settings: tuple[Setting, ...], functions: list[wiring.TfFunction]
 ) -> None:
-    assert wiring.check_environment(reads, functions) == []
+    assert wiring.check_environment(settings, functions) == []
 
 
 def test_secrets_go_only_where_needed(functions: list[wiring.TfFunction]) -> None:
@@ -97,23 +105,24 @@ def test_secrets_go_only_where_needed(functions: list[wiring.TfFunction]) -> Non
 
 
 def test_each_function_sets_exactly_what_its_entry_point_needs(
-    reads: dict[str, wiring.EnvRead], functions: list[wiring.TfFunction]
+    settings: tuple[Setting, ...], functions: list[wiring.TfFunction]
 ) -> None:
-    assert set(expectations.TASK_ENV) <= set(reads), "config.py no longer reads the task settings"
-    assert wiring.check_function_environment(reads, functions, expectations.EXTRA_ENV, expectations.SECRETS) == []
+    assert set(expectations.TASK_ENV) <= {s.env for s in settings}, "config.py no longer reads the task settings"
+    assert wiring.check_function_environment(settings, functions, expectations.EXTRA_ENV, expectations.SECRETS) == []
 
 
 def test_offline_only_variables_are_never_set(functions: list[wiring.TfFunction]) -> None:
-    direct = wiring.direct_env_reads(deployed_sources())
-    assert direct == {"CLOUD_TASKS_EMULATOR_HOST": "bgremove/tasks.py"}, direct
-    assert wiring.check_offline_only(functions, deployed_sources()) == []
+    # That nothing else is read outside config.py: tests/unit/test_config.py.
+    offline = code_facts.offline_variables()
+    assert offline == {"CLOUD_TASKS_EMULATOR_HOST": "bgremove/tasks.py"}, offline
+    assert wiring.check_offline_only(functions, offline) == []
     assert not any("CLOUD_TASKS_EMULATOR_HOST" in fn.env for fn in functions)
 
 
 def test_settings_are_module_variables_with_config_defaults(
-    reads: dict[str, wiring.EnvRead], functions: list[wiring.TfFunction], module: dict[str, dict[str, Any]]
+    settings: tuple[Setting, ...], functions: list[wiring.TfFunction], module: dict[str, dict[str, Any]]
 ) -> None:
-    assert wiring.check_settings(reads, functions, wiring.module_variables(module)) == []
+    assert wiring.check_settings(settings, functions, wiring.module_variables(module)) == []
 
 
 def test_webhook_url_points_at_the_webhook_function(functions: list[wiring.TfFunction]) -> None:
@@ -178,7 +187,7 @@ def test_environments_set_their_own_pace(
 def test_task_handler_is_private_and_reached_at_its_url(
     module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]
 ) -> None:
-    deadline = wiring.dispatch_deadline_seconds(read("bgremove/tasks.py") or "", read("bgremove/runtime.py"))
+    deadline = code_facts.dispatch_deadline_seconds()
     assert deadline == 60.0
     assert wiring.check_task_handler(module, functions, wiring.module_variables(module), deadline) == []
     (handler,) = [fn for fn in functions if fn.entry_point == "on_task"]
@@ -225,9 +234,11 @@ def test_triggers_and_invokers(module: dict[str, dict[str, Any]], functions: lis
     assert wiring.check_access(module, functions) == []
 
 
-def test_module_reads_config_from_ast_not_a_list(reads: dict[str, wiring.EnvRead]) -> None:
-    # A sample of what the AST finds, with evaluated defaults (1024 * 1024 and the like).
-    assert reads["WEBHOOK_MAX_BODY_BYTES"].default == 1024 * 1024
-    assert reads["UPLOAD_BUCKET"].required
-    assert "names" in reads["ALLOWED_CONTENT_TYPES"].readers
-    assert Path(REPO_ROOT / "bgremove" / "config.py").exists()
+def test_checks_import_the_settings_table(settings: tuple[Setting, ...]) -> None:
+    # The table load_config reads, as values (1024 * 1024 and the like already computed), not a copy.
+    by_env = {s.env: s for s in settings}
+    assert settings is config.SETTINGS
+    assert by_env["WEBHOOK_MAX_BODY_BYTES"].default == 1024 * 1024
+    assert by_env["UPLOAD_BUCKET"].required
+    assert by_env["ALLOWED_CONTENT_TYPES"].kind == "names"
+    assert by_env["PREDICTIONS_API_TOKEN"].secret

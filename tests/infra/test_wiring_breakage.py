@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.checks import wiring
+from bgremove import tasks
+from bgremove.config import Setting
+from infra.checks import code_facts, wiring
 from infra.checks.provider_schema import check_blocks
 from infra.checks.tfparse import REPO_ROOT, single
 from tests.infra import expectations
@@ -62,8 +65,20 @@ def mod(module: Module) -> Module:
     return copy.deepcopy(module)
 
 
-def reads_of(config_text: str) -> dict[str, wiring.EnvRead]:
-    return wiring.config_env_reads(config_text)
+SETTINGS = code_facts.settings()
+
+
+def settings_with(name: str, **changes: Any) -> tuple[Setting, ...]:
+    """The settings table with the setting of variable `name` changed, as an edit of bgremove/config.py would."""
+    assert name in {s.env for s in SETTINGS}, name
+    return tuple(dataclasses.replace(s, **changes) if s.env == name else s for s in SETTINGS)
+
+
+def entry_points_of(main_text: str, tmp_path: Path) -> code_facts.EntryPoints | None:
+    """What functions_framework registers when main_text is main.py (imported in a subprocess)."""
+    main = tmp_path / "main.py"
+    main.write_text(main_text, encoding="utf-8")
+    return code_facts.entry_points(main)
 
 
 # ---------------------------------------------------------------------------
@@ -71,41 +86,55 @@ def reads_of(config_text: str) -> dict[str, wiring.EnvRead]:
 # ---------------------------------------------------------------------------
 
 
-def test_stub_main_passes_and_renamed_entry_point_is_caught(module: Module) -> None:
+def test_stub_main_passes_and_renamed_entry_point_is_caught(module: Module, tmp_path: Path) -> None:
     functions = wiring.tf_functions(module)
     main = stub_main(functions)
-    assert wiring.check_entry_points(functions, main) == []
-    renamed = main.replace("def on_upload(", "def on_upload_v2(")
+    assert wiring.check_entry_points(functions, entry_points_of(main, tmp_path)) == []
+    renamed = entry_points_of(main.replace("def on_upload(", "def on_upload_v2("), tmp_path)
     assert any("'on_upload' is not a top-level function" in p for p in wiring.check_entry_points(functions, renamed))
 
 
-def test_real_main_with_renamed_entry_point_is_caught(module: Module) -> None:
+def test_real_main_with_renamed_entry_point_is_caught(module: Module, tmp_path: Path) -> None:
     functions = wiring.tf_functions(module)
     main = text("main.py").replace("def on_prediction_webhook(", "def on_webhook(")
-    problems = wiring.check_entry_points(functions, main)
+    problems = wiring.check_entry_points(functions, entry_points_of(main, tmp_path))
     assert any("'on_prediction_webhook' is not a top-level function" in p for p in problems), problems
 
 
-def test_wrong_decorator_is_caught(module: Module) -> None:
+def test_wrong_decorator_is_caught(module: Module, tmp_path: Path) -> None:
     functions = wiring.tf_functions(module)
     main = stub_main(functions).replace("@functions_framework.cloud_event", "@functions_framework.http")
-    problems = wiring.check_entry_points(functions, main)
+    problems = wiring.check_entry_points(functions, entry_points_of(main, tmp_path))
     assert any("on_upload needs @functions_framework.cloud_event" in p for p in problems), problems
 
 
-def test_aliased_decorators_are_understood(module: Module) -> None:
+def test_undecorated_entry_point_is_caught(module: Module, tmp_path: Path) -> None:
+    functions = wiring.tf_functions(module)
+    main = stub_main(functions).replace("@functions_framework.http\ndef reconcile(", "def reconcile(")
+    problems = wiring.check_entry_points(functions, entry_points_of(main, tmp_path))
+    assert any("reconcile needs @functions_framework.http (not registered" in p for p in problems), problems
+
+
+def test_aliased_decorators_are_understood(module: Module, tmp_path: Path) -> None:
+    # The registry is filled by the decorators however main.py imports them.
     functions = wiring.tf_functions(module)
     main = (
         stub_main(functions)
         .replace("import functions_framework", "import functions_framework as ff\nfrom functions_framework import http")
-        .replace("@functions_framework.cloud_event", "@ff.cloud_event()")
+        .replace("@functions_framework.cloud_event", "@ff.cloud_event")
         .replace("@functions_framework.http", "@http")
     )
-    assert wiring.check_entry_points(functions, main) == []
+    assert wiring.check_entry_points(functions, entry_points_of(main, tmp_path)) == []
 
 
-def test_missing_main_is_caught(module: Module) -> None:
+def test_missing_main_is_caught(module: Module, tmp_path: Path) -> None:
+    assert code_facts.entry_points(tmp_path / "main.py") is None
     assert wiring.check_entry_points(wiring.tf_functions(module), None) == ["main.py does not exist"]
+
+
+def test_main_that_fails_at_import_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(code_facts.EntryPointsError, match="importing main.py failed"):
+        entry_points_of("import functions_framework\nraise SystemExit(3)\n", tmp_path)
 
 
 # ---------------------------------------------------------------------------
@@ -114,48 +143,41 @@ def test_missing_main_is_caught(module: Module) -> None:
 
 
 def test_renamed_variable_in_config_is_caught(module: Module) -> None:
-    config = text("bgremove/config.py").replace('"LOG_LEVEL"', '"LOGGING_LEVEL"')
-    problems = wiring.check_environment(reads_of(config), wiring.tf_functions(module))
+    problems = wiring.check_environment(settings_with("LOG_LEVEL", env="LOGGING_LEVEL"), wiring.tf_functions(module))
     assert "LOGGING_LEVEL is read by bgremove/config.py but no function sets it" in problems
     assert any("sets LOG_LEVEL, which bgremove/config.py never reads" in p for p in problems)
 
 
 def test_new_variable_in_config_is_caught(module: Module) -> None:
-    config = text("bgremove/config.py").replace(
-        'log_level = env.text("LOG_LEVEL", "INFO")',
-        'log_level = env.text("LOG_LEVEL", "INFO")\n    _extra = env.whole("NEW_KNOB", 7)',
-    )
-    reads = reads_of(config)
-    assert reads["NEW_KNOB"].default == 7
+    settings = (*SETTINGS, Setting("NEW_KNOB", "new_knob", "whole", 7, "a new knob"))
     functions = wiring.tf_functions(module)
     assert "NEW_KNOB is read by bgremove/config.py but no function sets it" in wiring.check_environment(
-        reads, functions
+        settings, functions
     )
-    settings = wiring.check_settings(reads, functions, wiring.module_variables(module))
-    assert any("NEW_KNOB is not wired to a module variable: set it to var.new_knob" in p for p in settings)
+    problems = wiring.check_settings(settings, functions, wiring.module_variables(module))
+    assert any("NEW_KNOB is not wired to a module variable: set it to var.new_knob" in p for p in problems)
 
 
 def test_changed_default_in_config_is_caught(module: Module) -> None:
-    config = text("bgremove/config.py").replace('env.text("CANCEL_AFTER", "15m")', 'env.text("CANCEL_AFTER", "10m")')
-    problems = wiring.check_settings(reads_of(config), wiring.tf_functions(module), wiring.module_variables(module))
+    settings = settings_with("CANCEL_AFTER", default="10m")
+    problems = wiring.check_settings(settings, wiring.tf_functions(module), wiring.module_variables(module))
     assert any("variable cancel_after: default '15m'" in p and "'10m'" in p for p in problems), problems
 
 
 def test_changed_default_in_terraform_is_caught(mod: Module) -> None:
     variables = wiring.module_variables(mod)
     variables["max_upload_bytes"]["default"] = 1000
-    problems = wiring.check_settings(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), variables)
+    problems = wiring.check_settings(SETTINGS, wiring.tf_functions(mod), variables)
     assert any("variable max_upload_bytes: default 1000" in p for p in problems), problems
 
 
 def test_variable_dropped_from_terraform_is_caught(mod: Module) -> None:
     del find_locals(mod)["app_env"]["INPUT_MODE"]
-    reads = reads_of(text("bgremove/config.py"))
     functions = wiring.tf_functions(mod)
     assert "INPUT_MODE is read by bgremove/config.py but no function sets it" in wiring.check_environment(
-        reads, functions
+        SETTINGS, functions
     )
-    assert any("INPUT_MODE is not wired" in p for p in wiring.check_settings(reads, functions, {}))
+    assert any("INPUT_MODE is not wired" in p for p in wiring.check_settings(SETTINGS, functions, {}))
 
 
 def test_required_variable_missing_on_one_function_is_caught(mod: Module) -> None:
@@ -163,38 +185,34 @@ def test_required_variable_missing_on_one_function_is_caught(mod: Module) -> Non
     single(webhook, "service_config")["environment_variables"] = (
         "${merge({UPLOAD_BUCKET = google_storage_bucket.uploads.name}, {})}"
     )
-    problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
+    problems = wiring.check_environment(SETTINGS, wiring.tf_functions(mod))
     assert any("webhook: does not set STATE_BUCKET, which bgremove/config.py requires" in p for p in problems)
 
 
 def test_secret_as_plain_variable_is_caught(mod: Module) -> None:
     find_locals(mod)["app_env"]["PREDICTIONS_API_TOKEN"] = "${var.token}"
-    problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
+    problems = wiring.check_environment(SETTINGS, wiring.tf_functions(mod))
     assert any("PREDICTIONS_API_TOKEN looks secret" in p for p in problems), problems
     assert any("set both as a plain and as a secret variable" in p for p in problems), problems
 
 
 def test_misnamed_setting_variable_is_caught(mod: Module) -> None:
     find_locals(mod)["app_env"]["LOG_LEVEL"] = "${var.logging}"
-    problems = wiring.check_settings(
-        reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
-    )
+    problems = wiring.check_settings(SETTINGS, wiring.tf_functions(mod), wiring.module_variables(mod))
     assert any("LOG_LEVEL = var.logging; the variable must be named log_level" in p for p in problems)
 
 
 def test_unreadable_environment_expression_is_reported(mod: Module) -> None:
     upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
     single(upload, "service_config")["environment_variables"] = '${jsondecode(file("env.json"))}'
-    problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
+    problems = wiring.check_environment(SETTINGS, wiring.tf_functions(mod))
     assert any("cannot read environment_variables" in p for p in problems), problems
 
 
 def test_signing_account_must_be_the_runtime_account(mod: Module) -> None:
     tasks = find(mod, "resource", "google_cloudfunctions2_function", "tasks")
     single(tasks, "service_config")["service_account_email"] = "${google_service_account.webhook.email}"
-    problems = wiring.check_settings(
-        reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
-    )
+    problems = wiring.check_settings(SETTINGS, wiring.tf_functions(mod), wiring.module_variables(mod))
     assert any("tasks: SIGNING_SERVICE_ACCOUNT" in p for p in problems), problems
 
 
@@ -300,8 +318,8 @@ def task_env(module: Module) -> dict[str, Any]:
     return env
 
 
-def deadline() -> float | None:
-    return wiring.dispatch_deadline_seconds(text("bgremove/tasks.py"), text("bgremove/runtime.py"))
+def deadline() -> float:
+    return code_facts.dispatch_deadline_seconds()
 
 
 def handler_problems(module: Module) -> list[str]:
@@ -320,7 +338,7 @@ def grant_problems(module: Module) -> list[str]:
 
 def env_problems(module: Module) -> list[str]:
     return wiring.check_function_environment(
-        reads_of(text("bgremove/config.py")),
+        SETTINGS,
         wiring.tf_functions(module),
         expectations.EXTRA_ENV,
         expectations.SECRETS,
@@ -338,18 +356,18 @@ def test_the_real_module_passes_the_task_checks(module: Module) -> None:
     assert env_problems(module) == []
 
 
-def test_renamed_on_task_is_caught(module: Module) -> None:
+def test_renamed_on_task_is_caught(module: Module, tmp_path: Path) -> None:
     main = text("main.py").replace("def on_task(", "def on_cloud_task(")
-    problems = wiring.check_entry_points(wiring.tf_functions(module), main)
+    problems = wiring.check_entry_points(wiring.tf_functions(module), entry_points_of(main, tmp_path))
     assert any("tasks: entry point 'on_task' is not a top-level function" in p for p in problems), problems
 
 
-def test_on_task_without_the_http_decorator_is_caught(module: Module) -> None:
+def test_on_task_without_the_http_decorator_is_caught(module: Module, tmp_path: Path) -> None:
     main = text("main.py").replace(
         "@functions_framework.http\ndef on_task(", "@functions_framework.cloud_event\ndef on_task("
     )
     assert main != text("main.py")
-    problems = wiring.check_entry_points(wiring.tf_functions(module), main)
+    problems = wiring.check_entry_points(wiring.tf_functions(module), entry_points_of(main, tmp_path))
     assert any("tasks: main.py's on_task needs @functions_framework.http" in p for p in problems), problems
 
 
@@ -515,10 +533,9 @@ def test_timeout_beyond_the_dispatch_deadline_is_caught(mod: Module) -> None:
     assert any("needs a validation capping it at the 60 s dispatch deadline" in p for p in problems), problems
 
 
-def test_shorter_dispatch_deadline_in_code_is_caught(module: Module) -> None:
-    tasks_py = text("bgremove/tasks.py").replace("deadline_seconds: float = 60.0", "deadline_seconds: float = 30.0")
-    assert tasks_py != text("bgremove/tasks.py")
-    shorter = wiring.dispatch_deadline_seconds(tasks_py, text("bgremove/runtime.py"))
+def test_shorter_dispatch_deadline_in_code_is_caught(module: Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "DISPATCH_DEADLINE_SECONDS", 30.0)  # as if bgremove/tasks.py said 30
+    shorter = code_facts.dispatch_deadline_seconds()
     assert shorter == 30.0
     problems = wiring.check_task_handler(module, wiring.tf_functions(module), wiring.module_variables(module), shorter)
     assert any("default 55 exceeds the tasks' 30 s dispatch deadline" in p for p in problems), problems
@@ -593,13 +610,12 @@ def test_act_as_for_a_function_that_enqueues_nothing_is_caught(mod: Module) -> N
 def test_emulator_host_set_by_terraform_is_caught(mod: Module) -> None:
     task_env(mod)["CLOUD_TASKS_EMULATOR_HOST"] = "127.0.0.1:8123"
     functions = wiring.tf_functions(mod)
-    sources = {"bgremove/tasks.py": text("bgremove/tasks.py")}
-    problems = wiring.check_offline_only(functions, sources)
+    problems = wiring.check_offline_only(functions, code_facts.offline_variables())
     assert any(
         p.startswith("upload: sets CLOUD_TASKS_EMULATOR_HOST, which is offline-only (read by bgremove/tasks.py")
         for p in problems
     ), problems
-    environment = wiring.check_environment(reads_of(text("bgremove/config.py")), functions)
+    environment = wiring.check_environment(SETTINGS, functions)
     assert any("sets CLOUD_TASKS_EMULATOR_HOST, which bgremove/config.py never reads" in p for p in environment)
 
 
@@ -637,14 +653,12 @@ def test_webhook_url_pointing_at_the_task_handler_is_caught(mod: Module) -> None
         "${merge(local.app_env, local.task_env, "
         "{WEBHOOK_URL = google_cloudfunctions2_function.tasks.service_config[0].uri})}"
     )
-    problems = wiring.check_settings(
-        reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
-    )
+    problems = wiring.check_settings(SETTINGS, wiring.tf_functions(mod), wiring.module_variables(mod))
     assert any(p.startswith("reconcile: WEBHOOK_URL") and "not the URL of the webhook" in p for p in problems)
 
 
 def test_changed_queued_check_default_is_caught(mod: Module) -> None:
     variables = wiring.module_variables(mod)
     variables["queued_check_seconds"]["default"] = 600
-    problems = wiring.check_settings(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), variables)
+    problems = wiring.check_settings(SETTINGS, wiring.tf_functions(mod), variables)
     assert any("variable queued_check_seconds: default 600" in p for p in problems), problems
