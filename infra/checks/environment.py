@@ -4,7 +4,8 @@ imported) against the environment Terraform gives each function.
 - every setting is set on the functions and every variable set is a setting; required ones on
   every function; secrets only through secret_environment_variables;
 - each tunable setting is wired to the module variable of the same name in lower case, with the
-  table's default;
+  table's default; that variable's type is the setting's (number for whole and number kinds),
+  and where its validation declares bounds or choices they are the table's;
 - WEBHOOK_URL is the webhook function's URL, SIGNING_SERVICE_ACCOUNT the function's own account;
 - per function: exactly the environment and secrets its entry point needs, and nothing the code
   reads only offline (the emulator hosts).
@@ -17,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bgremove.config import Setting
-from infra.checks.tf_model import FUNCTION_TYPE, TfFunction
+from infra.checks.tf_model import FUNCTION_TYPE, TfFunction, validation_of
+from infra.checks.tfparse import unwrap
 
 WEBHOOK_ENTRY_POINT = "on_prediction_webhook"
 # Set from resources rather than from a module variable.
@@ -37,6 +39,8 @@ COMPUTED_SETTINGS = frozenset(
 # Emulator endpoints the Google client libraries (or our seams) read by themselves: they make
 # a client talk plaintext to a local fake without credentials, so a deployment never sets them.
 EMULATOR_VARIABLES = frozenset({"STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"})
+# The Terraform type of each kind of setting: the numbers are numbers, the rest text.
+TF_TYPES = {"whole": "number", "number": "number"}
 # For variables outside the table: a name with one of these words is taken for a secret.
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PRIVATE_KEY", "API_KEY")
 
@@ -203,3 +207,46 @@ def _is_secret(name: str, settings: Mapping[str, Setting]) -> bool:
 
 def snake(env_name: str) -> str:
     return env_name.lower()
+
+
+def check_setting_variables(settings: Iterable[Setting], variables: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The module variable of each setting has its type, and validates as bgremove/config.py does
+    where it declares bounds or choices: a value Terraform accepts must not stop the functions at
+    start, and one the functions take must not be refused at plan."""
+    problems: list[str] = []
+    for setting in settings:
+        name = snake(setting.env)
+        variable = variables.get(name)
+        if variable is None:
+            continue  # whether it must exist: check_settings
+        wanted = TF_TYPES.get(setting.kind, "string")
+        declared = str(unwrap(variable.get("type", "")))
+        if declared != wanted:
+            problems.append(
+                f"variable {name}: type {declared or 'none'}, but {setting.env} is a {setting.kind} setting "
+                f"in bgremove/config.py (type = {wanted})"
+            )
+        validation = validation_of(name, variable)
+        for bound, declared_bound, table_bound in (
+            ("at least", validation.minimum, setting.minimum),
+            ("at most", validation.maximum, setting.maximum),
+        ):
+            if declared_bound is not None and declared_bound != table_bound:
+                table = "no bound" if table_bound is None else f"{bound} {table_bound:g}"
+                problems.append(
+                    f"variable {name}: validation says {bound} {declared_bound:g}, but bgremove/config.py says "
+                    f"{table} for {setting.env}"
+                )
+        if validation.choices is not None:
+            if set(validation.choices) != set(setting.choices):
+                problems.append(
+                    f"variable {name}: validation allows {sorted(validation.choices)}, but bgremove/config.py "
+                    f"allows {sorted(setting.choices)} for {setting.env}"
+                )
+            if validation.upper != setting.upper:
+                how = "in any case" if setting.upper else "only as written"
+                problems.append(
+                    f"variable {name}: validation {'upper-cases' if validation.upper else 'does not upper-case'} "
+                    f"the value, but bgremove/config.py takes {setting.env} {how}"
+                )
+    return problems

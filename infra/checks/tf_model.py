@@ -169,3 +169,34 @@ def check_module_calls(
             if "default" not in variable and key not in given:
                 problems.append(f"{root}: module {name!r} does not set required variable {key!r}")
     return problems
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What a variable's validation blocks accept, as far as plain comparisons say (a regex or
+    any other condition says nothing here)."""
+
+    minimum: float | None = None  # var.X >= N
+    maximum: float | None = None  # var.X <= N
+    choices: tuple[str, ...] | None = None  # contains([...], var.X)
+    upper: bool = False  # the choices are compared with upper(var.X)
+
+
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+
+
+def validation_of(name: str, variable: Mapping[str, Any]) -> Validation:
+    """The bounds and choices the validation blocks of variable `name` declare."""
+    conditions = [str(unwrap(v.get("condition", ""))) for v in variable.get("validation", [])]
+    text = " && ".join(conditions)
+    var = rf"var\.{re.escape(name)}\b"
+    minimums = [float(n) for n in re.findall(rf"{var}\s*>=\s*{_NUMBER}", text)]
+    maximums = [float(n) for n in re.findall(rf"{var}\s*<=\s*{_NUMBER}", text)]
+    contains = re.search(rf"contains\(\s*\[([^\]]*)\]\s*,\s*(upper\(\s*)?{var}", text)
+    choices = tuple(re.findall(r'"([^"]*)"', contains.group(1))) if contains else None
+    return Validation(
+        minimum=max(minimums) if minimums else None,
+        maximum=min(maximums) if maximums else None,
+        choices=choices,
+        upper=bool(contains and contains.group(2)),
+    )

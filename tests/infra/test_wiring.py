@@ -127,6 +127,19 @@ def test_settings_are_module_variables_with_config_defaults(
     assert environment.check_settings(settings, functions, tf_model.module_variables(module)) == []
 
 
+def test_setting_variables_validate_as_config_does(
+    settings: tuple[Setting, ...], module: dict[str, dict[str, Any]]
+) -> None:
+    variables = tf_model.module_variables(module)
+    assert environment.check_setting_variables(settings, variables) == []
+    # The validations the check compares (where Terraform declares none, nothing is compared).
+    assert tf_model.validation_of("signed_url_ttl_seconds", variables["signed_url_ttl_seconds"]) == (
+        tf_model.Validation(minimum=60, maximum=604800)
+    )
+    log_level = tf_model.validation_of("log_level", variables["log_level"])
+    assert log_level.choices == ("DEBUG", "INFO", "WARNING", "ERROR") and log_level.upper
+
+
 def test_webhook_url_points_at_the_webhook_function(functions: list[tf_model.TfFunction]) -> None:
     for fn in functions:
         if fn.entry_point in ("on_task", "reconcile"):

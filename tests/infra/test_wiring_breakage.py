@@ -173,6 +173,40 @@ def test_changed_default_in_terraform_is_caught(mod: Module) -> None:
     assert any("variable max_upload_bytes: default 1000" in p for p in problems), problems
 
 
+def variable_problems(module: Module, settings: tuple[Setting, ...] = SETTINGS) -> list[str]:
+    return environment.check_setting_variables(settings, tf_model.module_variables(module))
+
+
+def test_terraform_bound_other_than_config_is_caught(mod: Module) -> None:
+    validation = tf_model.module_variables(mod)["api_max_attempts"]["validation"][0]
+    validation["condition"] = "${var.api_max_attempts >= 1 && var.api_max_attempts <= 30}"
+    problems = variable_problems(mod)
+    assert (
+        "variable api_max_attempts: validation says at most 30, but bgremove/config.py says at most 20 "
+        "for API_MAX_ATTEMPTS" in problems
+    ), problems
+
+
+def test_config_bound_other_than_terraform_is_caught(module: Module) -> None:
+    problems = variable_problems(module, settings_with("SIGNED_URL_TTL_SECONDS", minimum=120))
+    assert any("variable signed_url_ttl_seconds: validation says at least 60" in p for p in problems), problems
+    problems = variable_problems(module, settings_with("QUEUED_CHECK_SECONDS", minimum=None))
+    assert any("says no bound for QUEUED_CHECK_SECONDS" in p for p in problems), problems
+
+
+def test_choices_other_than_config_are_caught(module: Module) -> None:
+    problems = variable_problems(module, settings_with("INPUT_MODE", choices=("auto", "signed_url")))
+    assert any(p.startswith("variable input_mode: validation allows") for p in problems), problems
+    problems = variable_problems(module, settings_with("LOG_LEVEL", upper=False))
+    assert any(p.startswith("variable log_level: validation upper-cases the value") for p in problems), problems
+
+
+def test_setting_variable_of_the_wrong_type_is_caught(mod: Module) -> None:
+    tf_model.module_variables(mod)["max_upload_bytes"]["type"] = "string"
+    problems = variable_problems(mod)
+    assert any(p.startswith("variable max_upload_bytes: type string") for p in problems), problems
+
+
 def test_variable_dropped_from_terraform_is_caught(mod: Module) -> None:
     del find_locals(mod)["app_env"]["INPUT_MODE"]
     functions = tf_model.tf_functions(mod)
