@@ -62,7 +62,8 @@ def test_backfill_of_1000_existing_objects_gives_each_exactly_one_outcome_and_a_
     figures = cli.json("status")
     expected = Counter(job["state"] for job in everything.values())
     assert figures["counts"] == {
-        s: expected.get(s, 0) for s in ("queued", "claimed", "submitted", "completed", "failed")
+        s: expected.get(s, 0)
+        for s in ("queued", "claimed", "submitted", "completed", "failed", "superseded", "removed")
     }
     assert figures["total"] == len(everything)
     assert figures["open"] == 0 and figures["eta_seconds"] == 0.0

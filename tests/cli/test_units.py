@@ -3,11 +3,14 @@ the Terraform outputs it reads and the one-line errors. No processes."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from typing import Any
 
 import click
 import pytest
 from google.api_core import exceptions as gexc
+from rich.console import Console
 
 from bgremove import jobs
 from bgremove.jobs import Source
@@ -69,7 +72,9 @@ def test_status_counts_states_and_measures_the_rate_over_the_work_in_sight() -> 
     )
     fig = status.compute(entries, {}, QUEUE, now, window_minutes=5)
 
-    assert fig["counts"] == {"queued": 40, "claimed": 0, "submitted": 0, "completed": 31, "failed": 6}
+    assert fig["counts"] == {
+        "queued": 40, "claimed": 0, "submitted": 0, "completed": 31, "failed": 6, "superseded": 0, "removed": 0,
+    }  # fmt: skip
     assert (fig["open"], fig["total"], fig["finished"]) == (40, 77, 37)
     # 36 ended within the window, and the work in sight began 60 s ago: 36 a minute.
     assert fig["rate_window_seconds"] == 60.0
@@ -78,6 +83,55 @@ def test_status_counts_states_and_measures_the_rate_over_the_work_in_sight() -> 
     assert fig["eta_seconds"] == pytest.approx(40 / 36 * 60, abs=0.1)
     assert sum(m["completed"] for m in fig["per_minute"]) == 30
     assert fig["queue"]["depth"] == 40
+
+
+def test_status_counts_superseded_and_removed_jobs_as_finished_work_not_failures() -> None:
+    now = 1000.0
+    entries = (
+        [entry("completed", 940.0, 960.0 + i, i) for i in range(20)]
+        + [entry("superseded", 940.0, 965.0, 100 + i) for i in range(6)]
+        + [entry("removed", 940.0, 975.0, 200 + i) for i in range(4)]
+        + [entry("failed", 940.0, 970.0, 300 + i) for i in range(2)]
+        + [entry("queued", 950.0, 950.0, 400 + i) for i in range(30)]
+        + [entry("mystery", 950.0, 950.0, 500)]
+    )
+    b = jobs.failed(jobs.new_queued(Source("uploads", "b.jpg", 1), "v1", 1, 60), "too_large", "big", 90.0)
+    fig = status.compute(entries, {"b": b}, QUEUE, now, window_minutes=5)
+
+    assert fig["counts"] == {
+        "queued": 30, "claimed": 0, "submitted": 0, "completed": 20, "failed": 2, "superseded": 6, "removed": 4,
+        "unknown": 1,
+    }  # fmt: skip
+    # All four final states are finished; the one unknown state is neither open nor finished.
+    assert (fig["open"], fig["finished"], fig["total"]) == (30, 32, 63)
+    assert fig["completed_per_minute"] == 20.0 and fig["finished_per_minute"] == 32.0
+    assert fig["eta_basis"] == "observed rate"
+    assert fig["eta_seconds"] == pytest.approx(30 / 32 * 60, abs=0.1)
+    minutes = fig["per_minute"]
+    assert set(minutes[-1]) == {"minute", "completed", "failed", "superseded", "removed"}
+    assert [sum(m[s] for m in minutes) for s in ("completed", "failed", "superseded", "removed")] == [20, 2, 6, 4]
+    # Failures are `failed` jobs only: a superseded or removed job is not a failure to retry.
+    assert fig["failures"]["total"] == 2
+    assert [g["reason"] for g in fig["failures"]["by_reason"]] == ["too_large"]
+
+
+def render_text(fig: dict[str, Any]) -> str:
+    console = Console(width=100, record=True, color_system=None, file=io.StringIO())
+    console.print(status.render(fig))
+    return console.export_text()
+
+
+def test_status_screen_shows_superseded_and_removed_only_when_there_are_any() -> None:
+    quiet = render_text(status.compute([entry("completed", 990.0, 995.0)], {}, QUEUE, 1000.0))
+    assert "completed" in quiet and "superseded" not in quiet and "removed" not in quiet
+
+    entries = [entry("completed", 990.0, 995.0), entry("superseded", 990.0, 996.0, 1), entry("removed", 990, 997, 2)]
+    screen = render_text(status.compute(entries, {}, QUEUE, 1000.0))
+    counts = {line.split()[0]: line.split()[1] for line in screen.splitlines() if line[:1].isalpha()}
+    assert (counts["superseded"], counts["removed"], counts["all"]) == ("1", "1", "3")
+    header = next(line for line in screen.splitlines() if "minute (UTC)" in line)
+    assert header.split()[-4:] == ["completed", "failed", "superseded", "removed"]
+    assert "3/3  100.0%" in screen
 
 
 def test_status_eta_falls_back_to_the_queue_rate_and_says_when_paused() -> None:
