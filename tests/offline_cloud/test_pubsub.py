@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1
 import grpc
 import pytest
 from google.api_core import exceptions
-from google.cloud import pubsub_v1
 from google.pubsub_v1.types import Topic
 
 from offline_cloud import pubsub
