@@ -519,7 +519,7 @@ def show_command(settings: Settings, uri: tuple[str, str, int | None], scan: int
     if as_json:
         print(json.dumps(table_rows, indent=2))
         if not chosen.complete:
-            err.print(f"bgremove: {escape(generations.coverage(chosen, bucket))}")
+            print(f"bgremove: {generations.coverage(chosen, bucket)}", file=sys.stderr)
         return 0
     if note:
         out.print(escape(note))

@@ -166,11 +166,11 @@ def rows(found: list[Job], live_generation: int | None, processed_bucket: str) -
 
 def coverage(p: Plan, bucket: str) -> str:
     """How the jobs were found and what was not looked at, in one sentence."""
-    parts = [f"{p.from_versions:,} from the generations gs://{bucket} keeps"]
+    parts = [f"{p.from_versions:,} found by the generations gs://{bucket} keeps"]
     if p.from_metadata:
         parts.append(f"{p.from_metadata:,} named by their listing metadata")
-    parts.append(f"{p.scanned:,} of the other {p.scanned + p.unread:,} job records read")
-    text = "records: " + "; ".join(parts) + f" ({p.listed:,} listed)"
+    parts.append(f"{p.scanned:,} of the other {p.scanned + p.unread:,} read")
+    text = f"job records ({p.listed:,} listed): " + "; ".join(parts)
     if p.unread:
         text += f"; the {p.unread:,} least recently changed were not read, so older generations may be missing"
         text += " (--scan reads more)"
@@ -204,13 +204,13 @@ def render(
         details = Table.grid(padding=(0, 2))
         details.add_column(style="dim")
         details.add_column(overflow="fold")
-        details.add_row("    job", row["job_id"])
-        details.add_row("    predictions", escape(", ".join(row["prediction_ids"])) or "—")
-        details.add_row("    outputs", "\n".join(escape(_output_line(o)) for o in row["outputs"]) or "—")
+        details.add_row("  job", row["job_id"])
+        details.add_row("  predictions", escape(", ".join(row["prediction_ids"])) or "—")
+        details.add_row("  outputs", "\n".join(escape(_output_line(o)) for o in row["outputs"]) or "—")
         if row["state"] == jobs.FAILED:
-            details.add_row("    reason", escape(f"{row['reason']}: {row['error']}" if row["error"] else row["reason"]))
+            details.add_row("  reason", escape(f"{row['reason']}: {row['error']}" if row["error"] else row["reason"]))
         elif row["error"]:
-            details.add_row("    why", escape(row["error"]))
+            details.add_row("  why", escape(row["error"]))
         parts += [head, details]
     parts += [Text(""), Text(note, style="dim")]
     return Group(*parts)

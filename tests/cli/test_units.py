@@ -366,9 +366,10 @@ def test_show_screen_says_which_generation_is_live() -> None:
     assert "live generation: 2" in text
     assert "#2  completed  live  ended 1970-01-01 00:03:20.000 UTC" in text
     assert "#1  superseded  ended 1970-01-01 00:01:40.000 UTC" in text
-    assert "why          gs://uploads/photos/a.jpg is now generation 2" in text
-    assert "outputs      gs://processed/photos/a.png#20 (cutout)" in text
+    assert "  why          gs://uploads/photos/a.jpg is now generation 2" in text
+    assert "  outputs      gs://processed/photos/a.png#20 (cutout)" in text
     assert text.index("#2  completed") < text.index("#1  superseded")
-    assert "1 from the generations gs://uploads keeps; 1 of the other 1 job records read (2 listed)" in text
+    assert "job records (2 listed): 1 found by the generations gs://uploads keeps; 1 of the other 1 read" in text
+    assert "  job          " + found[0].job_id in text  # on one line in 100 columns
     assert "live generation: none (the upload does not exist now)" in screen(None)
     assert "live generation: 3, which has no job yet (`bgremove backfill" in screen(3)
