@@ -133,8 +133,12 @@ def test_retry_of_injected_failures_completes_them_once_the_fault_is_off(cli: Cl
         assert states[-1] == "completed"
     assert cli.json("retry")["matching"] == 0, "nothing left to retry"
 
-    shown = cli.json("show", "gs://uploads/flaky/00.jpg")
-    assert shown["state"] == "completed" and shown["output_uri"].startswith("gs://processed/flaky/00.png#")
+    [shown] = cli.json("show", "gs://uploads/flaky/00.jpg")  # the name's one generation
+    assert (shown["state"], shown["live"], shown["generation"]) == ("completed", True, uploads["flaky/00.jpg"])
+    assert shown["outputs"][0]["uri"].startswith("gs://processed/flaky/00.png#")
+    assert len(shown["prediction_ids"]) == 2
+    record = cli.json("show", f"gs://uploads/flaky/00.jpg#{uploads['flaky/00.jpg']}")
+    assert record["job_id"] == shown["job_id"] and record["output_uri"] == shown["outputs"][0]["uri"]
     text = cli.run("show", f"gs://uploads/flaky/00.jpg#{uploads['flaky/00.jpg']}")
     assert text.code == 0
     assert "operator retry" in text.stdout and "prediction_failed" in text.stdout and shown["job_id"] in text.stdout
