@@ -255,6 +255,22 @@ def test_duplicate_fault_delivers_the_same_event_twice(relay_rig: Rig) -> None:
     assert len(receiver.requests) == 2
 
 
+def test_reorder_fault_holds_a_delivery_back_so_later_events_overtake_it(relay_rig: Rig) -> None:
+    client, receiver, relay = relay_rig
+    relay.set_faults({"reorder_rate": 1.0, "reorder_delay_seconds": 1.5})
+    client.bucket("watched").blob("held.png").upload_from_string(b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    wait_for(lambda: [e for e in relay.log() if e["kind"] == "received"], 20, "the held event")
+    relay.set_faults({"reorder_rate": 0.0})
+    client.bucket("watched").blob("later.png").upload_from_string(b"\x89PNG\r\n\x1a\n", content_type="image/png")
+
+    wait_for(lambda: len(receiver.requests) >= 2, 20, "both deliveries")
+    assert [r["headers"]["ce-subject"] for r in receiver.requests] == ["objects/later.png", "objects/held.png"]
+    held = [e for e in relay.log() if e["kind"] == "received" and e["subject"] == "objects/held.png"]
+    assert held[0]["held_seconds"] == 1.5
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        relay.set_faults({"reorder_rate": 2})
+
+
 def test_a_detached_trigger_answers_the_emulator_but_delivers_nothing(make_rig: Callable[..., Rig]) -> None:
     client, receiver, relay = make_rig(deliver=False)
     blob = client.bucket("watched").blob("predates/photo.jpg")
