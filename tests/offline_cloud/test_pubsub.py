@@ -342,8 +342,13 @@ def test_the_stack_serves_pubsub_to_its_functions_and_to_tests(
 ) -> None:
     info = stack.info
     assert info.pubsub_emulator_host.startswith("127.0.0.1:")
-    assert info.function_env["PUBSUB_EMULATOR_HOST"] == info.pubsub_emulator_host
-    assert info.event_triggers == {}  # only on_upload's finalized trigger by default
+    # The functions publish over REST, to the emulator's REST port; clients use its gRPC port.
+    assert info.pubsub_rest_host.startswith("127.0.0.1:") and info.pubsub_rest_host != info.pubsub_emulator_host
+    assert info.function_env["PUBSUB_EMULATOR_HOST"] == info.pubsub_rest_host
+    assert info.function_env["EVENTS_TOPIC"] == info.events_topic == f"projects/{PROJECT}/topics/bgremove-events"
+    # Production's triggers: on_upload's finalized, and deleted/archived to on_delete once it exists.
+    expected = {"deleted", "archived"} if stack_module.main_defines("on_delete") else set()
+    assert {t.rsplit(".", 1)[1] for t in info.event_triggers} == expected
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", info.pubsub_emulator_host)
     topic, subscription = _names()
     publisher = pubsub_v1.PublisherClient()
@@ -354,4 +359,11 @@ def test_the_stack_serves_pubsub_to_its_functions_and_to_tests(
         assert [r.message.message_id for r in _pull(subscriber, subscription)] == [message_id]
         # The storage notifications' topic is there too, the one the relay listens to.
         assert publisher.get_topic(topic=f"projects/{PROJECT}/topics/gcs-notifications")
+        # What a function publishes over REST reaches a gRPC subscriber of the events topic.
+        events = f"projects/{PROJECT}/subscriptions/events-{uuid.uuid4().hex[:8]}"
+        subscriber.create_subscription(name=events, topic=info.events_topic)
+        body = {"messages": [{"data": _b64(b"{}"), "attributes": {"ce-id": "j.completed"}}]}
+        url = f"http://{info.function_env['PUBSUB_EMULATOR_HOST']}/v1/{info.events_topic}:publish"
+        published = requests.post(url, json=body, timeout=10).json()["messageIds"]
+        assert [r.message.message_id for r in _pull(subscriber, events)] == published
     publisher.stop()

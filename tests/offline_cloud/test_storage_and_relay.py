@@ -29,6 +29,7 @@ from offline_cloud.stack import (
     _create_buckets,
     die_with_parent,
     free_port,
+    main_defines,
     relay_command,
     storage_emulator_command,
 )
@@ -400,7 +401,10 @@ def test_triggers_by_type_come_from_the_command_line_and_the_stack(tmp_path: Pat
         eventarc_relay.Relay(eventarc_relay.RelaySettings(target_url="http://t/", bucket="b", triggers={"gone": []}))
 
     options = StackOptions(directory=tmp_path)
-    assert options.event_triggers == {}  # deleted events go nowhere unless a trigger is configured
+    # Production's: deleted and archived events to on_delete, once main.py has it; none before.
+    on_delete = {"deleted": "on_delete", "archived": "on_delete"} if main_defines("on_delete") else {}
+    assert options.event_triggers == on_delete
+    assert main_defines("on_upload") and not main_defines("on_nothing")
     command = relay_command(options, 1, 2, "http://t/", tmp_path / "log", {eventarc_relay.DELETED: "http://d/"})
     parsed, _, _, _ = eventarc_relay.parse_args(command[3:])
     assert parsed.triggers == {eventarc_relay.DELETED: ["http://d/"]} and parsed.target_url == "http://t/"
