@@ -1,7 +1,8 @@
 """Cloud Functions entry points: decode the CloudEvent or request, call the core, map outcomes to
 HTTP status codes. Everything else lives in the `bgremove` package.
 
-    on_upload              storage trigger: filter and admit into the submission queue
+    on_upload              storage trigger (finalized): filter and admit into the submission queue
+    on_delete              storage triggers (deleted, archived): an original's cut-outs go with it
     on_task                Cloud Tasks target: submit a prediction, or check a job's deadline
     on_prediction_webhook  the API's completion callback: write the cut-out
     reconcile              Cloud Scheduler's sweep over open jobs, the safety net
@@ -16,7 +17,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import admission, complete, logs, runtime, submit, tasks
+from bgremove import admission, complete, logs, removal, runtime, submit, tasks
 from bgremove import reconcile as reconciler
 from bgremove.errors import ApiUnavailable, RetryLater
 from bgremove.outcomes import Outcome
@@ -49,6 +50,17 @@ def on_upload(cloud_event: CloudEvent) -> None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
         return
     admission.handle_upload(event, CONFIG, runtime.deps(), time.time())
+
+
+@functions_framework.cloud_event
+def on_delete(cloud_event: CloudEvent) -> None:
+    """Storage triggers for `deleted` and `archived`: a deleted original's cut-outs are removed, an
+    overwritten one's unfinished job superseded. Raising makes the platform deliver it again."""
+    event = upload_event(cloud_event)
+    if event is None:
+        logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
+        return
+    removal.handle_delete(event, CONFIG, runtime.deps(), time.time())
 
 
 @functions_framework.http
@@ -166,6 +178,9 @@ def upload_event(cloud_event: CloudEvent) -> admission.UploadEvent | None:
         size=size,
         metadata={str(k): str(v) for k, v in (metadata or {}).items()},
         event_time=_timestamp(cloud_event.get("time")),
+        cache_control=str(data.get("cacheControl") or ""),
+        content_disposition=str(data.get("contentDisposition") or ""),
+        content_language=str(data.get("contentLanguage") or ""),
     )
 
 

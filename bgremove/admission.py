@@ -18,6 +18,7 @@ from bgremove import errors, images, jobs, keys, lifecycle, logs, variants
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.jobs import Decision, Job, Source
+from bgremove.objects import Delivery
 from bgremove.outcomes import Outcome, Result
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
@@ -36,14 +37,36 @@ class UploadEvent:
     size: int
     metadata: dict[str, str] = field(default_factory=dict)
     event_time: float | None = None  # None for a listed object: no event age to bound
+    cache_control: str = ""
+    content_disposition: str = ""
+    content_language: str = ""
 
 
 def listed(
-    bucket: str, name: str, generation: int, content_type: str, size: int, metadata: dict[str, str]
+    bucket: str,
+    name: str,
+    generation: int,
+    content_type: str,
+    size: int,
+    metadata: dict[str, str],
+    delivery: Delivery | None = None,
 ) -> UploadEvent:
     """The event a finalize of a listed object would carry (backfill, `bgremove show`): the same
     decision applies to it, with no event age to bound."""
-    return UploadEvent("listed", FINALIZED, bucket, name, generation, content_type, size, dict(metadata))
+    d = delivery or Delivery()
+    return UploadEvent(
+        "listed",
+        FINALIZED,
+        bucket,
+        name,
+        generation,
+        content_type,
+        size,
+        dict(metadata),
+        cache_control=d.cache_control,
+        content_disposition=d.content_disposition,
+        content_language=d.content_language,
+    )
 
 
 class Refusal(enum.Enum):
@@ -82,9 +105,20 @@ class Admission:
 
 
 def source_of(event: UploadEvent) -> Source:
-    """The job's Source, carrying the upload's own overrides (its `bgremove-*` metadata)."""
-    overrides = variants.override_metadata(event.metadata)
-    return Source(event.bucket, event.name, event.generation, event.content_type, event.size, overrides)
+    """The job's Source, carrying the upload's own overrides (its `bgremove-*` metadata) and what
+    its outputs copy (delivery headers, the other custom metadata)."""
+    return Source(
+        event.bucket,
+        event.name,
+        event.generation,
+        event.content_type,
+        event.size,
+        variants.override_metadata(event.metadata),
+        cache_control=event.cache_control,
+        content_disposition=event.content_disposition,
+        content_language=event.content_language,
+        custom={k: v for k, v in event.metadata.items() if not keys.is_ours(k)},
+    )
 
 
 def decide(event: UploadEvent, cfg: Config, now: float) -> Admission:

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bgremove import errors, images, jobs, keys, logs, naming, signatures, variants
+from bgremove import errors, images, jobs, keys, lifecycle, logs, naming, placement, signatures, variants
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.errors import RetryLater
 from bgremove.jobs import Decision, Job
+from bgremove.objects import Delivery
 from bgremove.outcomes import Outcome, Result
 from bgremove.predictions import Prediction
 
@@ -129,14 +130,19 @@ def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: fl
 def _write_output(
     job: Job, generation: int, prediction: Prediction, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]
 ) -> Result:
-    """Write every output variant of the job (create-only), then complete it.
+    """Write every output variant of the job, then complete it; the newest generation of an
+    upload wins (placement.py).
 
     The default, one pass-through variant, streams the model's PNG into the processed bucket byte
-    for byte, as it always did. Otherwise each variant's object is looked up first (a redelivery
-    writes only what is missing, and downloads nothing when nothing is), the model's PNG is
-    downloaded once, and each missing variant is rendered and written in turn."""
+    for byte. Otherwise each variant's object is looked up first (a redelivery writes only what is
+    missing, and downloads nothing when nothing is), the model's PNG is downloaded once, and each
+    missing variant is rendered and written in turn."""
     try:
-        chosen = _chosen_variants(job, cfg, deps, fields)
+        # A result for a replaced or deleted upload is not written (one metadata read).
+        live_metadata = lifecycle.check_live(job.source, deps)
+        chosen = _chosen_variants(job, live_metadata, cfg)
+    except errors.Superseded as exc:
+        return _superseded(job, generation, exc, deps, now, fields)
     except errors.VariantError as exc:
         return _record_failure(deps, job, generation, "bad_metadata", str(exc), now, fields)
     base = naming.output_name(job.source.name, cfg.output_prefix)
@@ -146,8 +152,9 @@ def _write_output(
     if len(targets) > 1:
         fields["outputs"] = len(targets)
     linking = {
+        **placement.copied_metadata(job),
         keys.OUTPUT: "true",
-        keys.SOURCE: f"gs://{job.source.bucket}/{job.source.name}",
+        keys.SOURCE: job.source.object_uri,
         keys.SOURCE_GENERATION: str(job.source.generation),
         keys.JOB: job.job_id,
         keys.PREDICTION_ID: prediction.id,
@@ -157,13 +164,26 @@ def _write_output(
     url = prediction.output or ""
     try:
         if len(targets) == 1 and targets[0][0].passthrough:
-            # No existence check first: the create is conditional anyway, and a duplicate whose job
-            # is already final never gets here. Saves a storage call on every webhook.
+            # No existence check first: the first write is create-only anyway, and a duplicate whose
+            # job is already final never gets here. Saves a storage call on every webhook.
             variant, target = targets[0]
-            found = _stream_output(url, target, {**linking, keys.VARIANT: variant.name}, cfg, deps)
-            written.append(_owned(job, variant, target, found))
+            metadata = {**linking, keys.VARIANT: variant.name}
+            headers = placement.delivery(job, target, cfg.cache_control)
+
+            def stream(match: int) -> int:
+                source = deps.open_output(url)
+                try:
+                    return deps.objects.create_object(
+                        cfg.processed_bucket, target, source, source.size, source.content_type, metadata, match, headers
+                    )
+                finally:
+                    source.close()
+
+            written.append(_place(job, variant, target, metadata, stream, None, cfg, deps, assume_free=True))
         else:
             _write_variants(targets, url, linking, job, cfg, deps, written)
+    except errors.Superseded as exc:
+        return _superseded(job, generation, exc, deps, now, fields)
     except errors.OutputRefused as exc:  # its kind names the reason: name taken, too many pixels …
         return _record_failure(deps, job, generation, exc.reason, str(exc), now, fields, written)
     except errors.UnsupportedImage as exc:
@@ -179,29 +199,67 @@ def _write_output(
     return _save_final(deps, job, generation, final, fields)
 
 
-def _chosen_variants(job: Job, cfg: Config, deps: Deps, fields: dict[str, Any]) -> tuple[variants.Variant, ...]:
+def _superseded(
+    job: Job, generation: int, why: errors.Superseded, deps: Deps, now: float, fields: dict[str, Any]
+) -> Result:
+    """The upload is no longer live: the job ends superseded (or removed), nothing written; its
+    prediction has finished (it is what is being settled), so there is nothing to cancel."""
+    ended = lifecycle.end_superseded(job.job_id, why, deps, now, read=(job, generation), cancel=False)
+    if ended is lifecycle.Ended.MOVED:
+        return _log(Result(Outcome.DUPLICATE, "job ended meanwhile", job.job_id), fields)
+    outcome = Outcome.REMOVED if why.deleted else Outcome.SUPERSEDED
+    return _log(Result(outcome, str(why), job.job_id), fields)
+
+
+def _chosen_variants(job: Job, live_metadata: dict[str, str], cfg: Config) -> tuple[variants.Variant, ...]:
     """The configured variants with the upload's overrides (its `bgremove-*` custom metadata).
 
     The claim records them in the job (Source.metadata, from the storage event: exactly that upload
-    generation's metadata, at no cost here). A record without them (claimed by a version that did
-    not record them) reads them from the live object, if it is still that generation."""
-    metadata = job.source.metadata
-    if metadata is None:
-        found = deps.objects.metadata(job.source.bucket, job.source.name)
-        if found is not None and found[1] == job.source.generation:
-            metadata = found[0]
-        else:
-            logs.warning("upload generation gone with its overrides; writing the configured variants", **fields)
-            metadata = {}
+    generation's metadata). A record without them (claimed by a version that did not record them)
+    takes them from the live upload, which the liveness check has just read."""
+    metadata = job.source.metadata if job.source.metadata is not None else live_metadata
     return variants.select(cfg.output_variants, variants.overrides_from_metadata(metadata))
 
 
-def _owned(job: Job, variant: variants.Variant, target: str, found: tuple[dict[str, str], int]) -> dict[str, Any]:
-    """The record entry of a variant object, after making sure it is this job's."""
+# How often one output name may change under a write before the delivery is retried instead.
+PLACE_ATTEMPTS = 4
+
+
+def _place(
+    job: Job,
+    variant: variants.Variant,
+    target: str,
+    metadata: dict[str, str],
+    write: Callable[[int], int],
+    found: tuple[dict[str, str], int] | None,
+    cfg: Config,
+    deps: Deps,
+    assume_free: bool = False,
+) -> dict[str, Any]:
+    """Write one output where placement allows (`write(if_generation_match)` returns the new
+    generation) and return its record entry; on a lost conditional write, judge again over what
+    won. Raises Superseded for a newer generation's output and NameTaken for anything foreign."""
+    for _ in range(PLACE_ATTEMPTS):
+        verdict = placement.Verdict.FREE if assume_free else placement.judge(found, job)
+        assume_free = False
+        if verdict is placement.Verdict.OURS and found is not None:
+            return _entry(variant, target, found)
+        if verdict is placement.Verdict.NEWER:
+            raise errors.Superseded(f"{target} holds the output of a newer generation of {job.source.object_uri}")
+        if verdict is placement.Verdict.FOREIGN:
+            # A user's file, or another upload's output, holds the name: never overwrite it.
+            raise errors.NameTaken(f"{target} exists and is not this job's output")
+        try:
+            generation = write(found[1] if verdict is placement.Verdict.OLDER and found is not None else 0)
+        except errors.PreconditionFailed:
+            found = deps.objects.metadata(cfg.processed_bucket, target)
+            continue
+        return _entry(variant, target, (metadata, generation))
+    raise RetryLater(f"{target} kept changing while its output was written")
+
+
+def _entry(variant: variants.Variant, target: str, found: tuple[dict[str, str], int]) -> dict[str, Any]:
     metadata, generation = found
-    if metadata.get(keys.JOB) != job.job_id:
-        # Another upload's output (or a user's file) holds the name: never overwrite it.
-        raise errors.NameTaken(f"{target} exists and is not this job's output")
     return {
         "variant": variant.name,
         "object": target,
@@ -221,13 +279,18 @@ def _write_variants(
 ) -> None:
     """Write the variants not written yet, appending each entry to `written` (in `targets` order)."""
     entries: dict[str, dict[str, Any]] = {}
-    missing = []
+    missing: list[tuple[variants.Variant, str, tuple[dict[str, str], int] | None]] = []
     for variant, target in targets:
         found = deps.objects.metadata(cfg.processed_bucket, target)
-        if found is None:
-            missing.append((variant, target))
+        verdict = placement.judge(found, job)
+        if verdict is placement.Verdict.OURS and found is not None:
+            entries[variant.name] = _entry(variant, target, found)
+        elif verdict is placement.Verdict.NEWER:
+            raise errors.Superseded(f"{target} holds the output of a newer generation of {job.source.object_uri}")
+        elif verdict is placement.Verdict.FOREIGN:
+            raise errors.NameTaken(f"{target} exists and is not this job's output")
         else:
-            entries[variant.name] = _owned(job, variant, target, found)
+            missing.append((variant, target, found))
     if missing:
         png, content_type = _download(url, deps)
         size = images.dimensions(png[: images.HEAD_BYTES])
@@ -239,20 +302,35 @@ def _write_variants(
         # Rendered variants first: a model output that cannot be decoded then fails before anything
         # is written. Entries stay in configured order whatever the order of writing.
         missing.sort(key=lambda item: item[0].passthrough)
-        colour = any(not v.passthrough and not v.mask for v, _ in missing)
+        colour = any(not v.passthrough and not v.mask for v, _, _ in missing)
         source_icc = _source_icc_profile(job, deps) if colour else None
-        for variant, target in missing:
+        for variant, target, found in missing:
             if variant.passthrough:
                 data, data_type = png, content_type
             else:
                 rendered = variants.render(png, variant, cfg.max_input_pixels, icc_profile=source_icc)
                 data, data_type = rendered.data, rendered.content_type
                 del rendered
-            found = _create(target, data, data_type, {**linking, keys.VARIANT: variant.name}, cfg, deps)
-            del data
-            entries[variant.name] = _owned(job, variant, target, found)
+            metadata = {**linking, keys.VARIANT: variant.name}
+            headers = placement.delivery(job, target, cfg.cache_control)
+            write = _bytes_writer(deps, cfg.processed_bucket, target, data, data_type, metadata, headers)
+            entries[variant.name] = _place(job, variant, target, metadata, write, found, cfg, deps)
+            del data, write  # one rendered variant in memory at a time
             written[:] = [entries[v.name] for v, _ in targets if v.name in entries]
     written[:] = [entries[v.name] for v, _ in targets if v.name in entries]
+
+
+def _bytes_writer(
+    deps: Deps, bucket: str, target: str, data: bytes, content_type: str, metadata: dict[str, str], headers: Delivery
+) -> Callable[[int], int]:
+    """A write of `data` to `target`, conditional on the generation `_place` gives it."""
+
+    def write(match: int) -> int:
+        return deps.objects.create_object(
+            bucket, target, io.BytesIO(data), len(data), content_type, metadata, match, headers
+        )
+
+    return write
 
 
 def _source_icc_profile(job: Job, deps: Deps) -> bytes | None:
@@ -276,42 +354,6 @@ def _download(url: str, deps: Deps) -> tuple[bytes, str]:
         return stream.read(), stream.content_type
     finally:
         stream.close()
-
-
-def _create(
-    target: str, data: bytes, content_type: str, metadata: dict[str, str], cfg: Config, deps: Deps
-) -> tuple[dict[str, str], int]:
-    """Create one variant object from bytes, create-only; return what is there after."""
-    try:
-        generation = deps.objects.create_object(
-            cfg.processed_bucket, target, io.BytesIO(data), len(data), content_type, metadata
-        )
-        return metadata, generation
-    except errors.PreconditionFailed:
-        return _existing(target, cfg, deps)
-
-
-def _stream_output(
-    url: str, target: str, metadata: dict[str, str], cfg: Config, deps: Deps
-) -> tuple[dict[str, str], int]:
-    """Stream the output into the processed bucket, create-only; return what is there after."""
-    stream = deps.open_output(url)
-    try:
-        return metadata, deps.objects.create_object(
-            cfg.processed_bucket, target, stream, stream.size, stream.content_type, metadata
-        )
-    except errors.PreconditionFailed:
-        return _existing(target, cfg, deps)
-    finally:
-        stream.close()
-
-
-def _existing(target: str, cfg: Config, deps: Deps) -> tuple[dict[str, str], int]:
-    # A concurrent delivery (or an earlier one) created it first; report what it wrote.
-    existing = deps.objects.metadata(cfg.processed_bucket, target)
-    if existing is None:
-        raise RetryLater("output vanished after a create-only conflict") from None
-    return existing
 
 
 def _record_failure(

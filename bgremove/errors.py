@@ -97,6 +97,16 @@ class ImageRefused(Exception):
         self.reason = reason
 
 
+class Superseded(Exception):
+    """The upload this job is for is no longer the live generation of its name (replaced by a newer
+    one, or deleted): the job ends `superseded` or `removed`, writing nothing, paying for nothing
+    more. `deleted` tells which."""
+
+    def __init__(self, message: str, deleted: bool = False) -> None:
+        super().__init__(message)
+        self.deleted = deleted
+
+
 class UnsupportedImage(ValueError):
     """An image that cannot be decoded or converted: an upload being prepared for the model
     (upright.py, which inputs.py turns into ImageRefused) or the model's output being rendered

@@ -72,6 +72,12 @@ class Source:
     # variants.override_metadata), taken from the storage event at claim time; None when the claim
     # did not record them (then the completion side reads them from the live object).
     metadata: dict[str, str] | None = None
+    # What its outputs copy (from the event): delivery headers and custom metadata other than
+    # this pipeline's own `bgremove-*` keys.
+    cache_control: str = ""
+    content_disposition: str = ""
+    content_language: str = ""
+    custom: dict[str, str] = field(default_factory=dict)
 
     @property
     def job_id(self) -> str:
@@ -80,6 +86,11 @@ class Source:
     @property
     def uri(self) -> str:
         return f"gs://{self.bucket}/{self.name}#{self.generation}"
+
+    @property
+    def object_uri(self) -> str:
+        """gs://bucket/name, the name's URI across its generations (what outputs record)."""
+        return f"gs://{self.bucket}/{self.name}"
 
 
 @dataclass(frozen=True)

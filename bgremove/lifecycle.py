@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from bgremove import jobs, logs, tasks
+from bgremove import errors, jobs, logs, tasks
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.errors import RetryLater
@@ -111,3 +111,54 @@ def retry(job_id: str, why: str, cfg: Config, deps: Deps, now: float, read: tupl
     if done.result is Retried.RETRIED and done.job is not None:
         enqueue_submission(done.job, cfg, deps)
     return done.result
+
+
+def check_live(source: Source, deps: Deps) -> dict[str, str]:
+    """The live upload's custom metadata; raises errors.Superseded unless `source` is still the
+    live generation of its name (one metadata read): a replaced or deleted upload's work is not
+    paid for, and not written."""
+    found = deps.objects.metadata(source.bucket, source.name)
+    if found is None:
+        raise errors.Superseded(f"{source.object_uri} was deleted", deleted=True)
+    if found[1] != source.generation:
+        raise errors.Superseded(f"{source.object_uri} is now generation {found[1]}, not {source.generation}")
+    return found[0]
+
+
+class Ended(enum.Enum):
+    ENDED = "ended"  # superseded or removed now
+    MOVED = "moved"  # it was final already, or another writer moved it: nothing done
+
+
+def end_superseded(
+    job_id: str,
+    why: errors.Superseded,
+    deps: Deps,
+    now: float,
+    read: tuple[Job, int] | None = None,
+    cancel: bool = True,
+) -> Ended:
+    """End an open job whose upload is no longer live: `removed` when it was deleted, else
+    `superseded`. With `cancel` (its prediction may still be running) the prediction is cancelled,
+    since nothing will use its result; a failure to cancel only costs that prediction's run."""
+
+    def end(current: Job | None) -> Decision[Job | None]:
+        if current is None or current.is_final:
+            return Decision(None)
+        if why.deleted:
+            return Decision(current, jobs.removed(current, str(why), now))
+        return Decision(current, jobs.superseded(current, str(why), now))
+
+    done = deps.store.update(job_id, end, read=read)
+    before = done.result
+    if not done.wrote or before is None:
+        return Ended.MOVED
+    if cancel and before.state == jobs.SUBMITTED and before.prediction_id:
+        try:
+            deps.predictions().cancel(before.prediction_id)
+        except (errors.RetryLater, errors.ApiRefused) as exc:
+            logs.warning("could not cancel a superseded prediction", job_id=job_id, error=str(exc))
+    logs.info(
+        f"job {done.job.state if done.job else 'ended'}: {why}", job_id=job_id, prediction_id=before.prediction_id
+    )
+    return Ended.ENDED

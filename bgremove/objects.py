@@ -8,7 +8,17 @@ an in-memory implementation. Implementations raise only the errors of `bgremove.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The HTTP headers an object is served with (empty: not set)."""
+
+    cache_control: str = ""
+    content_disposition: str = ""
+    content_language: str = ""
 
 
 class Readable(Protocol):
@@ -68,8 +78,11 @@ class Objects(Protocol):
         size: int | None,
         content_type: str,
         metadata: dict[str, str],
+        if_generation_match: int = 0,
+        delivery: Delivery | None = None,
     ) -> int:
-        """Create an object from a stream, only if no object has that name; returns its generation."""
+        """Write an object from a stream, only if the live object is at `if_generation_match`
+        (0: only if there is none), else PreconditionFailed; returns the new generation."""
         ...
 
     def signed_url(self, bucket: str, name: str, generation: int | None, ttl_seconds: int, signer_email: str) -> str:

@@ -21,6 +21,8 @@ class Outcome(enum.StrEnum):
     # Settling (webhook, deadline check, sweep).
     COMPLETED = "completed"  # every output variant written
     FAILED = "failed"  # ended in a failure record
+    SUPERSEDED = "superseded"  # a newer generation of the upload is live: nothing written, nothing more paid
+    REMOVED = "removed"  # the upload was deleted: its outputs removed (or none made)
     UNAUTHORIZED = "unauthorized"
     MALFORMED = "malformed"
     UNKNOWN_JOB = "unknown_job"
@@ -36,6 +38,8 @@ class Outcome(enum.StrEnum):
     SETTLED_DUPLICATE = "settled_duplicate"
     SETTLED_IGNORED = "settled_ignored"
     SETTLED_MISMATCH = "settled_mismatch"
+    SETTLED_SUPERSEDED = "settled_superseded"
+    SETTLED_REMOVED = "settled_removed"
     RETRY_LATER = "retry_later"  # a transient failure left it for the next run
 
 
@@ -46,6 +50,8 @@ SETTLED = {
     Outcome.DUPLICATE: Outcome.SETTLED_DUPLICATE,
     Outcome.IGNORED: Outcome.SETTLED_IGNORED,
     Outcome.MISMATCH: Outcome.SETTLED_MISMATCH,
+    Outcome.SUPERSEDED: Outcome.SETTLED_SUPERSEDED,
+    Outcome.REMOVED: Outcome.SETTLED_REMOVED,
     Outcome.UNKNOWN_JOB: Outcome.GONE,
 }
 

@@ -83,6 +83,12 @@ def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> Outcome:
         # The task handler that claimed it died before recording a prediction.
         return _resubmit(job, generation, "claim expired", cfg, deps, now, fields)
 
+    try:
+        lifecycle.check_live(job.source, deps)
+    except errors.Superseded as exc:
+        # Replaced or deleted while its prediction ran: cancel it (nothing will use the result).
+        lifecycle.end_superseded(job_id, exc, deps, now, read=(job, generation))
+        return Outcome.SETTLED_REMOVED if exc.deleted else Outcome.SETTLED_SUPERSEDED
     client = deps.predictions()
     prediction = client.get(job.prediction_id)
     if prediction is None or prediction.data_removed or (prediction.status == "succeeded" and not prediction.output):

@@ -25,7 +25,7 @@ from google.api_core import retry as gretry
 from google.auth import exceptions as gauth_exc
 
 from bgremove.errors import NotFound, PreconditionFailed, StorageUnavailable
-from bgremove.objects import Readable
+from bgremove.objects import Delivery, Readable
 
 # Uploads up to this size go in one request, where the create-only precondition is enforced even by
 # the emulator; larger ones stream resumably in chunks of this size, keeping memory flat.
@@ -177,17 +177,23 @@ class GcsObjects:
         size: int | None,
         content_type: str,
         metadata: dict[str, str],
+        if_generation_match: int = 0,
+        delivery: Delivery | None = None,
     ) -> int:
         blob = self._blob(bucket, name)
         blob.chunk_size = CHUNK_SIZE
         blob.metadata = metadata
+        if delivery is not None:
+            blob.cache_control = delivery.cache_control or None
+            blob.content_disposition = delivery.content_disposition or None
+            blob.content_language = delivery.content_language or None
         with _translated(f"gs://{bucket}/{name}"):
             # No library retry: the stream cannot be rewound; the webhook's sender retries instead.
             blob.upload_from_file(
                 stream,
                 size=size,
                 content_type=content_type,
-                if_generation_match=0,
+                if_generation_match=if_generation_match,
                 checksum=None,
                 timeout=self._timeout,
                 retry=None,

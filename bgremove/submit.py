@@ -52,6 +52,8 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
     if job.attempts >= cfg.max_prediction_attempts:
         return fail("attempts_exhausted", f"{job.attempts} predictions created")
     try:
+        # A replaced or deleted upload is not paid for: one metadata read says whether it is live.
+        lifecycle.check_live(source, deps)
         head = deps.objects.read_head(source.bucket, source.name, source.generation, images.HEAD_BYTES)
         sniffed = images.sniff(head)
         if sniffed is None or sniffed not in cfg.allowed_content_types:
@@ -65,6 +67,10 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         prediction = client.create(
             cfg.model_version, image, webhook_url_for(cfg.webhook_url, job.job_id), cfg.cancel_after
         )
+    except errors.Superseded as exc:
+        lifecycle.end_superseded(job.job_id, exc, deps, now, read=(job, generation))
+        state = jobs.REMOVED if exc.deleted else jobs.SUPERSEDED
+        return _log(Result(Outcome(state.value), str(exc), job.job_id), fields)
     except errors.NotFound:
         return fail("source_gone", "the upload generation no longer exists")
     except errors.ApiRefused as exc:

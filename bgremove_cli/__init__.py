@@ -10,6 +10,6 @@ The same code runs against the offline stack and a real project; only the endpoi
 credentials differ (see target.py). Admission goes through `bgremove.admission.admit`, the function
 uploads use, so a backfilled or retried object joins the same submission queue, at the same pace,
 under the same filters. This package is never deployed: the functions' archive holds main.py,
-bgremove/ and requirements.txt only (infra/checks/wiring.py), and its own requirements are
+bgremove/ and requirements.txt only (infra/checks/packaging.py), and its own requirements are
 bgremove_cli/requirements.txt.
 """

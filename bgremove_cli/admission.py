@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from bgremove import admission, errors, jobs, lifecycle
 from bgremove.admission import Admission
 from bgremove.jobs import Job
+from bgremove.objects import Delivery
 from bgremove.outcomes import Outcome
 from bgremove_cli.cloud import ENQUEUE_HINT, STATE_WRITE_HINT, Cloud
 from bgremove_cli.failures import CliError, explain
@@ -146,6 +147,7 @@ def plan_backfill(cloud: Cloud, bucket: str, prefix: str, stop: Callable[[], boo
     now = time.time()
     for blob in cloud.objects_under(bucket, prefix, stop):
         plan.listed += 1
+        delivery = Delivery(blob.cache_control or "", blob.content_disposition or "", blob.content_language or "")
         event = admission.listed(
             bucket,
             blob.name,
@@ -153,6 +155,7 @@ def plan_backfill(cloud: Cloud, bucket: str, prefix: str, stop: Callable[[], boo
             blob.content_type or "",
             int(blob.size or 0),
             blob.metadata or {},
+            delivery,
         )
         decided = admission.decide(event, cfg, now)
         state = existing.get(decided.source.job_id)

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
@@ -76,7 +76,7 @@ def parse_files(paths: list[Path], root: Path = REPO_ROOT) -> dict[str, dict[str
 # ---------------------------------------------------------------------------
 
 
-def is_block_list(value: Any) -> bool:
+def is_block_list(value: Any) -> TypeGuard[list[dict[str, Any]]]:
     """True for python-hcl2's representation of one or more blocks of the same type."""
     return (
         isinstance(value, list)

@@ -15,7 +15,7 @@ Derived from the code (main.py, bgremove/runtime.py, submit.py, reconcile.py, co
 
 from __future__ import annotations
 
-from infra.checks.wiring import ENQUEUER, QUEUE_VIEWER
+from infra.checks.queues import ENQUEUER, QUEUE_VIEWER
 
 ENTRY_POINTS = {
     "on_upload": "cloud_event",

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from infra.checks.tf_model import check_module_calls, module_variables
 from infra.checks.tfparse import INFRA_DIR, REPO_ROOT, format_problems, single, unwrap
-from infra.checks.wiring import check_module_calls, module_variables
 from tests.infra.conftest import ENV_ROOTS, MODULE_DIR, hcl_files
 
 

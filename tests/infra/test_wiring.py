@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import sys
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.checks import wiring
+from bgremove import config
+from bgremove.config import Setting
+from infra.checks import access, code_facts, environment, packaging, queues, tf_model
 from infra.checks.tfparse import REPO_ROOT, locals_of, single, top_blocks, unwrap
 from tests.infra import expectations
 
@@ -42,22 +43,27 @@ def deployed_sources() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def functions(module: dict[str, dict[str, Any]]) -> list[wiring.TfFunction]:
-    found = wiring.tf_functions(module)
+def functions(module: dict[str, dict[str, Any]]) -> list[tf_model.TfFunction]:
+    found = tf_model.tf_functions(module)
     assert found, "the module defines no cloud functions"
     return found
 
 
 @pytest.fixture(scope="module")
-def reads() -> dict[str, wiring.EnvRead]:
-    source = read("bgremove/config.py")
-    assert source is not None, "bgremove/config.py is missing"
-    found = wiring.config_env_reads(source)
-    assert {"UPLOAD_BUCKET", "WEBHOOK_SECRETS", "LOG_LEVEL"} <= set(found), "config.py reads were not found"
+def settings() -> tuple[Setting, ...]:
+    found = code_facts.settings()
+    assert {"UPLOAD_BUCKET", "WEBHOOK_SECRETS", "LOG_LEVEL"} <= {s.env for s in found}
     return found
 
 
-def test_the_four_functions(functions: list[wiring.TfFunction]) -> None:
+@pytest.fixture(scope="module")
+def entry_points() -> code_facts.EntryPoints:
+    found = code_facts.entry_points()
+    assert found is not None, "main.py is missing"
+    return found
+
+
+def test_the_four_functions(functions: list[tf_model.TfFunction]) -> None:
     by_entry = {fn.entry_point: fn for fn in functions}
     assert len(by_entry) == len(functions) == len(EXPECTED_ENTRY_POINTS)
     assert set(by_entry) == set(EXPECTED_ENTRY_POINTS)
@@ -65,28 +71,30 @@ def test_the_four_functions(functions: list[wiring.TfFunction]) -> None:
         assert (by_entry[entry].event_trigger is not None) == (kind == "cloud_event"), entry
 
 
-def test_main_defines_every_entry_point_with_its_decorator() -> None:
-    defined = wiring.main_entry_points(read("main.py") or "")
-    for entry, kind in EXPECTED_ENTRY_POINTS.items():
-        assert kind in defined.get(entry, set()), (entry, defined.get(entry))
+def test_main_registers_every_entry_point_with_its_decorator(entry_points: code_facts.EntryPoints) -> None:
+    registered = {name: code_facts.DECORATORS[signature] for name, signature in entry_points.signatures.items()}
+    assert registered == EXPECTED_ENTRY_POINTS
+    assert set(registered) <= entry_points.functions
 
 
-def test_entry_points_exist_with_the_right_decorator(functions: list[wiring.TfFunction]) -> None:
-    assert wiring.check_entry_points(functions, read("main.py")) == []
+def test_entry_points_exist_with_the_right_decorator(
+    functions: list[tf_model.TfFunction], entry_points: code_facts.EntryPoints
+) -> None:
+    assert packaging.check_entry_points(functions, entry_points) == []
 
 
-def test_runtime_matches_the_project_python(functions: list[wiring.TfFunction]) -> None:
+def test_runtime_matches_the_project_python(functions: list[tf_model.TfFunction]) -> None:
     assert project_python() == sys.version_info[:2], "tests must run on the project's Python"
-    assert wiring.check_runtime(functions, project_python()) == []
+    assert packaging.check_runtime(functions, project_python()) == []
 
 
 def test_environment_read_equals_environment_set(
-    reads: dict[str, wiring.EnvRead], functions: list[wiring.TfFunction]
+    settings: tuple[Setting, ...], functions: list[tf_model.TfFunction]
 ) -> None:
-    assert wiring.check_environment(reads, functions) == []
+    assert environment.check_environment(settings, functions) == []
 
 
-def test_secrets_go_only_where_needed(functions: list[wiring.TfFunction]) -> None:
+def test_secrets_go_only_where_needed(functions: list[tf_model.TfFunction]) -> None:
     secrets = {fn.entry_point: set(fn.secret_env) for fn in functions}
     assert secrets == {
         "on_upload": set(),  # it only admits into the queue; the task handler calls the API
@@ -97,26 +105,42 @@ def test_secrets_go_only_where_needed(functions: list[wiring.TfFunction]) -> Non
 
 
 def test_each_function_sets_exactly_what_its_entry_point_needs(
-    reads: dict[str, wiring.EnvRead], functions: list[wiring.TfFunction]
+    settings: tuple[Setting, ...], functions: list[tf_model.TfFunction]
 ) -> None:
-    assert set(expectations.TASK_ENV) <= set(reads), "config.py no longer reads the task settings"
-    assert wiring.check_function_environment(reads, functions, expectations.EXTRA_ENV, expectations.SECRETS) == []
+    assert set(expectations.TASK_ENV) <= {s.env for s in settings}, "config.py no longer reads the task settings"
+    assert (
+        environment.check_function_environment(settings, functions, expectations.EXTRA_ENV, expectations.SECRETS) == []
+    )
 
 
-def test_offline_only_variables_are_never_set(functions: list[wiring.TfFunction]) -> None:
-    direct = wiring.direct_env_reads(deployed_sources())
-    assert direct == {"CLOUD_TASKS_EMULATOR_HOST": "bgremove/tasks.py"}, direct
-    assert wiring.check_offline_only(functions, deployed_sources()) == []
+def test_offline_only_variables_are_never_set(functions: list[tf_model.TfFunction]) -> None:
+    # That nothing else is read outside config.py: tests/unit/test_config.py.
+    offline = code_facts.offline_variables()
+    assert offline == {"CLOUD_TASKS_EMULATOR_HOST": "bgremove/tasks.py"}, offline
+    assert environment.check_offline_only(functions, offline) == []
     assert not any("CLOUD_TASKS_EMULATOR_HOST" in fn.env for fn in functions)
 
 
 def test_settings_are_module_variables_with_config_defaults(
-    reads: dict[str, wiring.EnvRead], functions: list[wiring.TfFunction], module: dict[str, dict[str, Any]]
+    settings: tuple[Setting, ...], functions: list[tf_model.TfFunction], module: dict[str, dict[str, Any]]
 ) -> None:
-    assert wiring.check_settings(reads, functions, wiring.module_variables(module)) == []
+    assert environment.check_settings(settings, functions, tf_model.module_variables(module)) == []
 
 
-def test_webhook_url_points_at_the_webhook_function(functions: list[wiring.TfFunction]) -> None:
+def test_setting_variables_validate_as_config_does(
+    settings: tuple[Setting, ...], module: dict[str, dict[str, Any]]
+) -> None:
+    variables = tf_model.module_variables(module)
+    assert environment.check_setting_variables(settings, variables) == []
+    # The validations the check compares (where Terraform declares none, nothing is compared).
+    assert tf_model.validation_of("signed_url_ttl_seconds", variables["signed_url_ttl_seconds"]) == (
+        tf_model.Validation(minimum=60, maximum=604800)
+    )
+    log_level = tf_model.validation_of("log_level", variables["log_level"])
+    assert log_level.choices == ("DEBUG", "INFO", "WARNING", "ERROR") and log_level.upper
+
+
+def test_webhook_url_points_at_the_webhook_function(functions: list[tf_model.TfFunction]) -> None:
     for fn in functions:
         if fn.entry_point in ("on_task", "reconcile"):
             assert fn.env["WEBHOOK_URL"] == "google_cloudfunctions2_function.webhook.service_config[0].uri"
@@ -125,9 +149,9 @@ def test_webhook_url_points_at_the_webhook_function(functions: list[wiring.TfFun
 
 
 def test_queue_variables_point_at_the_queues(
-    module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]
+    module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
 ) -> None:
-    assert wiring.check_queues(module, functions, expectations.QUEUES, wiring.module_variables(module)) == []
+    assert queues.check_queues(module, functions, expectations.QUEUES, tf_model.module_variables(module)) == []
     for fn in functions:
         if fn.entry_point != "on_prediction_webhook":
             assert fn.env["SUBMIT_QUEUE"] == "google_cloud_tasks_queue.submit.id"
@@ -135,7 +159,7 @@ def test_queue_variables_point_at_the_queues(
 
 
 def test_queue_defaults_follow_the_api_limits(module: dict[str, dict[str, Any]]) -> None:
-    variables = wiring.module_variables(module)
+    variables = tf_model.module_variables(module)
     # 600 creates a minute; 3000 other calls a minute (a deadline check reads one prediction).
     assert variables["submit_queue_max_dispatches_per_second"]["default"] == 10
     assert variables["deadline_queue_max_dispatches_per_second"]["default"] == 50
@@ -162,7 +186,7 @@ def test_environments_set_their_own_pace(
                     return entry[name].get("default")
         raise KeyError(name)
 
-    module_defaults = wiring.module_variables(module)
+    module_defaults = tf_model.module_variables(module)
     for root in ("infra/envs/dev", "infra/envs/prod"):
         (call,) = [b for body in roots[root].values() for e in body.get("module", []) for b in e.values()]
         for name in ("submit_queue_max_dispatches_per_second", "deadline_queue_max_dispatches_per_second"):
@@ -176,23 +200,23 @@ def test_environments_set_their_own_pace(
 
 
 def test_task_handler_is_private_and_reached_at_its_url(
-    module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]
+    module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
 ) -> None:
-    deadline = wiring.dispatch_deadline_seconds(read("bgremove/tasks.py") or "", read("bgremove/runtime.py"))
+    deadline = code_facts.dispatch_deadline_seconds()
     assert deadline == 60.0
-    assert wiring.check_task_handler(module, functions, wiring.module_variables(module), deadline) == []
+    assert queues.check_task_handler(module, functions, tf_model.module_variables(module), deadline) == []
     (handler,) = [fn for fn in functions if fn.entry_point == "on_task"]
     assert handler.ingress == "ALLOW_INTERNAL_ONLY"
-    assert wiring.function_invokers(module)[handler.name] == {"google_service_account.tasks_invoker.member"}
+    assert tf_model.function_invokers(module)[handler.name] == {"google_service_account.tasks_invoker.member"}
     url = locals_of(module)["task_handler_url"]
     assert url.startswith("https://${local.task_function_name}-") and url.endswith(".run.app")
     assert all(fn.env.get("TASK_HANDLER_URL", "local.task_handler_url") == "local.task_handler_url" for fn in functions)
 
 
 def test_queue_grants_are_least_privilege(
-    module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]
+    module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
 ) -> None:
-    assert wiring.check_queue_grants(module, functions, expectations.QUEUE_GRANTS) == []
+    assert queues.check_queue_grants(module, functions, expectations.QUEUE_GRANTS) == []
     project_roles = {
         str(block.body.get("role"))
         for block in top_blocks(module, "resource")
@@ -212,22 +236,24 @@ def test_queues_enable_logging_and_have_no_queue_level_target(module: dict[str, 
 
 
 def test_source_archive_holds_only_the_function_code(module: dict[str, dict[str, Any]]) -> None:
-    assert wiring.check_source_archive(module, REPO_ROOT) == []
-    deployed = wiring.simulate_fileset(REPO_ROOT, ["main.py", "requirements.txt", "bgremove/**"])
+    assert packaging.check_source_archive(module, REPO_ROOT) == []
+    deployed = packaging.simulate_fileset(REPO_ROOT, ["main.py", "requirements.txt", "bgremove/**"])
     assert {path.split("/", 1)[0] for path in deployed} <= {"main.py", "requirements.txt", "bgremove"}
 
 
 def test_imports_resolve_to_requirements() -> None:
-    assert wiring.check_imports(deployed_sources(), read("requirements.txt")) == []
+    assert packaging.check_imports(deployed_sources(), read("requirements.txt")) == []
 
 
-def test_triggers_and_invokers(module: dict[str, dict[str, Any]], functions: list[wiring.TfFunction]) -> None:
-    assert wiring.check_access(module, functions) == []
+def test_triggers_and_invokers(module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]) -> None:
+    assert access.check_access(module, functions) == []
 
 
-def test_module_reads_config_from_ast_not_a_list(reads: dict[str, wiring.EnvRead]) -> None:
-    # A sample of what the AST finds, with evaluated defaults (1024 * 1024 and the like).
-    assert reads["WEBHOOK_MAX_BODY_BYTES"].default == 1024 * 1024
-    assert reads["UPLOAD_BUCKET"].required
-    assert "names" in reads["ALLOWED_CONTENT_TYPES"].readers
-    assert Path(REPO_ROOT / "bgremove" / "config.py").exists()
+def test_checks_import_the_settings_table(settings: tuple[Setting, ...]) -> None:
+    # The table load_config reads, as values (1024 * 1024 and the like already computed), not a copy.
+    by_env = {s.env: s for s in settings}
+    assert settings is config.SETTINGS
+    assert by_env["WEBHOOK_MAX_BODY_BYTES"].default == 1024 * 1024
+    assert by_env["UPLOAD_BUCKET"].required
+    assert by_env["ALLOWED_CONTENT_TYPES"].kind == "names"
+    assert by_env["PREDICTIONS_API_TOKEN"].secret

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.checks import wiring
+from bgremove import tasks
+from bgremove.config import Setting
+from infra.checks import access, code_facts, environment, packaging, queues, tf_model
 from infra.checks.provider_schema import check_blocks
 from infra.checks.tfparse import REPO_ROOT, single
 from tests.infra import expectations
@@ -20,7 +23,7 @@ def text(path: str) -> str:
     return (REPO_ROOT / path).read_text(encoding="utf-8")
 
 
-def stub_main(functions: list[wiring.TfFunction]) -> str:
+def stub_main(functions: list[tf_model.TfFunction]) -> str:
     """A main.py that satisfies the Terraform's entry points."""
     lines = ["import functions_framework", ""]
     for fn in functions:
@@ -69,8 +72,20 @@ def mod(module: Module) -> Module:
     return copy.deepcopy(module)
 
 
-def reads_of(config_text: str) -> dict[str, wiring.EnvRead]:
-    return wiring.config_env_reads(config_text)
+SETTINGS = code_facts.settings()
+
+
+def settings_with(name: str, **changes: Any) -> tuple[Setting, ...]:
+    """The settings table with the setting of variable `name` changed, as an edit of bgremove/config.py would."""
+    assert name in {s.env for s in SETTINGS}, name
+    return tuple(dataclasses.replace(s, **changes) if s.env == name else s for s in SETTINGS)
+
+
+def entry_points_of(main_text: str, tmp_path: Path) -> code_facts.EntryPoints | None:
+    """What functions_framework registers when main_text is main.py (imported in a subprocess)."""
+    main = tmp_path / "main.py"
+    main.write_text(main_text, encoding="utf-8")
+    return code_facts.entry_points(main)
 
 
 # ---------------------------------------------------------------------------
@@ -78,41 +93,55 @@ def reads_of(config_text: str) -> dict[str, wiring.EnvRead]:
 # ---------------------------------------------------------------------------
 
 
-def test_stub_main_passes_and_renamed_entry_point_is_caught(module: Module) -> None:
-    functions = wiring.tf_functions(module)
+def test_stub_main_passes_and_renamed_entry_point_is_caught(module: Module, tmp_path: Path) -> None:
+    functions = tf_model.tf_functions(module)
     main = stub_main(functions)
-    assert wiring.check_entry_points(functions, main) == []
-    renamed = main.replace("def on_upload(", "def on_upload_v2(")
-    assert any("'on_upload' is not a top-level function" in p for p in wiring.check_entry_points(functions, renamed))
+    assert packaging.check_entry_points(functions, entry_points_of(main, tmp_path)) == []
+    renamed = entry_points_of(main.replace("def on_upload(", "def on_upload_v2("), tmp_path)
+    assert any("'on_upload' is not a top-level function" in p for p in packaging.check_entry_points(functions, renamed))
 
 
-def test_real_main_with_renamed_entry_point_is_caught(module: Module) -> None:
-    functions = wiring.tf_functions(module)
+def test_real_main_with_renamed_entry_point_is_caught(module: Module, tmp_path: Path) -> None:
+    functions = tf_model.tf_functions(module)
     main = text("main.py").replace("def on_prediction_webhook(", "def on_webhook(")
-    problems = wiring.check_entry_points(functions, main)
+    problems = packaging.check_entry_points(functions, entry_points_of(main, tmp_path))
     assert any("'on_prediction_webhook' is not a top-level function" in p for p in problems), problems
 
 
-def test_wrong_decorator_is_caught(module: Module) -> None:
-    functions = wiring.tf_functions(module)
+def test_wrong_decorator_is_caught(module: Module, tmp_path: Path) -> None:
+    functions = tf_model.tf_functions(module)
     main = stub_main(functions).replace("@functions_framework.cloud_event", "@functions_framework.http")
-    problems = wiring.check_entry_points(functions, main)
+    problems = packaging.check_entry_points(functions, entry_points_of(main, tmp_path))
     assert any("on_upload needs @functions_framework.cloud_event" in p for p in problems), problems
 
 
-def test_aliased_decorators_are_understood(module: Module) -> None:
-    functions = wiring.tf_functions(module)
+def test_undecorated_entry_point_is_caught(module: Module, tmp_path: Path) -> None:
+    functions = tf_model.tf_functions(module)
+    main = stub_main(functions).replace("@functions_framework.http\ndef reconcile(", "def reconcile(")
+    problems = packaging.check_entry_points(functions, entry_points_of(main, tmp_path))
+    assert any("reconcile needs @functions_framework.http (not registered" in p for p in problems), problems
+
+
+def test_aliased_decorators_are_understood(module: Module, tmp_path: Path) -> None:
+    # The registry is filled by the decorators however main.py imports them.
+    functions = tf_model.tf_functions(module)
     main = (
         stub_main(functions)
         .replace("import functions_framework", "import functions_framework as ff\nfrom functions_framework import http")
-        .replace("@functions_framework.cloud_event", "@ff.cloud_event()")
+        .replace("@functions_framework.cloud_event", "@ff.cloud_event")
         .replace("@functions_framework.http", "@http")
     )
-    assert wiring.check_entry_points(functions, main) == []
+    assert packaging.check_entry_points(functions, entry_points_of(main, tmp_path)) == []
 
 
-def test_missing_main_is_caught(module: Module) -> None:
-    assert wiring.check_entry_points(wiring.tf_functions(module), None) == ["main.py does not exist"]
+def test_missing_main_is_caught(module: Module, tmp_path: Path) -> None:
+    assert code_facts.entry_points(tmp_path / "main.py") is None
+    assert packaging.check_entry_points(tf_model.tf_functions(module), None) == ["main.py does not exist"]
+
+
+def test_main_that_fails_at_import_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(code_facts.EntryPointsError, match="importing main.py failed"):
+        entry_points_of("import functions_framework\nraise SystemExit(3)\n", tmp_path)
 
 
 # ---------------------------------------------------------------------------
@@ -121,48 +150,77 @@ def test_missing_main_is_caught(module: Module) -> None:
 
 
 def test_renamed_variable_in_config_is_caught(module: Module) -> None:
-    config = text("bgremove/config.py").replace('"LOG_LEVEL"', '"LOGGING_LEVEL"')
-    problems = wiring.check_environment(reads_of(config), wiring.tf_functions(module))
+    problems = environment.check_environment(
+        settings_with("LOG_LEVEL", env="LOGGING_LEVEL"), tf_model.tf_functions(module)
+    )
     assert "LOGGING_LEVEL is read by bgremove/config.py but no function sets it" in problems
     assert any("sets LOG_LEVEL, which bgremove/config.py never reads" in p for p in problems)
 
 
 def test_new_variable_in_config_is_caught(module: Module) -> None:
-    config = text("bgremove/config.py").replace(
-        'log_level = env.text("LOG_LEVEL", "INFO")',
-        'log_level = env.text("LOG_LEVEL", "INFO")\n    _extra = env.whole("NEW_KNOB", 7)',
+    settings = (*SETTINGS, Setting("NEW_KNOB", "new_knob", "whole", 7, "a new knob"))
+    functions = tf_model.tf_functions(module)
+    assert "NEW_KNOB is read by bgremove/config.py but no function sets it" in environment.check_environment(
+        settings, functions
     )
-    reads = reads_of(config)
-    assert reads["NEW_KNOB"].default == 7
-    functions = wiring.tf_functions(module)
-    assert "NEW_KNOB is read by bgremove/config.py but no function sets it" in wiring.check_environment(
-        reads, functions
-    )
-    settings = wiring.check_settings(reads, functions, wiring.module_variables(module))
-    assert any("NEW_KNOB is not wired to a module variable: set it to var.new_knob" in p for p in settings)
+    problems = environment.check_settings(settings, functions, tf_model.module_variables(module))
+    assert any("NEW_KNOB is not wired to a module variable: set it to var.new_knob" in p for p in problems)
 
 
 def test_changed_default_in_config_is_caught(module: Module) -> None:
-    config = text("bgremove/config.py").replace('env.text("CANCEL_AFTER", "15m")', 'env.text("CANCEL_AFTER", "10m")')
-    problems = wiring.check_settings(reads_of(config), wiring.tf_functions(module), wiring.module_variables(module))
+    settings = settings_with("CANCEL_AFTER", default="10m")
+    problems = environment.check_settings(settings, tf_model.tf_functions(module), tf_model.module_variables(module))
     assert any("variable cancel_after: default '15m'" in p and "'10m'" in p for p in problems), problems
 
 
 def test_changed_default_in_terraform_is_caught(mod: Module) -> None:
-    variables = wiring.module_variables(mod)
+    variables = tf_model.module_variables(mod)
     variables["max_upload_bytes"]["default"] = 1000
-    problems = wiring.check_settings(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), variables)
+    problems = environment.check_settings(SETTINGS, tf_model.tf_functions(mod), variables)
     assert any("variable max_upload_bytes: default 1000" in p for p in problems), problems
+
+
+def variable_problems(module: Module, settings: tuple[Setting, ...] = SETTINGS) -> list[str]:
+    return environment.check_setting_variables(settings, tf_model.module_variables(module))
+
+
+def test_terraform_bound_other_than_config_is_caught(mod: Module) -> None:
+    validation = tf_model.module_variables(mod)["api_max_attempts"]["validation"][0]
+    validation["condition"] = "${var.api_max_attempts >= 1 && var.api_max_attempts <= 30}"
+    problems = variable_problems(mod)
+    assert (
+        "variable api_max_attempts: validation says at most 30, but bgremove/config.py says at most 20 "
+        "for API_MAX_ATTEMPTS" in problems
+    ), problems
+
+
+def test_config_bound_other_than_terraform_is_caught(module: Module) -> None:
+    problems = variable_problems(module, settings_with("SIGNED_URL_TTL_SECONDS", minimum=120))
+    assert any("variable signed_url_ttl_seconds: validation says at least 60" in p for p in problems), problems
+    problems = variable_problems(module, settings_with("QUEUED_CHECK_SECONDS", minimum=None))
+    assert any("says no bound for QUEUED_CHECK_SECONDS" in p for p in problems), problems
+
+
+def test_choices_other_than_config_are_caught(module: Module) -> None:
+    problems = variable_problems(module, settings_with("INPUT_MODE", choices=("auto", "signed_url")))
+    assert any(p.startswith("variable input_mode: validation allows") for p in problems), problems
+    problems = variable_problems(module, settings_with("LOG_LEVEL", upper=False))
+    assert any(p.startswith("variable log_level: validation upper-cases the value") for p in problems), problems
+
+
+def test_setting_variable_of_the_wrong_type_is_caught(mod: Module) -> None:
+    tf_model.module_variables(mod)["max_upload_bytes"]["type"] = "string"
+    problems = variable_problems(mod)
+    assert any(p.startswith("variable max_upload_bytes: type string") for p in problems), problems
 
 
 def test_variable_dropped_from_terraform_is_caught(mod: Module) -> None:
     del find_locals(mod)["app_env"]["INPUT_MODE"]
-    reads = reads_of(text("bgremove/config.py"))
-    functions = wiring.tf_functions(mod)
-    assert "INPUT_MODE is read by bgremove/config.py but no function sets it" in wiring.check_environment(
-        reads, functions
+    functions = tf_model.tf_functions(mod)
+    assert "INPUT_MODE is read by bgremove/config.py but no function sets it" in environment.check_environment(
+        SETTINGS, functions
     )
-    assert any("INPUT_MODE is not wired" in p for p in wiring.check_settings(reads, functions, {}))
+    assert any("INPUT_MODE is not wired" in p for p in environment.check_settings(SETTINGS, functions, {}))
 
 
 def test_required_variable_missing_on_one_function_is_caught(mod: Module) -> None:
@@ -170,38 +228,34 @@ def test_required_variable_missing_on_one_function_is_caught(mod: Module) -> Non
     one_block(webhook, "service_config")["environment_variables"] = (
         "${merge({UPLOAD_BUCKET = google_storage_bucket.uploads.name}, {})}"
     )
-    problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
+    problems = environment.check_environment(SETTINGS, tf_model.tf_functions(mod))
     assert any("webhook: does not set STATE_BUCKET, which bgremove/config.py requires" in p for p in problems)
 
 
 def test_secret_as_plain_variable_is_caught(mod: Module) -> None:
     find_locals(mod)["app_env"]["PREDICTIONS_API_TOKEN"] = "${var.token}"
-    problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
+    problems = environment.check_environment(SETTINGS, tf_model.tf_functions(mod))
     assert any("PREDICTIONS_API_TOKEN looks secret" in p for p in problems), problems
     assert any("set both as a plain and as a secret variable" in p for p in problems), problems
 
 
 def test_misnamed_setting_variable_is_caught(mod: Module) -> None:
     find_locals(mod)["app_env"]["LOG_LEVEL"] = "${var.logging}"
-    problems = wiring.check_settings(
-        reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
-    )
+    problems = environment.check_settings(SETTINGS, tf_model.tf_functions(mod), tf_model.module_variables(mod))
     assert any("LOG_LEVEL = var.logging; the variable must be named log_level" in p for p in problems)
 
 
 def test_unreadable_environment_expression_is_reported(mod: Module) -> None:
     upload = find(mod, "resource", "google_cloudfunctions2_function", "upload")
     one_block(upload, "service_config")["environment_variables"] = '${jsondecode(file("env.json"))}'
-    problems = wiring.check_environment(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod))
+    problems = environment.check_environment(SETTINGS, tf_model.tf_functions(mod))
     assert any("cannot read environment_variables" in p for p in problems), problems
 
 
 def test_signing_account_must_be_the_runtime_account(mod: Module) -> None:
     tasks = find(mod, "resource", "google_cloudfunctions2_function", "tasks")
     one_block(tasks, "service_config")["service_account_email"] = "${google_service_account.webhook.email}"
-    problems = wiring.check_settings(
-        reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
-    )
+    problems = environment.check_settings(SETTINGS, tf_model.tf_functions(mod), tf_model.module_variables(mod))
     assert any("tasks: SIGNING_SERVICE_ACCOUNT" in p for p in problems), problems
 
 
@@ -214,32 +268,32 @@ def test_wrong_runtime_is_caught(mod: Module) -> None:
     one_block(find(mod, "resource", "google_cloudfunctions2_function", "reconcile"), "build_config")["runtime"] = (
         "python312"
     )
-    problems = wiring.check_runtime(wiring.tf_functions(mod), (3, 11))
+    problems = packaging.check_runtime(tf_model.tf_functions(mod), (3, 11))
     assert problems == ["reconcile: runtime 'python312', but the project uses Python 3.11 (python311)"]
 
 
 def test_archive_with_extra_folders_is_caught(mod: Module) -> None:
     source_locals(mod)["source_includes"].append("tests/**")
-    problems = wiring.check_source_archive(mod, REPO_ROOT)
+    problems = packaging.check_source_archive(mod, REPO_ROOT)
     assert any("'tests/**' deploys 'tests'" in p for p in problems), problems
 
 
 def test_archive_from_whole_directory_is_caught(mod: Module) -> None:
     archive = find(mod, "data", "archive_file", "source")
     archive["source_dir"] = "${local.source_root}"
-    assert any("uses source_dir" in p for p in wiring.check_source_archive(mod, REPO_ROOT))
+    assert any("uses source_dir" in p for p in packaging.check_source_archive(mod, REPO_ROOT))
 
 
 def test_archive_without_package_is_caught(mod: Module) -> None:
     source_locals(mod)["source_includes"].remove("bgremove/**")
-    problems = wiring.check_source_archive(mod, REPO_ROOT)
+    problems = packaging.check_source_archive(mod, REPO_ROOT)
     assert "local.source_includes does not include the bgremove package" in problems
     assert "the archive would leave out bgremove/config.py" in problems
 
 
 def test_archive_object_not_named_by_hash_is_caught(mod: Module) -> None:
     find(mod, "resource", "google_storage_bucket_object", "source")["name"] = "functions/source.zip"
-    problems = wiring.check_source_archive(mod, REPO_ROOT)
+    problems = packaging.check_source_archive(mod, REPO_ROOT)
     assert any("must contain the archive's hash" in p for p in problems), problems
 
 
@@ -247,43 +301,43 @@ def test_fileset_simulation(tmp_path: Path) -> None:
     for rel in ("main.py", "bgremove/a.py", "bgremove/sub/b.py", "bgremove/__pycache__/a.pyc", "tests/t.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("", encoding="utf-8")
-    assert wiring.simulate_fileset(tmp_path, ["main.py", "bgremove/**"]) == [
+    assert packaging.simulate_fileset(tmp_path, ["main.py", "bgremove/**"]) == [
         "bgremove/a.py",
         "bgremove/sub/b.py",
         "main.py",
     ]
-    assert wiring.simulate_fileset(tmp_path, ["bgremove/*.py"]) == ["bgremove/a.py"]
+    assert packaging.simulate_fileset(tmp_path, ["bgremove/*.py"]) == ["bgremove/a.py"]
 
 
 def test_missing_requirement_is_caught() -> None:
     sources = {"main.py": "import requests\nfrom google.cloud import storage\nimport json\nimport bgremove.config\n"}
     complete = "requests==2.34.2\ngoogle-cloud-storage==3.17.1\n"
-    assert wiring.check_imports(sources, complete) == []
-    problems = wiring.check_imports(sources, "google-cloud-storage==3.17.1\n")
+    assert packaging.check_imports(sources, complete) == []
+    problems = packaging.check_imports(sources, "google-cloud-storage==3.17.1\n")
     assert any("main.py:1: imports requests" in p for p in problems), problems
     # A shared namespace package is not enough: google.cloud.storage needs its own distribution.
-    problems = wiring.check_imports(sources, "requests\ngoogle-cloud-pubsub==2.44.0\n")
+    problems = packaging.check_imports(sources, "requests\ngoogle-cloud-pubsub==2.44.0\n")
     assert any("imports google.cloud.storage" in p for p in problems), problems
-    assert wiring.check_imports(sources, None) == ["requirements.txt does not exist"]
+    assert packaging.check_imports(sources, None) == ["requirements.txt does not exist"]
 
 
 def test_dropped_retry_policy_is_caught(mod: Module) -> None:
     trigger = one_block(find(mod, "resource", "google_cloudfunctions2_function", "upload"), "event_trigger")
     del trigger["retry_policy"]
-    problems = wiring.check_access(mod, wiring.tf_functions(mod))
+    problems = access.check_access(mod, tf_model.tf_functions(mod))
     assert any("retry_policy must be RETRY_POLICY_RETRY" in p for p in problems), problems
 
 
 def test_private_webhook_is_caught(mod: Module) -> None:
     find(mod, "resource", "google_cloud_run_service_iam_member", "webhook_public")["member"] = "user:a@example.com"
-    problems = wiring.check_access(mod, wiring.tf_functions(mod))
+    problems = access.check_access(mod, tf_model.tf_functions(mod))
     assert any("webhook: public (ALLOW_ALL) but allUsers lacks roles/run.invoker" in p for p in problems)
 
 
 def test_unscheduled_reconciler_is_caught(mod: Module) -> None:
     job = find(mod, "resource", "google_cloud_scheduler_job", "reconcile")
     del one_block(job, "http_target")["oidc_token"]
-    problems = wiring.check_access(mod, wiring.tf_functions(mod))
+    problems = access.check_access(mod, tf_model.tf_functions(mod))
     assert any("reconcile: internal HTTP function that no scheduler job calls" in p for p in problems), problems
 
 
@@ -291,7 +345,7 @@ def test_module_call_with_unknown_variable_is_caught(roots: dict[str, Module], m
     broken = copy.deepcopy(roots)
     main = broken["infra/envs/dev"]["infra/envs/dev/main.tf"]
     next(iter(main["module"][0].values()))["log_levle"] = "DEBUG"
-    problems = wiring.check_module_calls(broken, wiring.module_variables(module))
+    problems = tf_model.check_module_calls(broken, tf_model.module_variables(module))
     assert "infra/envs/dev: module 'pipeline' passes 'log_levle', which the module does not declare" in problems
 
 
@@ -307,28 +361,30 @@ def task_env(module: Module) -> dict[str, Any]:
     return env
 
 
-def deadline() -> float | None:
-    return wiring.dispatch_deadline_seconds(text("bgremove/tasks.py"), text("bgremove/runtime.py"))
+def deadline() -> float:
+    return code_facts.dispatch_deadline_seconds()
 
 
 def handler_problems(module: Module) -> list[str]:
-    return wiring.check_task_handler(module, wiring.tf_functions(module), wiring.module_variables(module), deadline())
+    return queues.check_task_handler(
+        module, tf_model.tf_functions(module), tf_model.module_variables(module), deadline()
+    )
 
 
 def queue_problems(module: Module) -> list[str]:
-    return wiring.check_queues(
-        module, wiring.tf_functions(module), expectations.QUEUES, wiring.module_variables(module)
+    return queues.check_queues(
+        module, tf_model.tf_functions(module), expectations.QUEUES, tf_model.module_variables(module)
     )
 
 
 def grant_problems(module: Module) -> list[str]:
-    return wiring.check_queue_grants(module, wiring.tf_functions(module), expectations.QUEUE_GRANTS)
+    return queues.check_queue_grants(module, tf_model.tf_functions(module), expectations.QUEUE_GRANTS)
 
 
 def env_problems(module: Module) -> list[str]:
-    return wiring.check_function_environment(
-        reads_of(text("bgremove/config.py")),
-        wiring.tf_functions(module),
+    return environment.check_function_environment(
+        SETTINGS,
+        tf_model.tf_functions(module),
         expectations.EXTRA_ENV,
         expectations.SECRETS,
     )
@@ -345,18 +401,18 @@ def test_the_real_module_passes_the_task_checks(module: Module) -> None:
     assert env_problems(module) == []
 
 
-def test_renamed_on_task_is_caught(module: Module) -> None:
+def test_renamed_on_task_is_caught(module: Module, tmp_path: Path) -> None:
     main = text("main.py").replace("def on_task(", "def on_cloud_task(")
-    problems = wiring.check_entry_points(wiring.tf_functions(module), main)
+    problems = packaging.check_entry_points(tf_model.tf_functions(module), entry_points_of(main, tmp_path))
     assert any("tasks: entry point 'on_task' is not a top-level function" in p for p in problems), problems
 
 
-def test_on_task_without_the_http_decorator_is_caught(module: Module) -> None:
+def test_on_task_without_the_http_decorator_is_caught(module: Module, tmp_path: Path) -> None:
     main = text("main.py").replace(
         "@functions_framework.http\ndef on_task(", "@functions_framework.cloud_event\ndef on_task("
     )
     assert main != text("main.py")
-    problems = wiring.check_entry_points(wiring.tf_functions(module), main)
+    problems = packaging.check_entry_points(tf_model.tf_functions(module), entry_points_of(main, tmp_path))
     assert any("tasks: main.py's on_task needs @functions_framework.http" in p for p in problems), problems
 
 
@@ -484,8 +540,8 @@ def test_public_invoker_on_the_task_handler_is_caught(mod: Module) -> None:
         },
     )
     assert "tasks: allUsers may invoke the task handler; it must not be public" in handler_problems(mod)
-    access = wiring.check_access(mod, wiring.tf_functions(mod))
-    assert "tasks: the task handler has a public invoker; only Cloud Tasks may call it" in access
+    invokers = access.check_access(mod, tf_model.tf_functions(mod))
+    assert "tasks: the task handler has a public invoker; only Cloud Tasks may call it" in invokers
 
 
 def test_other_invoker_on_the_task_handler_is_caught(mod: Module) -> None:
@@ -509,12 +565,12 @@ def test_public_ingress_on_the_task_handler_is_caught(mod: Module) -> None:
     tasks = find(mod, "resource", "google_cloudfunctions2_function", "tasks")
     one_block(tasks, "service_config")["ingress_settings"] = "ALLOW_ALL"
     assert any("tasks: ingress 'ALLOW_ALL'" in p for p in handler_problems(mod))
-    access = wiring.check_access(mod, wiring.tf_functions(mod))
-    assert "tasks: the task handler must use internal ingress, not 'ALLOW_ALL'" in access
+    invokers = access.check_access(mod, tf_model.tf_functions(mod))
+    assert "tasks: the task handler must use internal ingress, not 'ALLOW_ALL'" in invokers
 
 
 def test_timeout_beyond_the_dispatch_deadline_is_caught(mod: Module) -> None:
-    variable = wiring.module_variables(mod)["task_function_timeout_seconds"]
+    variable = tf_model.module_variables(mod)["task_function_timeout_seconds"]
     variable["default"] = 120
     del variable["validation"]
     problems = handler_problems(mod)
@@ -522,12 +578,13 @@ def test_timeout_beyond_the_dispatch_deadline_is_caught(mod: Module) -> None:
     assert any("needs a validation capping it at the 60 s dispatch deadline" in p for p in problems), problems
 
 
-def test_shorter_dispatch_deadline_in_code_is_caught(module: Module) -> None:
-    tasks_py = text("bgremove/tasks.py").replace("deadline_seconds: float = 60.0", "deadline_seconds: float = 30.0")
-    assert tasks_py != text("bgremove/tasks.py")
-    shorter = wiring.dispatch_deadline_seconds(tasks_py, text("bgremove/runtime.py"))
+def test_shorter_dispatch_deadline_in_code_is_caught(module: Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "DISPATCH_DEADLINE_SECONDS", 30.0)  # as if bgremove/tasks.py said 30
+    shorter = code_facts.dispatch_deadline_seconds()
     assert shorter == 30.0
-    problems = wiring.check_task_handler(module, wiring.tf_functions(module), wiring.module_variables(module), shorter)
+    problems = queues.check_task_handler(
+        module, tf_model.tf_functions(module), tf_model.module_variables(module), shorter
+    )
     assert any("default 55 exceeds the tasks' 30 s dispatch deadline" in p for p in problems), problems
 
 
@@ -599,15 +656,14 @@ def test_act_as_for_a_function_that_enqueues_nothing_is_caught(mod: Module) -> N
 
 def test_emulator_host_set_by_terraform_is_caught(mod: Module) -> None:
     task_env(mod)["CLOUD_TASKS_EMULATOR_HOST"] = "127.0.0.1:8123"
-    functions = wiring.tf_functions(mod)
-    sources = {"bgremove/tasks.py": text("bgremove/tasks.py")}
-    problems = wiring.check_offline_only(functions, sources)
+    functions = tf_model.tf_functions(mod)
+    problems = environment.check_offline_only(functions, code_facts.offline_variables())
     assert any(
         p.startswith("upload: sets CLOUD_TASKS_EMULATOR_HOST, which is offline-only (read by bgremove/tasks.py")
         for p in problems
     ), problems
-    environment = wiring.check_environment(reads_of(text("bgremove/config.py")), functions)
-    assert any("sets CLOUD_TASKS_EMULATOR_HOST, which bgremove/config.py never reads" in p for p in environment)
+    unread = environment.check_environment(SETTINGS, functions)
+    assert any("sets CLOUD_TASKS_EMULATOR_HOST, which bgremove/config.py never reads" in p for p in unread)
 
 
 def test_api_token_back_on_upload_is_caught(mod: Module) -> None:
@@ -644,14 +700,12 @@ def test_webhook_url_pointing_at_the_task_handler_is_caught(mod: Module) -> None
         "${merge(local.app_env, local.task_env, "
         "{WEBHOOK_URL = google_cloudfunctions2_function.tasks.service_config[0].uri})}"
     )
-    problems = wiring.check_settings(
-        reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), wiring.module_variables(mod)
-    )
+    problems = environment.check_settings(SETTINGS, tf_model.tf_functions(mod), tf_model.module_variables(mod))
     assert any(p.startswith("reconcile: WEBHOOK_URL") and "not the URL of the webhook" in p for p in problems)
 
 
 def test_changed_queued_check_default_is_caught(mod: Module) -> None:
-    variables = wiring.module_variables(mod)
+    variables = tf_model.module_variables(mod)
     variables["queued_check_seconds"]["default"] = 600
-    problems = wiring.check_settings(reads_of(text("bgremove/config.py")), wiring.tf_functions(mod), variables)
+    problems = environment.check_settings(SETTINGS, tf_model.tf_functions(mod), variables)
     assert any("variable queued_check_seconds: default 600" in p for p in problems), problems

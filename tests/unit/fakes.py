@@ -15,7 +15,7 @@ from bgremove import errors, naming, outputs
 from bgremove.config import Config, load_config
 from bgremove.deps import Deps, OutputSource
 from bgremove.jobs import Decision, Job, JobStore
-from bgremove.objects import Readable
+from bgremove.objects import Delivery, Readable
 from bgremove.predictions import Prediction
 from bgremove.tasks import Task
 
@@ -43,6 +43,7 @@ class Stored:
     generation: int
     content_type: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    delivery: Delivery | None = None
 
 
 class Faulty:
@@ -154,12 +155,17 @@ class MemoryObjects(Faulty):
         size: int | None,
         content_type: str,
         metadata: dict[str, str],
+        if_generation_match: int = 0,
+        delivery: Delivery | None = None,
     ) -> int:
         self._enter("create_object")
-        if self.get(bucket, name) is not None:
+        found = self.get(bucket, name)
+        if (found.generation if found is not None else 0) != if_generation_match:
             raise errors.PreconditionFailed(f"gs://{bucket}/{name}")
         data = stream.read()
-        return self.put(bucket, name, data, content_type, metadata)
+        generation = self.put(bucket, name, data, content_type, metadata)
+        self.buckets[bucket][name].delivery = delivery
+        return generation
 
     def signed_url(self, bucket: str, name: str, generation: int | None, ttl_seconds: int, signer_email: str) -> str:
         self._enter("signed_url")

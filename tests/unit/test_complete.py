@@ -23,7 +23,9 @@ def source(name: str = "photos/a.jpg", generation: int = 7) -> Source:
 
 
 def stored_job(world: World, state: str = jobs.SUBMITTED, ids: tuple[str, ...] = ("p1",), name: str = "a.jpg") -> Job:
-    job = jobs.new_claim(source(f"photos/{name}"), VERSION, NOW - 60, 300)
+    # The upload itself, live at the job's generation (settling checks that it still is).
+    generation = world.objects.put("uploads", f"photos/{name}", b"\xff\xd8\xff upload", "image/jpeg")
+    job = jobs.new_claim(source(f"photos/{name}", generation), VERSION, NOW - 60, 300)
     for pid in ids:
         job = jobs.submitted(job, pid, NOW - 50, 900)
     if state == jobs.CLAIMED:
@@ -149,11 +151,18 @@ def test_output_name_held_by_another_object_is_never_overwritten() -> None:
     assert world.objects.get("processed", "photos/a.png").data == b"a user's file"  # type: ignore[union-attr]
 
 
-def test_output_vanishing_after_a_create_conflict_asks_for_a_retry() -> None:
+def test_output_vanishing_after_a_create_conflict_is_created_again() -> None:
     world = World()
     job = stored_job(world)
-    world.objects.fail("create_object", errors.PreconditionFailed("exists"))
-    with pytest.raises(errors.RetryLater, match="vanished"):
+    world.objects.fail("create_object", errors.PreconditionFailed("exists"))  # ... and gone when read
+    assert settle(world, job, prediction()).outcome is Outcome.COMPLETED
+
+
+def test_output_name_that_keeps_changing_asks_for_a_retry() -> None:
+    world = World()
+    job = stored_job(world)
+    world.objects.fail("create_object", errors.PreconditionFailed("exists"), times=complete.PLACE_ATTEMPTS)
+    with pytest.raises(errors.RetryLater, match="kept changing"):
         settle(world, job, prediction())
 
 

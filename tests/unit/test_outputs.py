@@ -115,13 +115,14 @@ def test_default_writes_the_models_png_byte_for_byte_streamed(world: World, meta
     assert world.objects.calls.count("create_object") == 1
 
 
-def test_default_reads_the_uploads_metadata_only_when_the_claim_did_not_record_it(world: World) -> None:
+def test_the_liveness_read_also_serves_overrides_the_claim_did_not_record(world: World) -> None:
     recorded = stored_job(world, {}, name="photos/a.jpg")
     settle(world, recorded)
-    assert "metadata" not in world.objects.calls
+    assert world.objects.calls.count("metadata") == 1  # is the upload still live?
+    world.objects.calls.clear()
     unrecorded = stored_job(world, None, name="photos/b.jpg")
     settle(world, unrecorded)
-    assert world.objects.calls.count("metadata") == 1
+    assert world.objects.calls.count("metadata") == 1  # the same read gives its overrides
 
 
 # --- several variants -----------------------------------------------------------------------------
@@ -255,11 +256,11 @@ def test_a_variants_override_writes_only_those_named(world: World) -> None:
     assert final.output_name == "photos/a.white.jpg" and [o["variant"] for o in final.outputs] == ["white"]
 
 
-def test_an_overwritten_upload_gets_the_configured_variants(world: World) -> None:
+def test_an_overwritten_uploads_result_is_superseded_and_writes_nothing(world: World) -> None:
     job = stored_job(world, None)
     world.objects.put("uploads", job.source.name, b"newer", "image/jpeg", {"bgremove-background": "not even valid"})
-    assert settle(world, job, OUTPUT_VARIANTS=TWO).outcome is Outcome.COMPLETED
-    assert sorted(world.objects.buckets["processed"]) == ["photos/a.png", "photos/a.white.jpg"]
+    assert settle(world, job, OUTPUT_VARIANTS=TWO).outcome is Outcome.SUPERSEDED
+    assert "processed" not in world.objects.buckets and record(world, job).state == jobs.SUPERSEDED
 
 
 # --- outputs that cannot be rendered ------------------------------------------------------------------

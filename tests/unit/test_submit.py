@@ -154,12 +154,20 @@ def test_pixel_limit_failure_names_the_size_and_the_setting() -> None:
     assert "50x40 is 2000 pixels, over MAX_INPUT_PIXELS (1999)" in job_of(world, ev).error
 
 
-def test_upload_whose_generation_is_gone_ends_as_source_gone() -> None:
+@pytest.mark.parametrize("then", ["replaced", "deleted"])
+def test_upload_no_longer_live_at_its_submission_task_is_settled_without_calling_the_api(then: str) -> None:
     world = World()
     ev = event(world)
-    world.objects.put(ev.bucket, ev.name, jpeg())  # overwritten: the event's generation is gone
+    if then == "replaced":
+        world.objects.put(ev.bucket, ev.name, jpeg())  # a newer generation under the same name
+    else:
+        del world.objects.buckets[ev.bucket][ev.name]
+    world.objects.calls.clear()
     result = process(ev, config(), world.deps, NOW)
-    assert result.outcome is Outcome.FAILED and result.reason == "source_gone"
+    expected = jobs.SUPERSEDED if then == "replaced" else jobs.REMOVED
+    assert result.outcome.value == expected.value and world.api.created == []
+    assert job_of(world, ev).state == expected
+    assert world.objects.calls.count("metadata") == 1 and "read_head" not in world.objects.calls
 
 
 @pytest.mark.parametrize("status", [401, 402, 413, 422])

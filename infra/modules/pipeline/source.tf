@@ -4,7 +4,7 @@ locals {
   source_root = abspath("${path.module}/../../..")
 
   # Paths relative to the repository root (fileset patterns). Only these are
-  # deployed; infra/checks/wiring.py checks this list.
+  # deployed; infra/checks/packaging.py checks this list.
   source_includes = ["main.py", "requirements.txt", "bgremove/**"]
 
   source_files = sort(distinct(flatten([
