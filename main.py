@@ -17,7 +17,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import admission, complete, logs, removal, runtime, submit, tasks
+from bgremove import admission, complete, events, logs, removal, runtime, submit, tasks
 from bgremove import reconcile as reconciler
 from bgremove.errors import ApiUnavailable, RetryLater
 from bgremove.outcomes import Outcome
@@ -98,12 +98,17 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
     payload = tasks.parse_payload(request.get_json(silent=True))
     if payload is None:
         logs.warning("task refused: body is not a submit or deadline task", outcome="malformed")
-        return _answer(400, "body must be {kind: submit|deadline, job_id}")
+        return _answer(400, "body must be {kind: submit|deadline|notify, job_id[, event]}")
     kind, job_id = payload.kind.value, payload.job_id
     retry = request.headers.get("X-CloudTasks-TaskRetryCount", "")
     try:
         if payload.kind is tasks.Kind.SUBMIT:
             outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time()).outcome
+        elif payload.kind is tasks.Kind.NOTIFY and payload.event is not None:
+            events.deliver_notification(
+                job_id, payload.event, CONFIG, runtime.notify_post, time.time(), runtime.notify_key()
+            )
+            outcome = Outcome.NOTIFIED
         else:
             outcome = reconciler.handle_deadline_task(job_id, CONFIG, runtime.deps(), time.time())
     except RetryLater as exc:

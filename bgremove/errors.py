@@ -40,6 +40,19 @@ class OutputUnavailable(RetryLater):
     """The prediction's output could not be fetched now (network, 5xx): the sender should retry."""
 
 
+class EventsUnavailable(RetryLater):
+    """Pub/Sub did not take a completion event (unreachable, 429/5xx, or refused: a wrong topic or
+    a missing grant is logged and retried by the sweep until it is fixed)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotifyUnavailable(RetryLater):
+    """NOTIFY_URL did not answer 2xx: the notify queue retries the delivery with its backoff."""
+
+
 class NotYetRecorded(RetryLater):
     """A webhook names a prediction that its job has not recorded yet: ask the sender to retry."""
 

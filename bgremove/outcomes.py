@@ -41,6 +41,8 @@ class Outcome(enum.StrEnum):
     SETTLED_SUPERSEDED = "settled_superseded"
     SETTLED_REMOVED = "settled_removed"
     RETRY_LATER = "retry_later"  # a transient failure left it for the next run
+    ANNOUNCED = "announced"  # a finished job's end, not announced before, announced now
+    NOTIFIED = "notified"  # NOTIFY_URL took the event
 
 
 # A deadline check that settles a job reports what settling did, marked as the check's doing.

@@ -5,10 +5,11 @@ output downloader and the webhook keys, bundled into one `Deps` for the handlers
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import requests
 
-from bgremove import logs, outputs
+from bgremove import events, logs, outputs
 from bgremove.config import Config, load_config
 from bgremove.deps import Deps, OutputSource
 from bgremove.errors import ConfigError
@@ -37,9 +38,10 @@ def deps() -> Deps:
             url, cfg.output_allowed_hosts, cfg.output_max_bytes, cfg.http_timeout_seconds, session
         )
 
+    announcer = events.Announcer(cfg, publisher, task_queue)
     return Deps(
         objects=objects,
-        store=JobStore(objects, cfg.state_bucket),
+        store=JobStore(objects, cfg.state_bucket, announcer if announcer.active else None),
         predictions=predictions_client,
         open_output=open_output,
         webhook_keys=webhook_keys,
@@ -87,6 +89,32 @@ def task_queue() -> CloudTasksQueue:
         if not value:
             raise ConfigError(f"{name} is required to enqueue tasks but not set")
     return CloudTasksQueue(cfg.tasks_service_account, timeout_seconds=cfg.http_timeout_seconds)
+
+
+@functools.cache
+def publisher() -> events.RestPublisher:
+    return events.RestPublisher(config().http_timeout_seconds, events.emulator_host())
+
+
+@functools.cache
+def _notify_session() -> requests.Session:
+    return requests.Session()
+
+
+def notify_post(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+    """One POST to NOTIFY_URL (no redirects: a signed delivery goes where it was configured)."""
+    answer = _notify_session().post(
+        url, data=body, headers=dict(headers), timeout=config().http_timeout_seconds, allow_redirects=False
+    )
+    return answer.status_code
+
+
+@functools.cache
+def notify_key() -> bytes:
+    try:
+        return decode_secret(config().notify_secret)
+    except ValueError:
+        raise ConfigError("NOTIFY_SECRET is not whsec_<base64>") from None
 
 
 @functools.cache

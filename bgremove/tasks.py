@@ -49,27 +49,35 @@ class Kind(enum.StrEnum):
 
     SUBMIT = "submit"  # create the job's prediction (the submissions queue)
     DEADLINE = "deadline"  # check on the job at its due time (the deadlines queue)
+    NOTIFY = "notify"  # POST a completion event to NOTIFY_URL (the notify queue)
 
 
 @dataclass(frozen=True)
 class Payload:
-    """A task's body, as the task handler receives it: `{"kind": ..., "job_id": ...}`."""
+    """A task's body, as the task handler receives it: `{"kind": ..., "job_id": ...}`, and for a
+    notification the event itself (as it was when the job ended)."""
 
     kind: Kind
     job_id: str
+    event: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, str]:
-        return {"kind": self.kind.value, "job_id": self.job_id}
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": self.kind.value, "job_id": self.job_id}
+        if self.event is not None:
+            body["event"] = self.event
+        return body
 
 
 def parse_payload(body: object) -> Payload | None:
     """The payload of a task body, or None when it is not one we make (the handler answers 400)."""
     if not isinstance(body, dict):
         return None
-    kind, job_id = body.get("kind"), body.get("job_id")
+    kind, job_id, event = body.get("kind"), body.get("job_id"), body.get("event")
     if kind not in tuple(Kind) or not isinstance(job_id, str) or not naming.is_job_id(job_id):
         return None
-    return Payload(Kind(kind), job_id)
+    if (kind == Kind.NOTIFY) != isinstance(event, dict):
+        return None  # a notification carries its event; nothing else does
+    return Payload(Kind(kind), job_id, event if isinstance(event, dict) else None)
 
 
 def submit_task(job_id: str, name: str, cfg: Config) -> Task:
@@ -81,6 +89,11 @@ def deadline_task(job_id: str, name: str, due_at: float, cfg: Config) -> Task:
     """A job's deadline check, delayed until `due_at`, on the deadlines queue."""
     body = Payload(Kind.DEADLINE, job_id).to_json()
     return Task(cfg.deadline_queue, name, cfg.task_handler_url, body, schedule_at=due_at)
+
+
+def notify_task(job_id: str, name: str, event: dict[str, Any], cfg: Config) -> Task:
+    """A job's notification: the event, POSTed to NOTIFY_URL by the task handler."""
+    return Task(cfg.notify_queue, name, cfg.task_handler_url, Payload(Kind.NOTIFY, job_id, event).to_json())
 
 
 class Queue(Protocol):

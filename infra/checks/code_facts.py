@@ -3,7 +3,8 @@
 - the settings: `bgremove.config.SETTINGS`, the table load_config reads;
 - the tasks' dispatch deadline: `bgremove.tasks.DISPATCH_DEADLINE_SECONDS`;
 - what the code reads from the environment besides the settings (an offline hook):
-  `bgremove.tasks.EMULATOR_HOST_VARIABLE` (tests/unit/test_config.py checks there is no other);
+  `bgremove.tasks.EMULATOR_HOST_VARIABLE` and `bgremove.events.EMULATOR_HOST_VARIABLE`
+  (tests/unit/test_config.py checks there is no other);
 - main.py's entry points: main imported in a subprocess with a minimal valid environment, then
   functions_framework's registry read, which its decorators fill as they run.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from bgremove import config, tasks
+from bgremove import config, events, tasks
 from bgremove.config import Setting
 
 CODE_ROOT = Path(config.__file__).resolve().parents[1]  # the checkout that holds main.py and bgremove/
@@ -44,7 +45,10 @@ def dispatch_deadline_seconds() -> float:
 
 def offline_variables() -> dict[str, str]:
     """{variable: the file that reads it}: what the code reads from os.environ outside config.py."""
-    return {tasks.EMULATOR_HOST_VARIABLE: _source_file(tasks)}
+    return {
+        tasks.EMULATOR_HOST_VARIABLE: _source_file(tasks),
+        events.EMULATOR_HOST_VARIABLE: _source_file(events),
+    }
 
 
 def _source_file(module: ModuleType) -> str:

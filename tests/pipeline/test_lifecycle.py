@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import google.cloud.pubsub_v1 as pubsub_v1  # type: ignore[import-untyped]  # its pubsub_v1 ships no py.typed
+import google.cloud.pubsub_v1 as pubsub_v1
 import numpy as np
 import pytest
 import requests

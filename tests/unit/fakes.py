@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +241,19 @@ class FakeOutputs(Faulty):
         return FakeOutput(self.files.get(url, PNG))
 
 
+class FakePublisher(Faulty):
+    """Pub/Sub's publish: records (topic, data, attributes); `fail("publish", exc)` to refuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        self._enter("publish")
+        self.published.append((topic, data, dict(attributes)))
+        return str(len(self.published))
+
+
 class FakeQueue(Faulty):
     """Named tasks per queue; a name seen before answers False (ALREADY_EXISTS), as Cloud Tasks
     reserves it. `run` removes a task as a dispatch that succeeded would."""
@@ -278,12 +291,13 @@ class World:
     outputs: FakeOutputs = field(default_factory=FakeOutputs)
     queue: FakeQueue = field(default_factory=FakeQueue)
     keys: tuple[bytes, ...] = (b"test-key-0123456789",)
+    announce: Callable[[Job], bool] | None = None  # the store's announcer (events.Announcer), if any
 
     @property
     def deps(self) -> Deps:
         return Deps(
             objects=self.objects,
-            store=JobStore(self.objects, BASE_ENV["STATE_BUCKET"]),
+            store=JobStore(self.objects, BASE_ENV["STATE_BUCKET"], self.announce),
             predictions=lambda: self.api,
             open_output=self.outputs.open,
             webhook_keys=lambda: self.keys,

@@ -11,7 +11,7 @@ from typing import get_args
 
 import pytest
 
-from bgremove import config, tasks
+from bgremove import config, events, tasks
 from bgremove.config import DEFAULT_MODEL_VERSION, duration_seconds, load_config
 from bgremove.errors import ConfigError
 
@@ -256,6 +256,9 @@ def _is_os_environ(node: ast.expr) -> bool:
 
 
 def test_only_config_reads_the_environment() -> None:
-    # The one exception is the offline stack's hook, which infra/checks imports as
-    # bgremove.tasks.EMULATOR_HOST_VARIABLE and keeps out of every deployment.
-    assert direct_env_reads() == {tasks.EMULATOR_HOST_VARIABLE: "bgremove/tasks.py"}
+    # The exceptions are the offline stack's hooks (Google's emulator convention), which
+    # infra/checks imports from these modules and keeps out of every deployment.
+    assert direct_env_reads() == {
+        tasks.EMULATOR_HOST_VARIABLE: "bgremove/tasks.py",
+        events.EMULATOR_HOST_VARIABLE: "bgremove/events.py",
+    }
