@@ -2,13 +2,16 @@
 CloudEvent a 2nd-gen storage trigger receives, with RETRY_POLICY_RETRY redelivery.
 
 This process runs the offline Pub/Sub emulator (`offline_cloud.pubsub`) on its gRPC port, the
-PUBSUB_EMULATOR_HOST of the storage emulator and of the functions. The storage emulator publishes
+PUBSUB_EMULATOR_HOST of the storage emulator and of client-library users, and (with `--rest-port`)
+its REST API on another, the functions' PUBSUB_EMULATOR_HOST. The storage emulator publishes
 its notifications to the notification topic (`--topic`), which the relay listens to as Eventarc's
 push subscription would. Each notification becomes its CloudEvent type (`finalized`, `deleted`,
 `archived`, `metadataUpdated`) and goes to the triggers of that type, each delivery on its own, as
 separate Eventarc triggers: `finalized` to `--target` (on_upload), any type to the URLs given with
 `--trigger TYPE=URL`; an event no trigger takes is logged as `detached`. Deliveries are POSTed in
-CloudEvents binary content mode. Every attempt and final outcome is appended to a JSON-lines
+CloudEvents binary content mode, the object's data completed as Google's events carry it (with
+`--storage-url`, the delivery headers the emulator's notifications omit are read from the object
+before the first attempt). Every attempt and final outcome is appended to a JSON-lines
 delivery log, and an admin HTTP endpoint serves it (and takes fault settings) for tests.
 
 By default the timing is production's: a failed delivery is retried with exponential backoff from
@@ -16,7 +19,7 @@ By default the timing is production's: a failed delivery is retried with exponen
 need speed pass shorter timings explicitly. `--detached` answers Publish but delivers nothing, as a
 bucket with no trigger deployed yet.
 
-    python -m offline_cloud.eventarc_relay --grpc-port P --admin-port A --bucket uploads \
+    python -m offline_cloud.eventarc_relay --grpc-port P [--rest-port R] --admin-port A --bucket uploads \
         --target http://127.0.0.1:F/ [--trigger deleted=http://127.0.0.1:D/] --log-file deliveries.jsonl
 """
 
@@ -40,6 +43,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import requests
@@ -96,13 +100,20 @@ class RelaySettings:
     workers: int = 8
     log_file: Path | None = None
     deliver: bool = True
+    # The storage emulator's URL: the object fields its notifications leave out (COMPLETED_FIELDS)
+    # are read from it before an event's first attempt. Empty: events carry what was notified.
+    storage_url: str = ""
 
 
 @dataclass
 class Faults:
-    """`duplicate_rate`: share of events delivered twice (same id), as at-least-once delivery allows."""
+    """`duplicate_rate`: share of events delivered twice (same id), as at-least-once delivery allows.
+    `reorder_rate`: share of deliveries held back `reorder_delay_seconds` before their first
+    attempt, so events published after them overtake them (Eventarc promises no order)."""
 
     duplicate_rate: float = 0.0
+    reorder_rate: float = 0.0
+    reorder_delay_seconds: float = 1.0
     seed: int | None = None
 
 
@@ -175,7 +186,9 @@ class Relay:
         for target in targets:
             copies = 2 if self._random.random() < self.faults.duplicate_rate else 1
             for copy in range(copies):
-                self.submit(event, duplicate=copy > 0, target=target)
+                held = self._random.random() < self.faults.reorder_rate
+                delay = self.faults.reorder_delay_seconds if held else 0.0
+                self.submit(event, duplicate=copy > 0, target=target, delay=delay)
 
     def targets(self, type_: str) -> list[str]:
         """The URLs of the triggers for events of `type_`, in order: on_upload's first for finalized."""
@@ -194,8 +207,11 @@ class Relay:
 
     # --- delivery side ---------------------------------------------------------------------------
 
-    def submit(self, event: dict[str, Any], duplicate: bool = False, target: str | None = None) -> None:
-        """Deliver `event` to `target` (the finalized trigger unless given) until it is taken."""
+    def submit(
+        self, event: dict[str, Any], duplicate: bool = False, target: str | None = None, delay: float = 0.0
+    ) -> None:
+        """Deliver `event` to `target` (the finalized trigger unless given) until it is taken, the
+        first attempt `delay` seconds from now (a held-back delivery: the reorder fault)."""
         target = target or self.settings.target_url
         body = json.dumps(event["data"]).encode()
         delivery = Delivery(
@@ -204,13 +220,20 @@ class Relay:
         with self._pending_lock:
             self.pending += 1
         received = {"kind": "received", "id": event["id"], "subject": event["subject"], "duplicate": duplicate}
+        if delay > 0:
+            received["held_seconds"] = delay
         self._write({**received, "type": event["type"], "target": target})
-        self._pool.submit(self._attempt_logged, delivery)
+        if delay > 0:
+            self._schedule(delivery, time.monotonic() + delay)
+        else:
+            self._pool.submit(self._attempt_logged, delivery)
 
     def _attempt(self, delivery: Delivery) -> None:
         """One POST; then the final outcome, or the next attempt put on the retry heap."""
         s = self.settings
         event = delivery.event
+        if not delivery.attempts and s.storage_url:
+            delivery.body = json.dumps(self._completed(event["data"], event["type"])).encode()
         delivery.attempts += 1
         began = time.monotonic()
         try:
@@ -243,6 +266,24 @@ class Relay:
             # Retention ends before the next attempt would be made: Pub/Sub discards the message.
             return self._final(delivery, "dropped", "max_age")
         self._schedule(delivery, time.monotonic() + backoff)
+
+    def _completed(self, data: dict[str, Any], type_: str) -> dict[str, Any]:
+        """`data` with the fields of COMPLETED_FIELDS the notification left out, read from the
+        storage emulator while that generation is live (after it, the event stays as notified).
+        Read here, in a delivery worker, never while the emulator waits for its Publish."""
+        missing = [key for key in COMPLETED_FIELDS if key not in data]
+        bucket, name, generation = data.get("bucket"), data.get("name"), data.get("generation")
+        if type_ not in (FINALIZED, METADATA_UPDATED) or not missing or not (bucket and name and generation):
+            return data
+        url = f"{self.settings.storage_url}/storage/v1/b/{quote(str(bucket), safe='')}/o/{quote(str(name), safe='')}"
+        try:
+            response = self._session.get(url, params={"generation": generation}, timeout=5)
+            found = response.json() if response.status_code == 200 else {}
+        except (requests.RequestException, ValueError):
+            found = {}
+        if not isinstance(found, dict) or str(found.get("generation")) != str(generation):
+            return data
+        return {**data, **{key: found[key] for key in missing if key in found}}
 
     def _backoff(self, attempts: int) -> float:
         """Exponential from the minimum, with jitter, kept within [minimum, maximum]."""
@@ -308,6 +349,12 @@ class Relay:
         for key, value in values.items():
             if not hasattr(self.faults, key):
                 raise ValueError(f"unknown fault {key!r}")
+            if key.endswith(("_rate", "_seconds")) and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            ):
+                raise ValueError(f"{key} must be a number, not {value!r}")
+            if key.endswith("_rate") and value > 1:
+                raise ValueError(f"{key} must be between 0 and 1")
             setattr(self.faults, key, value)
         if self.faults.seed is not None:
             self._random.seed(self.faults.seed)
@@ -391,6 +438,9 @@ def storage_event(
 
 
 _TIME_FIELDS = ("timeCreated", "updated", "timeStorageClassUpdated", "timeDeleted")
+# Object fields Google's storage events carry (they are the object resource) and fake-gcs-server's
+# notifications leave out: the delivery headers an object is served with.
+COMPLETED_FIELDS = ("cacheControl", "contentDisposition", "contentLanguage", "contentEncoding", "customTime")
 
 
 def storage_object(resource: dict[str, Any]) -> dict[str, Any]:
@@ -492,7 +542,8 @@ def rfc3339(ts: float) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grpc-port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, required=True, help="the Pub/Sub emulator's gRPC API")
+    parser.add_argument("--rest-port", type=int, default=0, help="the Pub/Sub emulator's REST API (default: none)")
     parser.add_argument("--admin-port", type=int, required=True)
     parser.add_argument("--bucket", required=True, help="deliver events of this bucket only")
     parser.add_argument("--target", required=True, help="the finalized trigger's URL (on_upload)")
@@ -517,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-age", type=float, default=DEFAULT_MAX_AGE_SECONDS, help="seconds of retention (default: 24 h)"
     )
     parser.add_argument("--log-file", type=Path)
+    parser.add_argument(
+        "--storage-url", default="", help="the storage emulator, to complete the object fields its notifications omit"
+    )
     parser.add_argument("--faults", default="{}", help='JSON, e.g. {"duplicate_rate": 0.1}')
     parser.add_argument(
         "--detached", action="store_true", help="no trigger: answer Publish, log each event, deliver nothing"
@@ -525,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RelaySettings, dict[str, Any], int, int]:
-    """Settings, faults, gRPC port and admin port from the command line."""
+    """Settings, faults, gRPC port and admin port from the command line (`--rest-port`: rest_port)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     triggers: dict[str, list[str]] = {}
@@ -548,19 +602,35 @@ def parse_args(argv: list[str] | None = None) -> tuple[RelaySettings, dict[str, 
         max_age_seconds=args.max_age,
         log_file=args.log_file,
         deliver=not args.detached,
+        storage_url=args.storage_url,
     )
     return settings, json.loads(args.faults), args.grpc_port, args.admin_port
 
 
+def rest_port_of(argv: list[str] | None = None) -> int:
+    """The `--rest-port` of the command line: 0 when none is given (no REST API)."""
+    port: int = build_parser().parse_args(argv).rest_port
+    return port
+
+
 def main(argv: list[str] | None = None) -> None:
     settings, faults, grpc_port, admin_port = parse_args(argv)
+    rest_port = rest_port_of(argv)
     relay = Relay(settings)
     relay.set_faults(faults)
-    grpc_server = serve_grpc(relay, grpc_port)
+    emulator = pubsub.Emulator()
+    grpc_server = serve_grpc(relay, grpc_port, emulator)
+    rest = ""
+    if rest_port:
+        pubsub.serve_rest(emulator, rest_port)
+        rest = f", rest 127.0.0.1:{rest_port}"
     serve_admin(relay, admin_port)
     routes = {t: relay.targets(t) for t in EVENT_TYPES.values() if relay.targets(t)}
     mode = f"delivering {routes}" if settings.deliver else "detached (delivering nothing)"
-    print(f"eventarc relay: pubsub grpc 127.0.0.1:{grpc_port}, admin 127.0.0.1:{admin_port}, {mode}", file=sys.stderr)
+    print(
+        f"eventarc relay: pubsub grpc 127.0.0.1:{grpc_port}{rest}, admin 127.0.0.1:{admin_port}, {mode}",
+        file=sys.stderr,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         grpc_server.wait_for_termination()
 

@@ -29,6 +29,7 @@ from offline_cloud.stack import (
     _create_buckets,
     die_with_parent,
     free_port,
+    main_defines,
     relay_command,
     storage_emulator_command,
 )
@@ -107,6 +108,7 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
 
         stops.append(stop_gcs)
         gcs_url = f"http://127.0.0.1:{gcs_port}"
+        relay.settings.storage_url = gcs_url  # as the stack runs it
         wait_for(lambda: _answers(gcs_url) or gcs.poll() is not None, 30, "the storage emulator")
         assert gcs.poll() is None, Path(log.name).read_text()
         _create_buckets(gcs_url, ("watched", "other"))
@@ -175,6 +177,23 @@ def test_one_upload_gives_exactly_one_cloud_event_shaped_like_eventarcs(relay_ri
     created = eventarc_relay.parse_rfc3339(data["timeCreated"])
     ce_time = eventarc_relay.parse_rfc3339(headers["ce-time"])
     assert created is not None and ce_time is not None and ce_time >= created
+
+
+def test_a_finalized_event_carries_the_delivery_headers_the_emulator_leaves_out(relay_rig: Rig) -> None:
+    client, receiver, relay = relay_rig
+    blob = client.bucket("watched").blob("served.jpg")
+    blob.cache_control, blob.content_language = "public, max-age=60", "fr"
+    blob.content_disposition = 'inline; filename="served.jpg"'
+    blob.upload_from_string(b"\xff\xd8\xff", content_type="image/jpeg")
+    plain = client.bucket("watched").blob("plain.jpg")
+    plain.upload_from_string(b"\xff\xd8\xff", content_type="image/jpeg")
+
+    wait_for(lambda: len(receiver.requests) >= 2, 20, "both deliveries")
+    data = {r["body"]["name"]: r["body"] for r in receiver.requests}
+    assert data["served.jpg"]["cacheControl"] == "public, max-age=60"
+    assert data["served.jpg"]["contentLanguage"] == "fr"
+    assert data["served.jpg"]["contentDisposition"] == 'inline; filename="served.jpg"'
+    assert not set(eventarc_relay.COMPLETED_FIELDS) & set(data["plain.jpg"])  # nothing invented
 
 
 def test_ce_time_is_never_before_time_created_even_with_a_truncated_event_time() -> None:
@@ -253,6 +272,22 @@ def test_duplicate_fault_delivers_the_same_event_twice(relay_rig: Rig) -> None:
     finals = wait_for(lambda: _finals(relay) if len(relay.log()) >= 6 else None, 20, "two deliveries")
     assert len(finals) == 2 and finals[0]["id"] == finals[1]["id"]
     assert len(receiver.requests) == 2
+
+
+def test_reorder_fault_holds_a_delivery_back_so_later_events_overtake_it(relay_rig: Rig) -> None:
+    client, receiver, relay = relay_rig
+    relay.set_faults({"reorder_rate": 1.0, "reorder_delay_seconds": 1.5})
+    client.bucket("watched").blob("held.png").upload_from_string(b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    wait_for(lambda: [e for e in relay.log() if e["kind"] == "received"], 20, "the held event")
+    relay.set_faults({"reorder_rate": 0.0})
+    client.bucket("watched").blob("later.png").upload_from_string(b"\x89PNG\r\n\x1a\n", content_type="image/png")
+
+    wait_for(lambda: len(receiver.requests) >= 2, 20, "both deliveries")
+    assert [r["headers"]["ce-subject"] for r in receiver.requests] == ["objects/later.png", "objects/held.png"]
+    held = [e for e in relay.log() if e["kind"] == "received" and e["subject"] == "objects/held.png"]
+    assert held[0]["held_seconds"] == 1.5
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        relay.set_faults({"reorder_rate": 2})
 
 
 def test_a_detached_trigger_answers_the_emulator_but_delivers_nothing(make_rig: Callable[..., Rig]) -> None:
@@ -384,7 +419,10 @@ def test_triggers_by_type_come_from_the_command_line_and_the_stack(tmp_path: Pat
         eventarc_relay.Relay(eventarc_relay.RelaySettings(target_url="http://t/", bucket="b", triggers={"gone": []}))
 
     options = StackOptions(directory=tmp_path)
-    assert options.event_triggers == {}  # deleted events go nowhere unless a trigger is configured
+    # Production's: deleted and archived events to on_delete, once main.py has it; none before.
+    on_delete = {"deleted": "on_delete", "archived": "on_delete"} if main_defines("on_delete") else {}
+    assert options.event_triggers == on_delete
+    assert main_defines("on_upload") and not main_defines("on_nothing")
     command = relay_command(options, 1, 2, "http://t/", tmp_path / "log", {eventarc_relay.DELETED: "http://d/"})
     parsed, _, _, _ = eventarc_relay.parse_args(command[3:])
     assert parsed.triggers == {eventarc_relay.DELETED: ["http://d/"]} and parsed.target_url == "http://t/"
