@@ -87,10 +87,13 @@ resource "google_storage_bucket_iam_member" "uploads_viewer" {
   member = each.value
 }
 
-# processed: outputs are created, never overwritten (objectCreator cannot
-# overwrite or delete); objectViewer to see whether an output exists. Only the
-# functions that store outputs get either: the webhook, and the reconciler and the
-# task handler, whose deadline checks settle finished predictions the same way.
+# processed: outputs are created (objectCreator), and objectViewer sees whether an
+# output exists and whose it is. Only the functions that store outputs get either:
+# the webhook, and the reconciler and the task handler, whose deadline checks settle
+# finished predictions the same way. Replacing an older generation's output (the
+# newest generation wins) is an overwrite, which Cloud Storage allows only with
+# storage.objects.delete: they also hold the output remover role below, and the code
+# overwrites only with if_generation_match on an output it judged its own upload's.
 resource "google_storage_bucket_iam_member" "processed_viewer" {
   for_each = {
     webhook   = google_service_account.webhook.member
@@ -133,7 +136,9 @@ resource "google_storage_bucket_iam_member" "state_admin" {
 # still the object generation its job wrote (read its metadata, then delete with
 # if_generation_match). That is storage.objects.get and storage.objects.delete and nothing
 # else: no predefined role is that narrow (objectUser and objectAdmin could also create and
-# overwrite outputs), hence this custom role, granted on the processed bucket only.
+# overwrite outputs), hence this custom role, granted on the processed bucket only. The
+# functions that write outputs hold it too: an overwrite (replacing an older generation's
+# output) needs storage.objects.delete.
 resource "google_project_iam_custom_role" "output_remover" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}_output_remover"
@@ -144,9 +149,15 @@ resource "google_project_iam_custom_role" "output_remover" {
 }
 
 resource "google_storage_bucket_iam_member" "processed_remover" {
+  for_each = {
+    delete    = google_service_account.delete.member
+    webhook   = google_service_account.webhook.member
+    tasks     = google_service_account.tasks.member
+    reconcile = google_service_account.reconcile.member
+  }
   bucket = google_storage_bucket.processed.name
   role   = google_project_iam_custom_role.output_remover.name
-  member = google_service_account.delete.member
+  member = each.value
 }
 
 # ---------------------------------------------------------------------------
