@@ -230,6 +230,18 @@ def create_app(service: Service) -> Flask:
             prediction.deadline = prediction.created_at + cancel_after
         return prediction, cancel_after, wait
 
+    def decide_webhooks(prediction: Prediction) -> None:
+        """The per-prediction knobs, once, before anything can be delivered."""
+        if prediction.webhook is None:
+            return
+        if not service.faults.hits("webhooks_sent_rate", prediction.id):
+            # As a proxy that does not forward the webhook: no event of it is ever sent.
+            prediction.webhooks_sent = False
+            service.stats.fault("webhooks_not_sent")
+        elif service.faults.hits("webhook_301_rate", prediction.id):
+            prediction.webhook_via = service.redirect_hop.url_for(prediction.webhook)
+            service.stats.fault("webhooks_answered_301")
+
     def create(prefix: str, path_version: str | None = None) -> Response:
         # Injected faults answer before anything is read or created, as a front proxy would.
         fault = injected("create_429_rate", "create_5xx_rate", "create")
@@ -239,6 +251,7 @@ def create_app(service: Service) -> Flask:
             prediction, cancel_after, wait = parse_create(prefix, path_version)
         except InvalidRequest as exc:
             return problem(422, "Invalid input", exc.detail)
+        decide_webhooks(prediction)
         snapshot = service.store.add(prediction)
         service.stats.prediction_created(prediction.id)
         service.runner.submit(prediction.id, cancel_after)
