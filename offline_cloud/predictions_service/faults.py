@@ -4,6 +4,7 @@ Most rates are rolled afresh at each decision (seeded by ``seed``). The two that
 which loses a prediction's webhooks (``webhooks_sent_rate``, ``webhook_301_rate``) are decided
 once per prediction, at its create, from a hash of the knob's name and the prediction id
 (``per_prediction_draw``), so a test can tell from the id alone which predictions are hit.
+``create_answer_shape`` is not a rate but one of ``ANSWER_SHAPES``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "webhooks_sent_rate": 1.0,
     # Per prediction: the share whose webhook URL answers every delivery 301 (never followed).
     "webhook_301_rate": 0.0,
+    "create_answer_shape": "prediction",
     "seed": None,
 }
+# How a create is answered: Replicate's prediction (201, at once unless ``Prefer: wait``); a
+# resale proxy's ``{"created", "data": [{"url"}]}`` beside the prediction fields or alone, both
+# after waiting for the outcome; or a shape no client knows, ``{"result": "ok"}``.
+ANSWER_SHAPES = ("prediction", "prediction+data", "data_only", "unknown")
+CHOICE_KNOBS: dict[str, tuple[str, ...]] = {"create_answer_shape": ANSWER_SHAPES}
 RATE_KNOBS = frozenset(name for name in DEFAULT_KNOBS if name.endswith("_rate"))
 PER_PREDICTION_KNOBS = frozenset({"webhooks_sent_rate", "webhook_301_rate"})
 SECONDS_KNOBS = frozenset(name for name in DEFAULT_KNOBS if name.endswith("_seconds"))
@@ -50,6 +57,10 @@ def _validate(name: str, value: Any) -> Any:
     if name == "seed":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError("seed must be an integer or null")
+        return value
+    if name in CHOICE_KNOBS:
+        if value not in CHOICE_KNOBS[name]:
+            raise ValueError(f"{name} must be one of {list(CHOICE_KNOBS[name])}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a number")
@@ -99,6 +110,10 @@ class Faults:
             self._knobs = dict(DEFAULT_KNOBS)
             self._reseed(None)
             return dict(self._knobs)
+
+    def choice(self, name: str) -> str:
+        with self._lock:
+            return str(self._knobs[name])
 
     def seconds(self, name: str) -> float:
         with self._lock:
