@@ -78,10 +78,29 @@ def _options(argv: list[str] | None) -> StackOptions:
         action="append",
         default=[],
         metavar="TYPE=TARGET",
-        help="another storage trigger: events of TYPE (e.g. deleted) to a main.py function or a URL",
+        help="a storage trigger: events of TYPE (e.g. deleted) to a main.py function or a URL; TYPE= removes one",
     )
     parser.add_argument(
         "--pubsub-topic", action="append", default=[], metavar="TOPIC", help="a Pub/Sub topic to create at start"
+    )
+    parser.add_argument(
+        "--events-topic",
+        default=defaults.events_topic,
+        metavar="TOPIC",
+        help="the topic job ends are announced to (EVENTS_TOPIC), created at start; '' for none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--notify-url", default=defaults.notify_url, help="NOTIFY_URL: a customer endpoint (default: unset)"
+    )
+    parser.add_argument(
+        "--notify-secret",
+        default=defaults.notify_secret,
+        help="NOTIFY_SECRET (whsec_...; made when only the URL is given)",
+    )
+    parser.add_argument(
+        "--keep-outputs",
+        action="store_true",
+        help="DELETE_OUTPUTS=false: a deleted upload's cut-outs stay (default: they are deleted)",
     )
     args = parser.parse_args(argv)
 
@@ -95,6 +114,9 @@ def _options(argv: list[str] | None) -> StackOptions:
         return result
 
     function_env = pairs("--env", args.env)
+    # Production's triggers, changed by those given; TYPE= (no target) removes that type's.
+    given = {**defaults.event_triggers, **pairs("--event-trigger", args.event_trigger)}
+    event_triggers = {type_: target for type_, target in given.items() if target}
     # OFFLINE_STACK_DIR lets a second stack (a test's) run beside the one in .stack/.
     return StackOptions(
         directory=Path(os.environ.get("OFFLINE_STACK_DIR") or ROOT / ".stack"),
@@ -116,8 +138,12 @@ def _options(argv: list[str] | None) -> StackOptions:
         other_burst=args.other_burst,
         fleet_latency=args.fleet_latency,
         function_env=function_env,
-        event_triggers=pairs("--event-trigger", args.event_trigger),
+        event_triggers=event_triggers,
         pubsub_topics=args.pubsub_topic,
+        events_topic=args.events_topic,
+        notify_url=args.notify_url,
+        notify_secret=args.notify_secret,
+        delete_outputs=not args.keep_outputs,
     )
 
 
@@ -139,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         "trigger_attached",
         "reconcile_url",
         "pubsub_emulator_host",
+        "pubsub_rest_host",
+        "events_topic",
         "event_triggers",
+        "notify_url",
     )
     print(json.dumps({k: v for k, v in vars(info).items() if k in shown}, indent=2))
     print(f"offline stack running; details in {stack.options.directory / 'stack.json'}; Ctrl-C stops it", flush=True)

@@ -2,7 +2,8 @@
 CloudEvent a 2nd-gen storage trigger receives, with RETRY_POLICY_RETRY redelivery.
 
 This process runs the offline Pub/Sub emulator (`offline_cloud.pubsub`) on its gRPC port, the
-PUBSUB_EMULATOR_HOST of the storage emulator and of the functions. The storage emulator publishes
+PUBSUB_EMULATOR_HOST of the storage emulator and of client-library users, and (with `--rest-port`)
+its REST API on another, the functions' PUBSUB_EMULATOR_HOST. The storage emulator publishes
 its notifications to the notification topic (`--topic`), which the relay listens to as Eventarc's
 push subscription would. Each notification becomes its CloudEvent type (`finalized`, `deleted`,
 `archived`, `metadataUpdated`) and goes to the triggers of that type, each delivery on its own, as
@@ -16,7 +17,7 @@ By default the timing is production's: a failed delivery is retried with exponen
 need speed pass shorter timings explicitly. `--detached` answers Publish but delivers nothing, as a
 bucket with no trigger deployed yet.
 
-    python -m offline_cloud.eventarc_relay --grpc-port P --admin-port A --bucket uploads \
+    python -m offline_cloud.eventarc_relay --grpc-port P [--rest-port R] --admin-port A --bucket uploads \
         --target http://127.0.0.1:F/ [--trigger deleted=http://127.0.0.1:D/] --log-file deliveries.jsonl
 """
 
@@ -100,9 +101,13 @@ class RelaySettings:
 
 @dataclass
 class Faults:
-    """`duplicate_rate`: share of events delivered twice (same id), as at-least-once delivery allows."""
+    """`duplicate_rate`: share of events delivered twice (same id), as at-least-once delivery allows.
+    `reorder_rate`: share of deliveries held back `reorder_delay_seconds` before their first
+    attempt, so events published after them overtake them (Eventarc promises no order)."""
 
     duplicate_rate: float = 0.0
+    reorder_rate: float = 0.0
+    reorder_delay_seconds: float = 1.0
     seed: int | None = None
 
 
@@ -175,7 +180,9 @@ class Relay:
         for target in targets:
             copies = 2 if self._random.random() < self.faults.duplicate_rate else 1
             for copy in range(copies):
-                self.submit(event, duplicate=copy > 0, target=target)
+                held = self._random.random() < self.faults.reorder_rate
+                delay = self.faults.reorder_delay_seconds if held else 0.0
+                self.submit(event, duplicate=copy > 0, target=target, delay=delay)
 
     def targets(self, type_: str) -> list[str]:
         """The URLs of the triggers for events of `type_`, in order: on_upload's first for finalized."""
@@ -194,8 +201,11 @@ class Relay:
 
     # --- delivery side ---------------------------------------------------------------------------
 
-    def submit(self, event: dict[str, Any], duplicate: bool = False, target: str | None = None) -> None:
-        """Deliver `event` to `target` (the finalized trigger unless given) until it is taken."""
+    def submit(
+        self, event: dict[str, Any], duplicate: bool = False, target: str | None = None, delay: float = 0.0
+    ) -> None:
+        """Deliver `event` to `target` (the finalized trigger unless given) until it is taken, the
+        first attempt `delay` seconds from now (a held-back delivery: the reorder fault)."""
         target = target or self.settings.target_url
         body = json.dumps(event["data"]).encode()
         delivery = Delivery(
@@ -204,8 +214,13 @@ class Relay:
         with self._pending_lock:
             self.pending += 1
         received = {"kind": "received", "id": event["id"], "subject": event["subject"], "duplicate": duplicate}
+        if delay > 0:
+            received["held_seconds"] = delay
         self._write({**received, "type": event["type"], "target": target})
-        self._pool.submit(self._attempt_logged, delivery)
+        if delay > 0:
+            self._schedule(delivery, time.monotonic() + delay)
+        else:
+            self._pool.submit(self._attempt_logged, delivery)
 
     def _attempt(self, delivery: Delivery) -> None:
         """One POST; then the final outcome, or the next attempt put on the retry heap."""
@@ -308,6 +323,12 @@ class Relay:
         for key, value in values.items():
             if not hasattr(self.faults, key):
                 raise ValueError(f"unknown fault {key!r}")
+            if key.endswith(("_rate", "_seconds")) and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            ):
+                raise ValueError(f"{key} must be a number, not {value!r}")
+            if key.endswith("_rate") and value > 1:
+                raise ValueError(f"{key} must be between 0 and 1")
             setattr(self.faults, key, value)
         if self.faults.seed is not None:
             self._random.seed(self.faults.seed)
@@ -492,7 +513,8 @@ def rfc3339(ts: float) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grpc-port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, required=True, help="the Pub/Sub emulator's gRPC API")
+    parser.add_argument("--rest-port", type=int, default=0, help="the Pub/Sub emulator's REST API (default: none)")
     parser.add_argument("--admin-port", type=int, required=True)
     parser.add_argument("--bucket", required=True, help="deliver events of this bucket only")
     parser.add_argument("--target", required=True, help="the finalized trigger's URL (on_upload)")
@@ -525,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RelaySettings, dict[str, Any], int, int]:
-    """Settings, faults, gRPC port and admin port from the command line."""
+    """Settings, faults, gRPC port and admin port from the command line (`--rest-port`: rest_port)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     triggers: dict[str, list[str]] = {}
@@ -552,15 +574,30 @@ def parse_args(argv: list[str] | None = None) -> tuple[RelaySettings, dict[str, 
     return settings, json.loads(args.faults), args.grpc_port, args.admin_port
 
 
+def rest_port_of(argv: list[str] | None = None) -> int:
+    """The `--rest-port` of the command line: 0 when none is given (no REST API)."""
+    port: int = build_parser().parse_args(argv).rest_port
+    return port
+
+
 def main(argv: list[str] | None = None) -> None:
     settings, faults, grpc_port, admin_port = parse_args(argv)
+    rest_port = rest_port_of(argv)
     relay = Relay(settings)
     relay.set_faults(faults)
-    grpc_server = serve_grpc(relay, grpc_port)
+    emulator = pubsub.Emulator()
+    grpc_server = serve_grpc(relay, grpc_port, emulator)
+    rest = ""
+    if rest_port:
+        pubsub.serve_rest(emulator, rest_port)
+        rest = f", rest 127.0.0.1:{rest_port}"
     serve_admin(relay, admin_port)
     routes = {t: relay.targets(t) for t in EVENT_TYPES.values() if relay.targets(t)}
     mode = f"delivering {routes}" if settings.deliver else "detached (delivering nothing)"
-    print(f"eventarc relay: pubsub grpc 127.0.0.1:{grpc_port}, admin 127.0.0.1:{admin_port}, {mode}", file=sys.stderr)
+    print(
+        f"eventarc relay: pubsub grpc 127.0.0.1:{grpc_port}{rest}, admin 127.0.0.1:{admin_port}, {mode}",
+        file=sys.stderr,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         grpc_server.wait_for_termination()
 

@@ -13,14 +13,27 @@ subscriptions, filters, dead-letter and retry policies, ordering and exactly-onc
 UNIMPLEMENTED. In-process listeners (`Emulator.listen`) receive every message published to a topic
 as it is published; the Eventarc relay is one, standing for Eventarc's push subscription.
 
-    python -m offline_cloud.pubsub --port P [--topic projects/PROJECT/topics/NAME ...]
+Publishers that avoid the client library (the pipeline's functions, which publish with plain
+requests rather than pay google-cloud-pubsub's imports) use Pub/Sub's REST API instead: `serve_rest`
+answers it over HTTP/1.1 on a port of its own (one port cannot serve gRPC and HTTP/1.1 both) with
+the same emulator behind it, so a message published over REST reaches the gRPC subscribers, and the
+same refusals as Google's REST API: `PUT /v1/{topic}` (create), `GET /v1/{topic}`, and
+`POST /v1/{topic}:publish` with `{"messages": [{"data": <base64>, "attributes": {...}}]}`, answered
+`{"messageIds": [...]}`. Errors are Google's JSON error body (`{"error": {"code", "message",
+"status"}}`): 404 for a missing topic, 400 for bad base64, no messages or an empty message, 409 for a
+topic that exists. No credentials, as Google's emulators.
+
+    python -m offline_cloud.pubsub --port P [--rest-port R] [--topic projects/PROJECT/topics/NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import itertools
+import json
 import re
 import secrets
 import sys
@@ -29,7 +42,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import grpc
 from google.protobuf import duration_pb2, empty_pb2, timestamp_pb2
@@ -511,6 +526,180 @@ def serve(emulator: Emulator, port: int, host: str = "127.0.0.1", workers: int =
     return server
 
 
+# --- the REST API ----------------------------------------------------------------------------------
+
+# What Google's REST front end answers for each gRPC status (google.rpc.Code's HTTP mapping).
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+MAX_REQUEST_BYTES = 10 * 1024 * 1024  # Pub/Sub's publish request limit
+MAX_MESSAGES_PER_PUBLISH = 1000
+_MESSAGE_FIELDS = frozenset({"data", "attributes", "orderingKey", "messageId", "publishTime"})
+_TOPIC_FIELDS = frozenset({"name", "labels", "messageRetentionDuration", "kmsKeyName"})
+
+
+def _bad_request(message: str) -> PubSubError:
+    return PubSubError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _decode_bytes(value: Any, where: str) -> bytes:
+    """A proto3 JSON `bytes` field: standard or URL-safe base64, padded or not."""
+    if not isinstance(value, str):
+        raise _bad_request(f"Invalid value at '{where}' (TYPE_BYTES), {json.dumps(value)}")
+    text = value.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad_request(f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed for {value!r}") from None
+
+
+def _unknown_fields(value: dict[str, Any], known: frozenset[str], where: str) -> None:
+    for name in value:
+        if name not in known:
+            at = f" at '{where}'" if where else ""
+            raise _bad_request(f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.')
+
+
+def rest_messages(body: Any) -> list[PubsubMessage]:
+    """The messages of a REST publish request body, checked as Google's front end checks them."""
+    if not isinstance(body, dict):
+        raise _bad_request("Invalid JSON payload received. Expected an object.")
+    _unknown_fields(body, frozenset({"messages"}), "")
+    raw = body.get("messages", [])
+    if not isinstance(raw, list):
+        raise _bad_request("Invalid value at 'messages', expected a list")
+    if len(raw) > MAX_MESSAGES_PER_PUBLISH:
+        raise _bad_request(
+            f"The value for message_count is too large. You passed {len(raw)} in the request, "
+            f"but the maximum value is {MAX_MESSAGES_PER_PUBLISH}."
+        )
+    messages = []
+    for index, item in enumerate(raw):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise _bad_request(f"Invalid value at '{where}', expected an object")
+        _unknown_fields(item, _MESSAGE_FIELDS, where)
+        data = _decode_bytes(item["data"], f"{where}.data") if "data" in item else b""
+        attributes = item.get("attributes") or {}
+        if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+            raise _bad_request(f"Invalid value at '{where}.attributes', expected a map of strings")
+        ordering_key = item.get("orderingKey", "")
+        if not isinstance(ordering_key, str):
+            raise _bad_request(f"Invalid value at '{where}.ordering_key' (TYPE_STRING), {json.dumps(ordering_key)}")
+        # messageId and publishTime are output only: the service assigns them, whatever was sent.
+        messages.append(PubsubMessage(data=data, attributes=attributes, ordering_key=ordering_key))
+    return messages
+
+
+def topic_json(topic: Topic) -> dict[str, Any]:
+    """A Topic as the REST API shows it (camelCase, empty fields left out)."""
+    shown: dict[str, Any] = {"name": topic.name}
+    if topic.labels:
+        shown["labels"] = dict(topic.labels)
+    return shown
+
+
+class RestApi:
+    """Pub/Sub's REST routes over an Emulator: `handle` answers one request with (status, body)."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, self._route(method, unquote(urlsplit(path).path), body)
+        except PubSubError as exc:
+            return error_body(exc.code, str(exc))
+
+    def _route(self, method: str, path: str, body: bytes) -> dict[str, Any]:
+        if not path.startswith("/v1/projects/"):
+            raise PubSubError(grpc.StatusCode.NOT_FOUND, f"The requested URL {path} was not found on this server.")
+        resource, _, verb = path.removeprefix("/v1/").partition(":")
+        if "/topics/" not in resource:
+            raise PubSubError(grpc.StatusCode.UNIMPLEMENTED, f"the offline emulator's REST API has no {resource}")
+        if (method, verb) == ("POST", "publish"):
+            if len(body) > MAX_REQUEST_BYTES:
+                raise _bad_request(f"Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes.")
+            messages = rest_messages(_json(body))
+            return {"messageIds": self.emulator.publish(resource, messages)}
+        if (method, verb) == ("PUT", ""):
+            asked = _json(body) if body.strip() else {}
+            if not isinstance(asked, dict):
+                raise _bad_request("Invalid JSON payload received. Expected an object.")
+            _unknown_fields(asked, _TOPIC_FIELDS, "")
+            labels = asked.get("labels") or {}
+            if not isinstance(labels, dict):
+                raise _bad_request("Invalid value at 'topic.labels', expected a map of strings")
+            return topic_json(self.emulator.create_topic(Topic(name=resource, labels=labels)))
+        if (method, verb) == ("GET", ""):
+            return topic_json(self.emulator.get_topic(resource))
+        raise PubSubError(grpc.StatusCode.UNIMPLEMENTED, f"the offline emulator's REST API has no {method} {path}")
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        raise _bad_request("Invalid JSON payload received. Unexpected token.") from None
+
+
+def error_body(code: grpc.StatusCode, message: str) -> tuple[int, dict[str, Any]]:
+    """Google's JSON error for a gRPC status: the HTTP status and `{"error": {code, message, status}}`."""
+    status = HTTP_STATUS.get(code, 500)
+    return status, {"error": {"code": status, "message": message, "status": code.name}}
+
+
+def serve_rest(emulator: Emulator, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Pub/Sub's REST API for `emulator` on host:port (HTTP/1.1, keep-alive, no credentials), served
+    from a daemon thread; `shutdown()` stops it."""
+    api = RestApi(emulator)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: a function publishes over one pooled connection
+
+        def _answer(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_REQUEST_BYTES + 1024 * 1024:
+                status, payload = error_body(grpc.StatusCode.INVALID_ARGUMENT, "Bad Content-Length")
+                self.close_connection = True
+            else:
+                status, payload = api.handle(self.command, self.path, self.rfile.read(length))
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="pubsub-rest", daemon=True).start()
+    return server
+
+
 def create_topics(host: str, names: Iterable[str], timeout: float = 10.0) -> None:
     """Create these topics (full names) in the emulator at host:port, as Terraform would in a project;
     one that exists already is left as it is."""
@@ -527,14 +716,19 @@ def create_topics(host: str, names: Iterable[str], timeout: float = 10.0) -> Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="the gRPC API's port")
+    parser.add_argument("--rest-port", type=int, help="the REST API's port (default: no REST API)")
     parser.add_argument("--topic", action="append", default=[], help="a topic to create at start (repeatable)")
     args = parser.parse_args(argv)
     emulator = Emulator()
     for name in args.topic:
         emulator.create_topic(Topic(name=name))
     server = serve(emulator, args.port)
-    print(f"pubsub emulator: grpc 127.0.0.1:{args.port}", file=sys.stderr)
+    rest = ""
+    if args.rest_port:
+        serve_rest(emulator, args.rest_port)
+        rest = f", rest 127.0.0.1:{args.rest_port}"
+    print(f"pubsub emulator: grpc 127.0.0.1:{args.port}{rest}", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
         server.wait_for_termination()
 

@@ -1,6 +1,6 @@
 """One launcher for the whole offline cloud: the storage emulator, the Eventarc relay with the Pub/Sub
-emulator, the Cloud Tasks emulator, the predictions service and the functions, each on a free port
-on 127.0.0.1.
+emulator (gRPC and REST), the Cloud Tasks emulator, the predictions service and the functions, each
+on a free port on 127.0.0.1.
 
 `python -m offline_cloud` (or `make stack`) runs it in the foreground until Ctrl-C and writes
 `.stack/stack.json`; the test suite starts the same `Stack` as a fixture. Every child process is
@@ -9,6 +9,7 @@ stopped when the stack stops, and is told by the kernel to stop if the launcher 
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import ctypes
@@ -39,6 +40,25 @@ PUBSUB_TOPIC = eventarc_relay.NOTIFICATION_TOPIC_ID
 # generation becomes noncurrent in a bucket with versioning.
 STORAGE_EVENTS = "finalize,delete,archive"
 MODEL_VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
+# The topic the functions announce each job's end to (EVENTS_TOPIC), as Terraform creates it.
+EVENTS_TOPIC_ID = "bgremove-events"
+
+
+def main_defines(function: str, main_py: Path | None = None) -> bool:
+    """Whether main.py defines `function` at its top level (read, not imported)."""
+    try:
+        tree = ast.parse((main_py or ROOT / "main.py").read_text())
+    except (OSError, SyntaxError):
+        return False
+    return any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body)
+
+
+def default_event_triggers() -> dict[str, str]:
+    """Production's storage triggers besides on_upload's: `deleted` and `archived` events to
+    on_delete, as two Eventarc triggers, once main.py has it (none before: nothing to deliver to)."""
+    if not main_defines("on_delete"):
+        return {}
+    return {"deleted": "on_delete", "archived": "on_delete"}
 
 
 class StackError(RuntimeError):
@@ -77,21 +97,36 @@ class StackOptions:
     # deployment); the relay still answers the emulator and logs each event as `detached`.
     trigger: bool = True
     # More storage triggers on the upload bucket: event type (`deleted`, `archived`, ... or the full
-    # type) -> a function of main.py, which the stack runs as it runs on_upload, or a URL. Besides
-    # on_upload for `finalized`, none by default: a type with no trigger is delivered nowhere.
-    event_triggers: dict[str, str] = field(default_factory=dict)
+    # type) -> a function of main.py, which the stack runs as it runs on_upload (one process per
+    # function, however many types it takes), or a URL. By default production's: `deleted` and
+    # `archived` to on_delete once main.py defines it; a type with no trigger is delivered nowhere.
+    event_triggers: dict[str, str] = field(default_factory=default_event_triggers)
     # Topics created in the Pub/Sub emulator at start, as Terraform would: ids in the offline project
-    # or full names (projects/P/topics/T).
+    # or full names (projects/P/topics/T). The events topic is created besides these.
     pubsub_topics: list[str] = field(default_factory=list)
+    # The topic each job's end is announced to (the functions' EVENTS_TOPIC): an id in the offline
+    # project or a full name; created at start. Empty: no topic and no EVENTS_TOPIC.
+    events_topic: str = EVENTS_TOPIC_ID
+    # A customer's endpoint for the same announcements (NOTIFY_URL), signed with NOTIFY_SECRET (a
+    # whsec_ secret; one is made when only the URL is given) and delivered through the notify queue.
+    # Empty: unset, as in production unless a deployment configures one.
+    notify_url: str = ""
+    notify_secret: str = ""
+    # DELETE_OUTPUTS: a deleted upload's cut-outs are deleted (production's default); False keeps them.
+    delete_outputs: bool = True
     function_env: dict[str, str] = field(default_factory=dict)  # pipeline settings to override
     function_workers: int = 1
-    # The two Cloud Tasks queues, as infra/ creates them by default: submissions at the API's create
-    # limit (600 a minute), deadline checks on their own; Cloud Tasks' retry defaults shortened to
-    # what Terraform sets. Tests that need speed pass shorter backoffs (tests/conftest.py).
+    # The Cloud Tasks queues, as infra/ creates them by default: submissions at the API's create
+    # limit (600 a minute), deadline checks and notifications on their own; Cloud Tasks' retry
+    # defaults shortened to what Terraform sets, the same for every queue. Tests that need speed
+    # pass shorter backoffs (tests/conftest.py).
     submit_rate_per_second: float = 10.0
     submit_max_concurrent: int = 100
     deadline_rate_per_second: float = 50.0
     deadline_max_concurrent: int = 100
+    # The notify queue (NOTIFY_QUEUE): deliveries to NOTIFY_URL, retried with the same backoff.
+    notify_rate_per_second: float = 50.0
+    notify_max_concurrent: int = 100
     tasks_min_backoff: float = 10.0
     tasks_max_backoff: float = 600.0
     tasks_max_doublings: int = 5
@@ -104,6 +139,7 @@ class StackOptions:
 TASKS_LOCATION = f"projects/{PUBSUB_PROJECT}/locations/us-central1"
 SUBMIT_QUEUE = f"{TASKS_LOCATION}/queues/submissions"
 DEADLINE_QUEUE = f"{TASKS_LOCATION}/queues/deadlines"
+NOTIFY_QUEUE = f"{TASKS_LOCATION}/queues/notifications"
 
 
 @dataclass
@@ -116,8 +152,11 @@ class StackInfo:
     `base_url`: it appends `/v1/...` itself, so it must be given the URL without the prefix.
     `trigger_attached` is False when the stack was started without its storage trigger
     (`--no-trigger`): uploads then make no deliveries and no jobs. `pubsub_emulator_host` is the
-    Pub/Sub emulator's host:port (PUBSUB_EMULATOR_HOST, as google-cloud-pubsub wants it);
-    `event_triggers` maps each event type given in StackOptions.event_triggers to its trigger's URL."""
+    Pub/Sub emulator's gRPC host:port (PUBSUB_EMULATOR_HOST, as google-cloud-pubsub and the storage
+    emulator want it); `pubsub_rest_host` its REST API's, which is the functions' PUBSUB_EMULATOR_HOST
+    (they publish over REST); `events_topic` is the functions' EVENTS_TOPIC (empty: none);
+    `event_triggers` maps each event type of StackOptions.event_triggers to its trigger's URL;
+    `notify_url` and `notify_secret` are the functions' NOTIFY_URL and NOTIFY_SECRET (empty: unset)."""
 
     storage_emulator_host: str
     upload_bucket: str
@@ -137,9 +176,14 @@ class StackInfo:
     tasks_admin_url: str
     submit_queue: str
     deadline_queue: str
+    notify_queue: str
     relay_admin_url: str
     pubsub_emulator_host: str
+    pubsub_rest_host: str
+    events_topic: str
     event_triggers: dict[str, str]
+    notify_url: str
+    notify_secret: str
     ca_bundle: str
     service_account_key: str
     function_env: dict[str, str]
@@ -226,8 +270,8 @@ class Stack:
         ports = {
             name: free_port()
             for name in (
-                "gcs", "pubsub", "relay", "predictions", "trigger", "webhook", "reconciler", "tasks", "tasks-admin",
-                "task-handler",
+                "gcs", "pubsub", "pubsub-rest", "relay", "predictions", "trigger", "webhook", "reconciler", "tasks",
+                "tasks-admin", "task-handler",
             )
         }  # fmt: skip
         gcs_url = f"http://127.0.0.1:{ports['gcs']}"
@@ -240,7 +284,9 @@ class Stack:
         tasks_endpoint = f"127.0.0.1:{ports['tasks']}"
         tasks_admin_url = f"http://127.0.0.1:{ports['tasks-admin']}"
         pubsub_host = f"127.0.0.1:{ports['pubsub']}"
-        # The functions to run for event_triggers (by process name), and every trigger's URL.
+        pubsub_rest_host = f"127.0.0.1:{ports['pubsub-rest']}"
+        # The functions to run for event_triggers (by process name: one per function, which takes
+        # every type routed to it), and every trigger's URL.
         event_functions: dict[str, tuple[str, int]] = {}
         event_trigger_urls: dict[str, str] = {}
         for name, target in o.event_triggers.items():
@@ -251,15 +297,22 @@ class Stack:
             if target.startswith(("http://", "https://")):
                 event_trigger_urls[type_] = target
                 continue
-            port = free_port()
-            event_functions[f"function-{type_.rsplit('.', 1)[1]}"] = (target, port)
-            event_trigger_urls[type_] = f"http://127.0.0.1:{port}/"
+            process = f"function-{target}"
+            if process not in event_functions:
+                event_functions[process] = (target, free_port())
+            event_trigger_urls[type_] = f"http://127.0.0.1:{event_functions[process][1]}/"
+        events_topic = _topic_name(o.events_topic) if o.events_topic else ""
+        notify_secret = o.notify_secret
+        if o.notify_url and not notify_secret:
+            notify_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
         # The relay answers Pub/Sub before the emulator starts publishing to it.
         deliveries = logs_dir / "eventarc-deliveries.jsonl"
         self._spawn(
             "eventarc-relay",
-            relay_command(o, ports["pubsub"], ports["relay"], trigger_url, deliveries, event_trigger_urls),
+            relay_command(
+                o, ports["pubsub"], ports["relay"], trigger_url, deliveries, event_trigger_urls, ports["pubsub-rest"]
+            ),
             logs_dir,
         )
         self._spawn(
@@ -285,7 +338,9 @@ class Stack:
             logs_dir,
         )  # fmt: skip
         self._wait("eventarc-relay", relay_url + "/health")
-        topics = [t if t.startswith("projects/") else f"projects/{PUBSUB_PROJECT}/topics/{t}" for t in o.pubsub_topics]
+        topics = [_topic_name(t) for t in o.pubsub_topics]
+        if events_topic and events_topic not in topics:
+            topics.append(events_topic)
         try:
             pubsub.create_topics(pubsub_host, topics)
         except Exception as exc:
@@ -311,8 +366,15 @@ class Stack:
             "API_BACKOFF_MAX_SECONDS": "2",
             "SUBMIT_QUEUE": SUBMIT_QUEUE,
             "DEADLINE_QUEUE": DEADLINE_QUEUE,
+            "NOTIFY_QUEUE": NOTIFY_QUEUE,
             "TASK_HANDLER_URL": task_handler_url,
             "TASKS_SERVICE_ACCOUNT": f"tasks@{PUBSUB_PROJECT}.iam.gserviceaccount.com",
+            # Links in completion events point at the storage emulator, as they point at
+            # https://storage.googleapis.com in production.
+            "OUTPUT_URL_BASE": gcs_url,
+            "DELETE_OUTPUTS": "true" if o.delete_outputs else "false",
+            **({"EVENTS_TOPIC": events_topic} if events_topic else {}),
+            **({"NOTIFY_URL": o.notify_url, "NOTIFY_SECRET": notify_secret} if o.notify_url else {}),
             **o.function_env,
         }
         platform_env = {
@@ -323,7 +385,10 @@ class Stack:
             # bundle on every new connection (the full public bundle costs 24-46 ms each time).
             "REQUESTS_CA_BUNDLE": str(certs.ca_cert),
             "CLOUD_TASKS_EMULATOR_HOST": tasks_endpoint,
-            "PUBSUB_EMULATOR_HOST": pubsub_host,
+            # The functions publish over Pub/Sub's REST API (plain requests, none of the client
+            # library's imports), so theirs is the emulator's REST host; clients and the storage
+            # emulator use its gRPC host (stack.json's pubsub_emulator_host).
+            "PUBSUB_EMULATOR_HOST": pubsub_rest_host,
             "WORKERS": str(o.function_workers),
             "PYTHONUNBUFFERED": "1",
         }
@@ -366,9 +431,14 @@ class Stack:
             tasks_admin_url=tasks_admin_url,
             submit_queue=SUBMIT_QUEUE,
             deadline_queue=DEADLINE_QUEUE,
+            notify_queue=NOTIFY_QUEUE,
             relay_admin_url=relay_url,
             pubsub_emulator_host=pubsub_host,
+            pubsub_rest_host=pubsub_rest_host,
+            events_topic=function_env.get("EVENTS_TOPIC", ""),
             event_triggers=event_trigger_urls,
+            notify_url=function_env.get("NOTIFY_URL", ""),
+            notify_secret=function_env.get("NOTIFY_SECRET", ""),
             ca_bundle=str(certs.ca_cert),
             service_account_key=str(key_file),
             function_env={**platform_env, **function_env},
@@ -455,12 +525,14 @@ def relay_command(
     trigger_url: str,
     log_file: Path,
     event_triggers: dict[str, str] | None = None,
+    rest_port: int = 0,
 ) -> list[str]:
     """The Eventarc relay's command line: every timing passed, so the stack's options are the truth;
-    `trigger_url` takes finalized events, and `event_triggers` maps more event types to URLs."""
+    `trigger_url` takes finalized events, and `event_triggers` maps more event types to URLs. The
+    relay's process serves the Pub/Sub emulator on `grpc_port`, and its REST API on `rest_port`."""
     argv = [
         sys.executable, "-m", "offline_cloud.eventarc_relay",
-        "--grpc-port", str(grpc_port), "--admin-port", str(admin_port),
+        "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), "--admin-port", str(admin_port),
         "--bucket", o.upload_bucket, "--target", trigger_url,
         "--min-backoff", str(o.relay_min_backoff), "--max-backoff", str(o.relay_max_backoff),
         "--max-attempts", str(o.relay_max_attempts), "--max-age", str(o.relay_max_age_seconds),
@@ -551,9 +623,14 @@ def _service_account_key(path: Path) -> Path:
     return path
 
 
+def _topic_name(topic: str) -> str:
+    """A full topic name from an id in the offline project, or a full name as it is."""
+    return topic if topic.startswith("projects/") else f"projects/{PUBSUB_PROJECT}/topics/{topic}"
+
+
 def _create_queues(endpoint: str, o: StackOptions) -> None:
-    """The submission and deadline queues, with the rate, concurrency and retry settings Terraform
-    gives them (infra/modules/pipeline/tasks.tf)."""
+    """The submission, deadline and notify queues, with the rate, concurrency and retry settings
+    Terraform gives them (infra/modules/pipeline/tasks.tf); the same retry settings for each."""
     from google.cloud import tasks_v2
     from google.protobuf import duration_pb2
 
@@ -566,6 +643,7 @@ def _create_queues(endpoint: str, o: StackOptions) -> None:
     for path, rate, concurrent in (
         (SUBMIT_QUEUE, o.submit_rate_per_second, o.submit_max_concurrent),
         (DEADLINE_QUEUE, o.deadline_rate_per_second, o.deadline_max_concurrent),
+        (NOTIFY_QUEUE, o.notify_rate_per_second, o.notify_max_concurrent),
     ):
         queue = tasks_v2.Queue(
             name=path,

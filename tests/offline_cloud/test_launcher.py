@@ -19,8 +19,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from offline_cloud.__main__ import _options as launcher_options
-from offline_cloud.stack import ROOT, StackOptions, predictions_command, relay_command
-from tests.support import wait_for
+from offline_cloud.stack import NOTIFY_QUEUE, ROOT, StackOptions, main_defines, predictions_command, relay_command
+from tests.support import StackClient, wait_for
 
 REQUIRED_KEYS = {
     "storage_emulator_host", "upload_bucket", "processed_bucket", "state_bucket", "predictions_base_url",
@@ -71,7 +71,8 @@ def test_launcher_writes_stack_json_and_sigint_stops_every_child(tmp_path: Path)
         assert info["predictions_base_url"] == info["predictions_root_url"] + "/v1"
         children = [psutil.Process(pid) for pid in info["pids"].values()]
         descendants = psutil.Process(launcher.pid).children(recursive=True)
-        assert len(children) == 8 and all(c.is_running() for c in children)
+        # Four services and four functions, and on_delete (for deleted and archived) once it exists.
+        assert len(children) == 8 + main_defines("on_delete") and all(c.is_running() for c in children)
         # Everything answers on 127.0.0.1.
         buckets = requests.get(info["storage_emulator_host"] + "/storage/v1/b", timeout=5).json()["items"]
         assert {b["name"] for b in buckets} == {"my-uploads", "processed", "my-state"}
@@ -165,5 +166,40 @@ def test_the_stack_passes_every_predictions_service_flag_and_relay_timing(tmp_pa
     assert value("--other-limit-per-minute") == "60.0" and value("--other-burst") == "7"
     assert "--fleet-latency=lognormal:3,0.5" in argv and "--echo-webhook" in argv
     assert "--detached" in relay_command(options, 1, 2, "http://127.0.0.1:3/", tmp_path / "log")
+    relay = relay_command(options, 1, 2, "http://127.0.0.1:3/", tmp_path / "log", rest_port=4)
+    assert relay[relay.index("--rest-port") + 1] == "4" and relay[relay.index("--grpc-port") + 1] == "1"
+    # The pipeline's announcements: the events topic by default, NOTIFY_* and DELETE_OUTPUTS by flag.
+    assert (options.events_topic, options.notify_url, options.delete_outputs) == ("bgremove-events", "", True)
+    options = launcher_options(
+        [
+            "--notify-url",
+            "http://127.0.0.1:9/hook",
+            "--notify-secret",
+            "whsec_x",
+            "--keep-outputs",
+            "--events-topic",
+            "",
+        ]
+    )
+    assert (options.notify_url, options.notify_secret, options.delete_outputs, options.events_topic) == (
+        "http://127.0.0.1:9/hook",
+        "whsec_x",
+        False,
+        "",
+    )
+    assert launcher_options(["--event-trigger", "deleted=", "--event-trigger", "archived="]).event_triggers == {}
     # With no flags, the launcher's options are StackOptions' production defaults.
     assert launcher_options([]) == StackOptions(directory=launcher_options([]).directory)
+
+
+def test_the_stack_gives_the_functions_productions_queues_topic_and_links(stack: StackClient) -> None:
+    from offline_cloud import cloud_tasks
+
+    info, env = stack.info, stack.info.function_env
+    assert env["NOTIFY_QUEUE"] == info.notify_queue == NOTIFY_QUEUE
+    assert env["OUTPUT_URL_BASE"] == info.storage_emulator_host  # event links point at the emulator
+    assert env["DELETE_OUTPUTS"] == "true"
+    assert "NOTIFY_URL" not in env and "NOTIFY_SECRET" not in env and info.notify_url == ""
+    client = cloud_tasks.client(info.tasks_endpoint)
+    notify, submit = (client.get_queue(name=q, timeout=10) for q in (info.notify_queue, info.submit_queue))
+    assert notify.retry_config == submit.retry_config  # the same retry shape as the other queues

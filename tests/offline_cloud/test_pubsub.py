@@ -1,10 +1,13 @@
-"""The offline Pub/Sub emulator, through google-cloud-pubsub's own clients.
+"""The offline Pub/Sub emulator, through google-cloud-pubsub's own clients and Pub/Sub's REST API.
 
-The client-level tests run against the offline emulator, and also against Google's emulator (the
-gcloud SDK's Java one) on a machine that has it, so the two are held to the same behaviour."""
+The client-level and REST tests run against the offline emulator, and also against Google's
+emulator (the gcloud SDK's Java one, which serves both APIs on one port) on a machine that has it,
+so the two are held to the same behaviour."""
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import subprocess
 import threading
@@ -15,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1  # type: ignore[import-untyped]  # its pubsub_v1 ships no py.typed
 import grpc
 import pytest
+import requests
 from google.api_core import exceptions
-from google.cloud import pubsub_v1
 from google.pubsub_v1.types import Topic
 
 from offline_cloud import pubsub
+from offline_cloud import stack as stack_module
 from offline_cloud.stack import die_with_parent, free_port
 from tests.support import StackClient, wait_for
 
@@ -50,6 +55,7 @@ def _answers(host: str) -> bool:
 class Running:
     kind: str  # "offline" or "google"
     host: str  # host:port, as PUBSUB_EMULATOR_HOST takes it
+    rest_host: str  # host:port of the REST API (the offline emulator serves it on a port of its own)
 
 
 @pytest.fixture(scope="module", params=["offline", "google"])
@@ -57,8 +63,12 @@ def emulator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """A running emulator: the offline one, in this process, or Google's."""
     port = free_port()
     if request.param == "offline":
-        server = pubsub.serve(pubsub.Emulator(), port)
-        yield Running("offline", f"127.0.0.1:{port}")
+        emulator = pubsub.Emulator()
+        server = pubsub.serve(emulator, port)
+        rest_port = free_port()
+        rest = pubsub.serve_rest(emulator, rest_port)
+        yield Running("offline", f"127.0.0.1:{port}", f"127.0.0.1:{rest_port}")
+        rest.shutdown()
         server.stop(0)
         return
     binary = _google_emulator()
@@ -71,7 +81,7 @@ def emulator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     try:
         wait_for(lambda: _answers(f"127.0.0.1:{port}") or proc.poll() is not None, 60, "Google's emulator")
         assert proc.poll() is None, Path(log.name).read_text()
-        yield Running("google", f"127.0.0.1:{port}")
+        yield Running("google", f"127.0.0.1:{port}", f"127.0.0.1:{port}")
     finally:
         proc.terminate()
         proc.wait(10)
@@ -238,6 +248,92 @@ def test_create_topics_makes_the_missing_ones_and_leaves_the_rest() -> None:
     assert emulator.get_topic(topic).labels == {"kept": "yes"} and emulator.get_topic(other).name == other
 
 
+# --- the REST API ------------------------------------------------------------------------------------
+
+
+def _rest(emulator: Running, method: str, path: str, body: object = None) -> requests.Response:
+    """A request to the REST API at `/v1/<path>` (bytes sent as they are, anything else as JSON),
+    without credentials, as Google's emulators take it."""
+    url = f"http://{emulator.rest_host}/v1/{path}"
+    if isinstance(body, bytes):
+        return requests.request(method, url, data=body, timeout=10)
+    return requests.request(method, url, json=body, timeout=10)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_a_message_published_over_rest_reaches_a_grpc_subscriber(emulator: Running, clients: Clients) -> None:
+    _, subscriber = clients
+    topic, subscription = _subscribed(clients)
+    attributes = {"ce-specversion": "1.0", "ce-id": "job-1.completed", "content-type": "application/json"}
+    body = {"messages": [{"data": _b64(b'{"state": "completed"}'), "attributes": attributes}, {"data": _b64(b"2")}]}
+
+    answer = _rest(emulator, "POST", f"{topic}:publish", body)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"].startswith("application/json")
+    ids = answer.json()["messageIds"]
+    assert len(ids) == 2 and all(i.isdigit() for i in ids)
+    received = _pull(subscriber, subscription)
+    assert sorted(r.message.message_id for r in received) == sorted(ids)
+    first = next(r.message for r in received if r.message.message_id == ids[0])
+    assert first.data == b'{"state": "completed"}' and dict(first.attributes) == attributes
+
+
+def test_rest_creates_and_gets_topics_and_answers_refusals_in_googles_error_shape(emulator: Running) -> None:
+    topic, _ = _names()
+    missing = _rest(emulator, "POST", f"{topic}:publish", {"messages": [{"data": _b64(b"x")}]})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == 404 and missing.json()["error"]["status"] == "NOT_FOUND"
+    assert _rest(emulator, "GET", topic).status_code == 404
+
+    created = _rest(emulator, "PUT", topic, {})
+    assert created.status_code == 200 and created.json()["name"] == topic
+    assert _rest(emulator, "GET", topic).json()["name"] == topic
+    again = _rest(emulator, "PUT", topic, {})
+    assert again.status_code == 409 and again.json()["error"]["status"] == "ALREADY_EXISTS"
+
+    refusals: list[dict[str, Any]] = [
+        {"messages": [{"data": "not base64!"}]},
+        {"messages": []},
+        {},
+        {"messages": [{}]},  # neither data nor attributes
+        {"messages": [{"data": _b64(b"x"), "colour": "red"}]},  # no such field
+    ]
+    for refused in refusals:
+        answer = _rest(emulator, "POST", f"{topic}:publish", refused)
+        assert answer.status_code == 400, (refused, answer.text)
+        error = answer.json()["error"]
+        assert (error["code"], error["status"]) == (400, "INVALID_ARGUMENT"), error
+    not_json = _rest(emulator, "POST", f"{topic}:publish", b"{")
+    assert not_json.status_code == 400 and not_json.json()["error"]["status"] == "INVALID_ARGUMENT"
+    # Attributes alone are a message; URL-safe base64 is base64 too (proto3 JSON takes both).
+    for body in ({"messages": [{"attributes": {"k": "v"}}]}, {"messages": [{"data": "-_8"}]}):
+        assert _rest(emulator, "POST", f"{topic}:publish", body).status_code == 200, body
+
+
+def test_rest_publishes_reach_the_listeners_in_order_with_their_ids() -> None:
+    emulator = pubsub.Emulator()
+    topic, _ = _names()
+    emulator.create_topic(Topic(name=topic))
+    heard: list[tuple[str, bytes]] = []
+    emulator.listen(topic, lambda m: heard.append((m.message_id, bytes(m.data))))
+    api = pubsub.RestApi(emulator)
+    body = {"messages": [{"data": _b64(b"a")}, {"data": _b64(b"b")}]}
+    status, answer = api.handle("POST", f"/v1/{topic}:publish", json.dumps(body).encode())
+    assert status == 200 and heard == list(zip(answer["messageIds"], [b"a", b"b"], strict=True))
+    # The colon may come percent-encoded; an unknown route is Google's 404, not a crash.
+    status, _ = api.handle("POST", f"/v1/{topic}%3Apublish", b'{"messages": [{"data": "YQ=="}]}')
+    assert status == 200
+    assert api.handle("GET", "/v2/nothing", b"")[0] == 404
+    status, error = api.handle(
+        "POST", f"/v1/{topic}:publish", b'{"messages": [' + b'{"data": "YQ=="},' * 1000 + b"{}]}"
+    )
+    assert status == 400 and "maximum value is 1000" in error["error"]["message"]
+
+
 # --- the stack ---------------------------------------------------------------------------------------
 
 
@@ -246,8 +342,13 @@ def test_the_stack_serves_pubsub_to_its_functions_and_to_tests(
 ) -> None:
     info = stack.info
     assert info.pubsub_emulator_host.startswith("127.0.0.1:")
-    assert info.function_env["PUBSUB_EMULATOR_HOST"] == info.pubsub_emulator_host
-    assert info.event_triggers == {}  # only on_upload's finalized trigger by default
+    # The functions publish over REST, to the emulator's REST port; clients use its gRPC port.
+    assert info.pubsub_rest_host.startswith("127.0.0.1:") and info.pubsub_rest_host != info.pubsub_emulator_host
+    assert info.function_env["PUBSUB_EMULATOR_HOST"] == info.pubsub_rest_host
+    assert info.function_env["EVENTS_TOPIC"] == info.events_topic == f"projects/{PROJECT}/topics/bgremove-events"
+    # Production's triggers: on_upload's finalized, and deleted/archived to on_delete once it exists.
+    expected = {"deleted", "archived"} if stack_module.main_defines("on_delete") else set()
+    assert {t.rsplit(".", 1)[1] for t in info.event_triggers} == expected
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", info.pubsub_emulator_host)
     topic, subscription = _names()
     publisher = pubsub_v1.PublisherClient()
@@ -258,4 +359,11 @@ def test_the_stack_serves_pubsub_to_its_functions_and_to_tests(
         assert [r.message.message_id for r in _pull(subscriber, subscription)] == [message_id]
         # The storage notifications' topic is there too, the one the relay listens to.
         assert publisher.get_topic(topic=f"projects/{PROJECT}/topics/gcs-notifications")
+        # What a function publishes over REST reaches a gRPC subscriber of the events topic.
+        events = f"projects/{PROJECT}/subscriptions/events-{uuid.uuid4().hex[:8]}"
+        subscriber.create_subscription(name=events, topic=info.events_topic)
+        body = {"messages": [{"data": _b64(b"{}"), "attributes": {"ce-id": "j.completed"}}]}
+        url = f"http://{info.function_env['PUBSUB_EMULATOR_HOST']}/v1/{info.events_topic}:publish"
+        published = requests.post(url, json=body, timeout=10).json()["messageIds"]
+        assert [r.message.message_id for r in _pull(subscriber, events)] == published
     publisher.stop()

@@ -29,6 +29,7 @@ from offline_cloud.stack import (
     _create_buckets,
     die_with_parent,
     free_port,
+    main_defines,
     relay_command,
     storage_emulator_command,
 )
@@ -255,6 +256,22 @@ def test_duplicate_fault_delivers_the_same_event_twice(relay_rig: Rig) -> None:
     assert len(receiver.requests) == 2
 
 
+def test_reorder_fault_holds_a_delivery_back_so_later_events_overtake_it(relay_rig: Rig) -> None:
+    client, receiver, relay = relay_rig
+    relay.set_faults({"reorder_rate": 1.0, "reorder_delay_seconds": 1.5})
+    client.bucket("watched").blob("held.png").upload_from_string(b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    wait_for(lambda: [e for e in relay.log() if e["kind"] == "received"], 20, "the held event")
+    relay.set_faults({"reorder_rate": 0.0})
+    client.bucket("watched").blob("later.png").upload_from_string(b"\x89PNG\r\n\x1a\n", content_type="image/png")
+
+    wait_for(lambda: len(receiver.requests) >= 2, 20, "both deliveries")
+    assert [r["headers"]["ce-subject"] for r in receiver.requests] == ["objects/later.png", "objects/held.png"]
+    held = [e for e in relay.log() if e["kind"] == "received" and e["subject"] == "objects/held.png"]
+    assert held[0]["held_seconds"] == 1.5
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        relay.set_faults({"reorder_rate": 2})
+
+
 def test_a_detached_trigger_answers_the_emulator_but_delivers_nothing(make_rig: Callable[..., Rig]) -> None:
     client, receiver, relay = make_rig(deliver=False)
     blob = client.bucket("watched").blob("predates/photo.jpg")
@@ -384,7 +401,10 @@ def test_triggers_by_type_come_from_the_command_line_and_the_stack(tmp_path: Pat
         eventarc_relay.Relay(eventarc_relay.RelaySettings(target_url="http://t/", bucket="b", triggers={"gone": []}))
 
     options = StackOptions(directory=tmp_path)
-    assert options.event_triggers == {}  # deleted events go nowhere unless a trigger is configured
+    # Production's: deleted and archived events to on_delete, once main.py has it; none before.
+    on_delete = {"deleted": "on_delete", "archived": "on_delete"} if main_defines("on_delete") else {}
+    assert options.event_triggers == on_delete
+    assert main_defines("on_upload") and not main_defines("on_nothing")
     command = relay_command(options, 1, 2, "http://t/", tmp_path / "log", {eventarc_relay.DELETED: "http://d/"})
     parsed, _, _, _ = eventarc_relay.parse_args(command[3:])
     assert parsed.triggers == {eventarc_relay.DELETED: ["http://d/"]} and parsed.target_url == "http://t/"
