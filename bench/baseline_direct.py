@@ -33,7 +33,7 @@ from typing import Any
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import admission, lifecycle, logs, runtime, submit
+from bgremove import admission, lifecycle, logs, outcomes, runtime, submit
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.outcomes import Outcome, Result
@@ -99,5 +99,4 @@ def handle_upload_direct(event: admission.UploadEvent, cfg: Config, deps: Deps, 
 
 
 def _log(result: Result, fields: dict[str, Any]) -> Result:
-    logs.info(f"upload {result.outcome.value}: {result.reason}", outcome=result.outcome.value, **fields)
-    return result
+    return outcomes.log("upload", result, fields)

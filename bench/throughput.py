@@ -2,12 +2,16 @@
 and 32, against the storage emulator's own create-object rate at the same concurrency (the ceiling:
 every completed webhook creates one object).
 
-For each level the bench prepares N job records in state `submitted` (written with bgremove.jobs,
-exactly as the trigger writes them) and N prediction bodies whose output is a real 128x96 RGBA PNG
-served from https://localhost by bench/output_server.py; then it fires the signed webhooks from a
-thread pool of that size. The ceiling is N create-only uploads of the same PNG, with the same
-metadata, through the google-cloud-storage client from a thread pool of the same size. The two run
-back to back for each level.
+For each level the bench prepares N jobs in state `submitted` through the pipeline's own core, in
+the bench's process: each upload (a small JPEG in a bucket of its own, which no trigger watches) is
+admitted (`admission.handle_upload`) and submitted (`submit.handle_submit_task`) over seams built
+as bgremove.runtime builds them, except that the predictions client is a stand-in that answers a
+new prediction id without calling the service, and the queue seam is a no-op. It also makes N
+prediction bodies whose output is a real 128x96 RGBA PNG served from https://localhost by
+bench/output_server.py, then fires the signed webhooks from a thread pool of that size. The
+ceiling is N create-only uploads of the same PNG, with the same metadata, through the
+google-cloud-storage client from a thread pool of the same size. The two run back to back for
+each level.
 
 The stack runs the webhook function as functions-framework does by default: one gunicorn worker
 with 4 threads per core (8 here). In production each instance takes one request at a time
@@ -16,6 +20,7 @@ with 4 threads per core (8 here). In production each instance takes one request 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import secrets
@@ -29,8 +34,13 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bench import common
-from bgremove import jobs, keys, naming, submit
-from bgremove.jobs import Source
+from bgremove import admission, keys, naming, submit
+from bgremove.config import load_config
+from bgremove.deps import Deps, OutputSource
+from bgremove.jobs import JobStore
+from bgremove.outcomes import Outcome
+from bgremove.predictions import Prediction
+from bgremove.storage import GcsObjects
 from offline_cloud.client import webhook_headers
 from offline_cloud.stack import MODEL_VERSION
 
@@ -110,22 +120,63 @@ def cutout_png() -> bytes:
     return buf.getvalue()
 
 
+THROUGHPUT_BUCKET = "bench-throughput-uploads"
+
+
+class _Predictions:
+    """A predictions client that creates nothing: each create answers a new `starting` prediction,
+    so the jobs are `submitted` as the task handler leaves them, with no model run to wait for."""
+
+    def create(self, version: str, image: str, webhook: str, cancel_after: str = "") -> Prediction:
+        pid = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(26))
+        return Prediction.from_json({"id": pid, "status": "starting", "version": version})
+
+    def get(self, prediction_id: str) -> Prediction | None:
+        return None
+
+    def cancel(self, prediction_id: str) -> Prediction:
+        raise NotImplementedError("the throughput bench cancels nothing")
+
+
+def _never_settled(url: str) -> OutputSource:
+    raise RuntimeError("the bench's preparation settles no job; the webhook function does")
+
+
 def _prepare(info: common.StackInfo, client: Any, tag: str, count: int, output_url: str) -> list[bytes]:
-    """Job records in state `submitted`, and the completed prediction bodies for them."""
-    now = time.time()
-    bucket = client.bucket(info.state_bucket)
+    """`count` jobs in state `submitted`, made by the core, and the completed prediction bodies for them."""
+    from bench.baseline_direct import NoQueue
+
+    common.create_bucket(info, THROUGHPUT_BUCKET)
+    cfg = load_config({**info.function_env, "UPLOAD_BUCKET": THROUGHPUT_BUCKET})
+    objects = GcsObjects(client, cfg.http_timeout_seconds, cfg.storage_retry_seconds)
+    predictions, queue = _Predictions(), NoQueue()
+    deps = Deps(
+        objects=objects,
+        store=JobStore(objects, cfg.state_bucket),
+        predictions=lambda: predictions,
+        open_output=_never_settled,
+        webhook_keys=lambda: (),
+        queue=lambda: queue,
+    )
+    photo = common.small_jpeg(1)
+    uploads = client.bucket(THROUGHPUT_BUCKET)
 
     def one(i: int) -> bytes:
-        source = Source(info.upload_bucket, f"bench/throughput/{tag}/{i:04d}.jpg", 1, "image/jpeg", 4000)
-        prediction_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(26))
-        job = jobs.submitted(jobs.new_claim(source, MODEL_VERSION, now, 300), prediction_id, now, 900)
-        record = json.dumps(job.to_json(), sort_keys=True, separators=(",", ":"))
-        bucket.blob(naming.job_record_name(job.job_id)).upload_from_string(
-            record, content_type="application/json", if_generation_match=0
-        )
+        name = f"bench/throughput/{tag}/{i:04d}.jpg"
+        blob = uploads.blob(name)
+        blob.upload_from_string(photo, content_type="image/jpeg")
+        event = admission.UploadEvent(
+            f"bench-{uuid.uuid4().hex}", admission.FINALIZED, THROUGHPUT_BUCKET, name, int(blob.generation),
+            "image/jpeg", len(photo), event_time=time.time(),
+        )  # fmt: skip
+        with contextlib.redirect_stdout(io.StringIO()):  # the core's JSON log lines
+            admitted = admission.handle_upload(event, cfg, deps, time.time())
+            result = submit.handle_submit_task(admitted.job_id, cfg, deps, time.time())
+        if result.outcome is not Outcome.SUBMITTED:
+            raise RuntimeError(f"throughput: {name} was not submitted: {result}")
         return json.dumps(
             {
-                "id": prediction_id,
+                "id": result.prediction_id,
                 "model": "lucataco/remove-bg",
                 "version": MODEL_VERSION,
                 "input": {"image": "data:image/jpeg;base64,"},
@@ -134,7 +185,7 @@ def _prepare(info: common.StackInfo, client: Any, tag: str, count: int, output_u
                 "error": None,
                 "logs": "",
                 "metrics": {"predict_time": 0.1, "total_time": 0.1},
-                "webhook": submit.webhook_url_for(info.webhook_url, job.job_id),
+                "webhook": submit.webhook_url_for(info.webhook_url, result.job_id),
                 "webhook_events_filter": ["completed"],
             },
             separators=(",", ":"),
@@ -188,10 +239,7 @@ def _direct(info: common.StackInfo, client: Any, tag: str, count: int, level: in
     state, processed = client.bucket(info.state_bucket), client.bucket(info.processed_bucket)
     local = threading.local()
     verify = info.ca_bundle
-    records = [
-        naming.job_record_name(naming.job_id(info.upload_bucket, f"bench/throughput/{tag}/{i:04d}.jpg", 1))
-        for i in range(count)
-    ]
+    records = [naming.job_record_name(job_id) for job_id in _job_ids(client, tag, count)]
 
     def calls(i: int) -> None:
         session = getattr(local, "session", None)
@@ -207,6 +255,13 @@ def _direct(info: common.StackInfo, client: Any, tag: str, count: int, level: in
         state.blob(name + ".json").upload_from_string(record, content_type="application/json", if_generation_match=0)
 
     return _timed_pool(calls, list(range(count)), level)
+
+
+def _job_ids(client: Any, tag: str, count: int) -> list[str]:
+    """The job ids of the level's uploads, from their live generations."""
+    names = [f"bench/throughput/{tag}/{i:04d}.jpg" for i in range(count)]
+    bucket = client.bucket(THROUGHPUT_BUCKET)
+    return [naming.job_id(THROUGHPUT_BUCKET, n, int(bucket.get_blob(n).generation)) for n in names]
 
 
 def _fire(info: common.StackInfo, bodies: list[bytes], level: int) -> dict[str, Any]:

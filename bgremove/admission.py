@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgremove import errors, images, jobs, keys, lifecycle, logs, variants
+from bgremove import errors, images, jobs, keys, lifecycle, logs, outcomes, variants
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.jobs import Decision, Job, Source
@@ -200,11 +200,4 @@ def admit(admission: Admission, cfg: Config, deps: Deps, now: float, fields: dic
 
 
 def _log(result: Result, fields: dict[str, Any]) -> Result:
-    extra = {k: v for k, v in fields.items() if k not in ("job_id", "prediction_id")}
-    logs.info(
-        f"upload {result.outcome.value}: {result.reason}",
-        outcome=result.outcome.value,
-        job_id=result.job_id or fields.get("job_id"),
-        **extra,
-    )
-    return result
+    return outcomes.log("upload", result, fields)

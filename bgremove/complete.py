@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bgremove import errors, images, jobs, keys, lifecycle, logs, naming, placement, signatures, variants
+from bgremove import errors, images, jobs, keys, lifecycle, logs, naming, outcomes, placement, signatures, variants
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.errors import RetryLater
@@ -408,11 +408,4 @@ def _reapply(current: Job, final: Job) -> Job:
 
 
 def _log(result: Result, fields: dict[str, Any]) -> Result:
-    severity = "WARNING" if result.outcome in (Outcome.UNAUTHORIZED, Outcome.MALFORMED, Outcome.MISMATCH) else "INFO"
-    logs.log(
-        severity,
-        f"webhook {result.outcome.value}: {result.reason}",
-        outcome=result.outcome.value,
-        **{**fields, "job_id": result.job_id or fields.get("job_id"), "prediction_id": result.prediction_id or None},
-    )
-    return result
+    return outcomes.log("webhook", result, fields)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
+
+from bgremove import logs
 
 
 class Outcome(enum.StrEnum):
@@ -64,3 +67,21 @@ class Result:
     reason: str
     job_id: str = ""
     prediction_id: str = ""
+
+
+# Outcomes that are a refusal of a hostile or broken request: logged as warnings.
+REFUSALS = (Outcome.UNAUTHORIZED, Outcome.MALFORMED, Outcome.MISMATCH)
+
+
+def log(side: str, result: Result, fields: dict[str, Any]) -> Result:
+    """One structured line for a handler's result ("<side> <outcome>: <reason>"), with the job and
+    prediction ids of the result (or of `fields`) and the other fields; returns the result."""
+    severity = "WARNING" if result.outcome in REFUSALS else "INFO"
+    ids = {
+        "job_id": result.job_id or fields.get("job_id"),
+        "prediction_id": result.prediction_id or fields.get("prediction_id"),
+    }
+    logs.log(
+        severity, f"{side} {result.outcome.value}: {result.reason}", outcome=result.outcome.value, **{**fields, **ids}
+    )
+    return result

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from bgremove import errors, jobs, keys, lifecycle, logs, naming
+from bgremove import errors, jobs, keys, lifecycle, logs, naming, outcomes
 from bgremove.admission import UploadEvent
 from bgremove.config import Config
 from bgremove.deps import Deps
@@ -110,9 +110,4 @@ def _delete_if_ours(job: Job, entry: dict[str, Any], cfg: Config, deps: Deps) ->
 
 
 def _log(result: Result, fields: dict[str, Any]) -> Result:
-    logs.info(
-        f"deletion {result.outcome.value}: {result.reason}",
-        outcome=result.outcome.value,
-        **{**fields, "job_id": result.job_id or fields.get("job_id")},
-    )
-    return result
+    return outcomes.log("deletion", result, fields)

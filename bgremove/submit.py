@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from bgremove import errors, images, inputs, jobs, lifecycle, logs
+from bgremove import errors, images, inputs, jobs, lifecycle, logs, outcomes
 from bgremove.config import Config
 from bgremove.deps import Deps, PredictionsApi
 from bgremove.errors import RetryLater
@@ -133,12 +133,4 @@ def _release(job: Job, generation: int, why: str, cfg: Config, deps: Deps, now: 
 
 
 def _log(result: Result, fields: dict[str, Any]) -> Result:
-    extra = {k: v for k, v in fields.items() if k not in ("job_id", "prediction_id")}
-    logs.info(
-        f"upload {result.outcome.value}: {result.reason}",
-        outcome=result.outcome.value,
-        job_id=result.job_id or fields.get("job_id"),
-        prediction_id=result.prediction_id or fields.get("prediction_id"),
-        **extra,
-    )
-    return result
+    return outcomes.log("upload", result, fields)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import google.cloud.pubsub_v1 as pubsub_v1  # type: ignore[import-untyped]  # its pubsub_v1 ships no py.typed
+import google.cloud.pubsub_v1 as pubsub_v1
 import grpc
 import pytest
 import requests
