@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bgremove_cli import admission, status
+from bgremove_cli import admission, generations, status
 from bgremove_cli.failures import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError, explain
 from bgremove_cli.target import Target, from_environment, from_stack, from_terraform
 
@@ -472,39 +472,82 @@ def _queue_line(info: Any, as_json: bool, what: str) -> None:
 
 @cli.command("show")
 @click.argument("uri", type=GsUri(need_name=True))
-@click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
+@click.option(
+    "--scan",
+    type=click.IntRange(0),
+    default=generations.DEFAULT_SCAN,
+    show_default=True,
+    help="Without #GENERATION: job records of unknown upload read, newest first, to find generations "
+    "the bucket keeps no version of.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the job record (without #GENERATION: a list) as JSON.")
 @pass_settings
-def show_command(settings: Settings, uri: tuple[str, str, int | None], as_json: bool) -> int:
-    """One upload's job: gs://BUCKET/NAME (its live generation) or gs://BUCKET/NAME#GENERATION."""
-    from bgremove import admission as core_admission
+def show_command(settings: Settings, uri: tuple[str, str, int | None], scan: int, as_json: bool) -> int:
+    """An upload name through its generations: gs://BUCKET/NAME lists every job of the name, newest
+    first, and which generation is live; gs://BUCKET/NAME#GENERATION shows that one job."""
     from bgremove import keys, naming
-    from bgremove.outcomes import Outcome
 
     bucket, name, generation = uri
     cloud = settings.cloud()
-    note = ""
-    if generation is None:
-        blob = cloud.live_object(bucket, name)
-        if blob is None:
-            raise CliError(
-                f"gs://{bucket}/{name} does not exist; give gs://{bucket}/{name}#GENERATION for an earlier generation"
-            )
-        generation = int(blob.generation)
-        meta = dict(blob.metadata or {})
-        job_id = meta.get(keys.JOB) or naming.job_id(bucket, name, generation)
-        if meta.get(keys.JOB):
-            note = f"gs://{bucket}/{name} is an output; its job:"
-        else:
-            event = core_admission.listed(bucket, name, generation, blob.content_type or "", int(blob.size or 0), meta)
-            decided = core_admission.decide(event, cloud.cfg, time.time())
-            if decided.refusal is not None and decided.refusal.outcome is not Outcome.FAILED:
-                note = f"the filters skip this object: {decided.message}"
-    else:
+    if generation is not None:
         job_id = naming.job_id(bucket, name, generation)
+        hint = f"; admit it with `bgremove backfill gs://{bucket}/{name}`"
+        return _show_job(cloud, job_id, f"gs://{bucket}/{name}#{generation}{hint}", "", as_json)
+    blob = cloud.live_object(bucket, name)
+    meta = dict(blob.metadata or {}) if blob is not None else {}
+    if meta.get(keys.JOB):
+        # An output: the job that wrote it.
+        return _show_job(
+            cloud, meta[keys.JOB], f"gs://{bucket}/{name}", f"gs://{bucket}/{name} is an output; its job:", as_json
+        )
+    live = int(blob.generation) if blob is not None else None
+    note = _filters_note(cloud, blob) if blob is not None else ""
+    with err.status(f"finding the generations of gs://{escape(bucket)}/{escape(name)} …"):
+        kept = cloud.generations_of(bucket, name)
+        entries = cloud.job_entries()
+        chosen = generations.plan(entries, bucket, name, [*kept, *([live] if live is not None else [])], scan)
+        found = generations.select(cloud.load_jobs(chosen.read), bucket, name)
+    label = f"gs://{bucket}/{name}"
+    if not found:
+        if live is None:
+            raise CliError(
+                f"{label} does not exist, and no job of it was found ({generations.coverage(chosen, bucket)})"
+            )
+        why = f" ({note})" if note else f"; admit it with `bgremove backfill {label}`"
+        raise CliError(f"no job for {label}#{live}{why}")
+    table_rows = generations.rows(found, live, cloud.cfg.processed_bucket)
+    if as_json:
+        print(json.dumps(table_rows, indent=2))
+        if not chosen.complete:
+            print(f"bgremove: {generations.coverage(chosen, bucket)}", file=sys.stderr)
+        return 0
+    if note:
+        out.print(escape(note))
+    live_has_job = any(row["live"] for row in table_rows)
+    out.print(generations.render(label, table_rows, live, live_has_job, generations.coverage(chosen, bucket)))
+    return 0
+
+
+def _filters_note(cloud: Any, blob: Any) -> str:
+    """Why the uploads' filters would skip this object, if they would."""
+    from bgremove import admission as core_admission
+    from bgremove.outcomes import Outcome
+
+    meta = dict(blob.metadata or {})
+    event = core_admission.listed(
+        blob.bucket.name, blob.name, int(blob.generation), blob.content_type or "", int(blob.size or 0), meta
+    )
+    decided = core_admission.decide(event, cloud.cfg, time.time())
+    if decided.refusal is not None and decided.refusal.outcome is not Outcome.FAILED:
+        return f"the filters skip this object: {decided.message}"
+    return ""
+
+
+def _show_job(cloud: Any, job_id: str, label: str, note: str, as_json: bool) -> int:
+    """One job, as `show gs://BUCKET/NAME#GENERATION` (or of an output) prints it."""
     loaded = cloud.load_jobs([job_id]).get(job_id)
     if loaded is None:
-        why = f" ({note})" if note else f"; admit it with `bgremove backfill gs://{bucket}/{name}`"
-        raise CliError(f"no job for gs://{bucket}/{name}#{generation}{why}")
+        raise CliError(f"no job for {label}")
     job, _ = loaded
     if as_json:
         record = job.to_json()
@@ -519,7 +562,7 @@ def show_command(settings: Settings, uri: tuple[str, str, int | None], as_json: 
 
 
 def _render_job(job: Any, processed_bucket: str) -> Table:
-    colour = {"completed": "green", "failed": "red"}.get(job.state, "yellow")
+    colour = status.STATE_STYLES.get(job.state, "yellow")
     table = Table(title=escape(job.source.uri), title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
     table.add_column(style="dim")
     table.add_column(overflow="fold")
@@ -529,11 +572,14 @@ def _render_job(job: Any, processed_bucket: str) -> Table:
     table.add_row("updated", _when(job.updated_at))
     table.add_row("predictions", escape(", ".join(job.prediction_ids)) or "—")
     table.add_row("attempts", f"{job.attempts} prediction(s) this round; {job.enqueues} submission task(s) made")
-    if job.output_name:
-        table.add_row("output", escape(f"gs://{processed_bucket}/{job.output_name}#{job.output_generation}"))
-    if job.state == "failed":
-        table.add_row("reason", f"[red]{escape(job.reason)}[/]")
-        table.add_row("error", escape(job.error) or "—")
+    written = generations.outputs_of(job)
+    if written:
+        label = "outputs (deleted)" if job.state == "removed" else "output" if len(written) == 1 else "outputs"
+        lines = [f"gs://{processed_bucket}/{o.get('object', '')}#{o.get('generation', 0)}" for o in written]
+        table.add_row(label, escape("\n".join(lines)))
+    if job.state in ("failed", "superseded", "removed"):
+        table.add_row("reason", f"[{colour}]{escape(job.reason)}[/]")
+        table.add_row("error" if job.state == "failed" else "why", escape(job.error) or "—")
     if job.due_at:
         table.add_row("next check", _when(job.due_at))
     history = Table(show_edge=False, pad_edge=False, box=None)

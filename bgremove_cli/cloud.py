@@ -41,6 +41,12 @@ QUEUE_VIEW_HINT = "the account needs roles/cloudtasks.viewer on the queue"
 QUEUE_ADMIN_HINT = "the account needs roles/cloudtasks.queueAdmin on the queue"
 
 
+# The listing-metadata key that would name a record's upload (jobs.Source.uri). The core does not
+# write it yet (see README, Operators, `show`): `bgremove show` uses it where a record has it and
+# reads the records that do not.
+SOURCE_METADATA = "source"
+
+
 @dataclass(frozen=True)
 class JobEntry:
     """One job record as the state bucket's listing shows it (no read of the record itself): the
@@ -53,6 +59,9 @@ class JobEntry:
     generation: int
     created: float
     updated: float
+    # The upload the record is about, `gs://bucket/name#generation`, when the record's listing
+    # metadata carries it (SOURCE_METADATA; records written before it do not, then "").
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,13 +230,15 @@ class Cloud:
                 job_id = name[len(naming.JOBS_PREFIX) : -len(".json")]
                 if not naming.is_job_id(job_id):
                     continue
+                metadata = blob.metadata or {}
                 entries.append(
                     JobEntry(
                         job_id=job_id,
-                        state=(blob.metadata or {}).get("state", ""),
+                        state=metadata.get("state", ""),
                         generation=int(blob.generation or 0),
                         created=_seconds(blob.time_created),
                         updated=_seconds(blob.updated),
+                        source=metadata.get(SOURCE_METADATA, ""),
                     )
                 )
                 if stop():
@@ -255,6 +266,21 @@ class Cloud:
                 yield blob
                 if stop():
                     return
+
+    def generations_of(self, bucket: str, name: str) -> list[int]:
+        """The generations of gs://bucket/name the bucket still keeps, the live one and, in a bucket
+        with versioning (the uploads bucket in Terraform), the noncurrent ones: one listing of the
+        name as a prefix with versions, names only (other names under that prefix are left out)."""
+        with step(f"listing the generations of gs://{bucket}/{name}", STORAGE_READ_HINT):
+            blobs = self.storage.list_blobs(
+                bucket,
+                prefix=name,
+                versions=True,
+                fields="items(name,generation),nextPageToken",
+                timeout=self.cfg.http_timeout_seconds,
+                retry=_short_retry(),
+            )
+            return sorted({int(b.generation) for b in blobs if b.name == name and b.generation}, reverse=True)
 
     def live_object(self, bucket: str, name: str) -> Any:
         with step(f"reading gs://{bucket}/{name}", STORAGE_READ_HINT):

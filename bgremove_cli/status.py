@@ -4,6 +4,11 @@ Counts come from one listing of `jobs/` in the state bucket: each record carries
 object metadata, and the object's own times are the admission (`timeCreated`) and the last
 transition (`updated`), so counts, completions per minute and the rate need no record reads. Only
 failed records are read (newest first, at most `--failures-read`), to group them by reason.
+
+Every final state is finished work: a `superseded` job (a newer generation of its upload became
+live first) and a `removed` one (the upload was deleted) count towards the progress and the rate
+as `completed` and `failed` do, since nothing more will happen to them; only `failed` ones are
+failures.
 """
 
 from __future__ import annotations
@@ -25,8 +30,20 @@ from bgremove import jobs
 from bgremove.jobs import Job
 from bgremove_cli.cloud import Cloud, JobEntry, QueueInfo
 
-STATES = (jobs.QUEUED, jobs.CLAIMED, jobs.SUBMITTED, jobs.COMPLETED, jobs.FAILED)
-OPEN_STATES = (jobs.QUEUED, jobs.CLAIMED, jobs.SUBMITTED)
+STATES = (*jobs.OPEN_STATES, *jobs.FINAL_STATES)
+OPEN_STATES = jobs.OPEN_STATES
+FINAL_STATES = jobs.FINAL_STATES
+# Shown on the screen only when there are any (the JSON always has them): most runs have none.
+QUIET_STATES = (jobs.SUPERSEDED, jobs.REMOVED)
+STATE_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "queued": "cyan",
+    "claimed": "yellow",
+    "submitted": "yellow",
+    "superseded": "blue",
+    "removed": "magenta",
+}
 EXAMPLES_PER_REASON = 3
 
 
@@ -68,10 +85,10 @@ def compute(
     """The figures from the listing (pure: the unit tests call it with made-up entries)."""
     counts = Counter(e.state for e in entries)
     open_count = sum(counts[s] for s in OPEN_STATES)
-    finished = counts[jobs.COMPLETED] + counts[jobs.FAILED]
+    finished = sum(counts[s] for s in FINAL_STATES)
     window = max(1, window_minutes) * 60.0
     since = now - window
-    recent = [e for e in entries if e.state in jobs.FINAL_STATES and e.updated >= since]
+    recent = [e for e in entries if e.state in FINAL_STATES and e.updated >= since]
     # The span observed: the window, or less when all work in sight began within it (a backfill
     # that started 40 s ago is measured over 40 s, not 5 minutes).
     active = [e.created for e in entries if e.state in OPEN_STATES] + [e.created for e in recent]
@@ -98,12 +115,9 @@ def compute(
     for i in range(max(1, window_minutes)):
         lo, hi = minute0 + i * 60.0, minute0 + (i + 1) * 60.0
         in_minute = [e for e in recent if lo <= e.updated < hi]
+        ended = Counter(e.state for e in in_minute)
         per_minute.append(
-            {
-                "minute": time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(lo)),
-                "completed": sum(1 for e in in_minute if e.state == jobs.COMPLETED),
-                "failed": sum(1 for e in in_minute if e.state == jobs.FAILED),
-            }
+            {"minute": time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime(lo))} | {str(s): ended[s] for s in FINAL_STATES}
         )
 
     by_reason: dict[str, list[Job]] = {}
@@ -160,9 +174,10 @@ def render(fig: Mapping[str, Any]) -> RenderableType:
     counts = Table(title="jobs by state", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     counts.add_column("state")
     counts.add_column("jobs", justify="right")
-    styles = {"completed": "green", "failed": "red", "queued": "cyan", "claimed": "yellow", "submitted": "yellow"}
     for state, n in fig["counts"].items():
-        counts.add_row(Text(state, style=styles.get(state, "")), f"{n:,}")
+        if state in QUIET_STATES and not n:
+            continue
+        counts.add_row(Text(state, style=STATE_STYLES.get(state, "")), f"{n:,}")
     counts.add_row(Text("open", style="bold"), Text(f"{fig['open']:,}", style="bold"))
     counts.add_row(Text("all", style="dim"), Text(f"{fig['total']:,}", style="dim"))
 
@@ -170,10 +185,11 @@ def render(fig: Mapping[str, Any]) -> RenderableType:
         title="finished per minute", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
     )
     rate.add_column("minute (UTC)")
-    rate.add_column("completed", justify="right")
-    rate.add_column("failed", justify="right")
+    columns = [str(s) for s in FINAL_STATES if s not in QUIET_STATES or any(r.get(s) for r in fig["per_minute"])]
+    for column in columns:
+        rate.add_column(column, justify="right")
     for row in fig["per_minute"]:
-        rate.add_row(row["minute"][11:16], str(row["completed"]), str(row["failed"]))
+        rate.add_row(row["minute"][11:16], *(str(row.get(c, 0)) for c in columns))
 
     side = Table.grid(padding=(0, 4))
     side.add_row(counts, rate)

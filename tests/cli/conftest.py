@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bgremove import naming
+from bgremove import jobs, naming
 from offline_cloud.stack import ROOT
 from tests.conftest import FAST_RETRIES, start_stack
 from tests.support import StackClient, wait_for
@@ -101,7 +101,7 @@ class Cli:
 
         def all_final() -> bool:
             states = self.listed_states()
-            return all(states.get(i) in ("completed", "failed") for i in ids)
+            return all(states.get(i) in jobs.FINAL_STATES for i in ids)
 
         wait_for(all_final, timeout, f"{len(ids)} jobs to end", interval=0.5)
         return self.records(ids)

@@ -62,7 +62,8 @@ def test_backfill_of_1000_existing_objects_gives_each_exactly_one_outcome_and_a_
     figures = cli.json("status")
     expected = Counter(job["state"] for job in everything.values())
     assert figures["counts"] == {
-        s: expected.get(s, 0) for s in ("queued", "claimed", "submitted", "completed", "failed")
+        s: expected.get(s, 0)
+        for s in ("queued", "claimed", "submitted", "completed", "failed", "superseded", "removed")
     }
     assert figures["total"] == len(everything)
     assert figures["open"] == 0 and figures["eta_seconds"] == 0.0
@@ -132,8 +133,12 @@ def test_retry_of_injected_failures_completes_them_once_the_fault_is_off(cli: Cl
         assert states[-1] == "completed"
     assert cli.json("retry")["matching"] == 0, "nothing left to retry"
 
-    shown = cli.json("show", "gs://uploads/flaky/00.jpg")
-    assert shown["state"] == "completed" and shown["output_uri"].startswith("gs://processed/flaky/00.png#")
+    [shown] = cli.json("show", "gs://uploads/flaky/00.jpg")  # the name's one generation
+    assert (shown["state"], shown["live"], shown["generation"]) == ("completed", True, uploads["flaky/00.jpg"])
+    assert shown["outputs"][0]["uri"].startswith("gs://processed/flaky/00.png#")
+    assert len(shown["prediction_ids"]) == 2
+    record = cli.json("show", f"gs://uploads/flaky/00.jpg#{uploads['flaky/00.jpg']}")
+    assert record["job_id"] == shown["job_id"] and record["output_uri"] == shown["outputs"][0]["uri"]
     text = cli.run("show", f"gs://uploads/flaky/00.jpg#{uploads['flaky/00.jpg']}")
     assert text.code == 0
     assert "operator retry" in text.stdout and "prediction_failed" in text.stdout and shown["job_id"] in text.stdout
@@ -260,7 +265,7 @@ def test_a_terraform_environment_uses_the_same_code_with_the_outputs_as_settings
 
 
 def test_backfilled_object_with_a_bad_background_override_fails_before_any_prediction(cli: Cli) -> None:
-    """Last in the file: it leaves a failed job, which `retry` above must not see.
+    """After `retry`'s test: it leaves a failed job, which `retry` above must not see.
 
     Backfill and uploads share one admission decision (bgremove.admission.decide): an override
     that could never be applied is a failure record at admission, and no prediction is paid for."""
@@ -272,3 +277,79 @@ def test_backfilled_object_with_a_bad_background_override_fails_before_any_predi
     record = cli.records([job_id])[job_id]
     assert (record["state"], record["reason"]) == ("failed", "bad_metadata")
     assert "bgremove-background" in record["error"] and record["prediction_ids"] == [] and record["attempts"] == 0
+
+
+def test_show_follows_a_replaced_name_through_its_generations_and_status_counts_superseded_and_removed(
+    cli: Cli,
+) -> None:
+    """Last in the file, after the failure-counting tests: it leaves superseded and removed jobs.
+
+    The trigger is detached, so each generation is admitted by `backfill`, the operator's path,
+    with the submission queue paused meanwhile: the first generation's job is still queued when the
+    name is replaced (and `b.jpg`'s when it is deleted), so on `resume` its submission task finds a
+    newer generation live and settles it `superseded` (`removed`) without calling the API, whatever
+    the machine's speed. (The relay's /events could deliver the finalize events instead, but would
+    race each job against the replacement; it has no `deleted` trigger in this stack either.)"""
+    bucket = cli.stack.info.upload_bucket
+    assert cli.json("pause")["paused"] is True
+    try:
+        first = cli.stack.upload("generations/a.jpg", small_jpeg(), "image/jpeg")
+        assert cli.json("backfill", "gs://uploads/generations/")["admitted"] == 1
+        second = cli.stack.upload("generations/a.jpg", small_jpeg(), "image/jpeg")  # replaced while queued
+        deleted = cli.stack.upload("generations/b.jpg", small_jpeg(), "image/jpeg")
+        again = cli.json("backfill", "gs://uploads/generations/")
+        assert (again["admitted"], again["already_had_job"]) == (2, 0), "a new generation is a new job"
+        cli.stack.gcs.bucket(bucket).blob("generations/b.jpg").delete()  # deleted while queued
+    finally:
+        assert cli.json("resume")["paused"] is False
+    ids = {
+        "first": cli.job_ids({"generations/a.jpg": first})["generations/a.jpg"],
+        "second": cli.job_ids({"generations/a.jpg": second})["generations/a.jpg"],
+        "deleted": cli.job_ids({"generations/b.jpg": deleted})["generations/b.jpg"],
+    }
+    records = cli.wait_final(ids.values(), timeout=60)
+    assert {k: records[v]["state"] for k, v in ids.items()} == {
+        "first": "superseded", "second": "completed", "deleted": "removed",
+    }  # fmt: skip
+    assert records[ids["first"]]["prediction_ids"] == [] and records[ids["deleted"]]["prediction_ids"] == []
+
+    shown = cli.json("show", "gs://uploads/generations/a.jpg")
+    assert [(r["generation"], r["state"], r["live"]) for r in shown] == [
+        (second, "completed", True), (first, "superseded", False),
+    ]  # fmt: skip
+    newest, oldest = shown
+    assert newest["job_id"] == ids["second"] and newest["prediction_ids"] == records[ids["second"]]["prediction_ids"]
+    assert [o["uri"] for o in newest["outputs"]] == [
+        f"gs://processed/{o['object']}#{o['generation']}" for o in records[ids["second"]]["outputs"]
+    ]
+    assert newest["outputs"] and newest["ended_at"] is not None
+    output = cli.stack.processed(newest["outputs"][0]["object"])
+    assert output is not None and int(output.generation) == newest["outputs"][0]["generation"]
+    # Given the output, its job: the one that wrote it.
+    assert cli.json("show", f"gs://processed/{newest['outputs'][0]['object']}")["job_id"] == ids["second"]
+    assert (oldest["reason"], oldest["outputs"], oldest["prediction_ids"]) == ("superseded", [], [])
+    assert str(second) in oldest["error"] and oldest["ended_at"] is not None
+
+    text = cli.run("show", "gs://uploads/generations/a.jpg")
+    assert text.code == 0, text.stderr
+    assert "2 generations with a job" in text.stdout and f"live generation: {second}" in text.stdout
+    assert text.stdout.index(f"#{second}  completed  live") < text.stdout.index(f"#{first}  superseded")
+
+    gone = cli.json("show", "gs://uploads/generations/b.jpg")
+    assert [(r["generation"], r["state"], r["live"]) for r in gone] == [(deleted, "removed", False)]
+    assert "live generation: none" in cli.run("show", "gs://uploads/generations/b.jpg").stdout
+    # One generation, as before: the record itself.
+    one = cli.json("show", f"gs://uploads/generations/a.jpg#{first}")
+    assert (one["state"], one["job_id"]) == ("superseded", ids["first"])
+
+    # status counts the new states, as finished work, not failures.
+    everything = cli.records(cli.listed_states())
+    expected = Counter(job["state"] for job in everything.values())
+    figures = cli.json("status")
+    assert figures["counts"]["superseded"] == expected["superseded"] >= 1
+    assert figures["counts"]["removed"] == expected["removed"] >= 1
+    assert figures["counts"] == {s: expected.get(s, 0) for s in figures["counts"]}
+    assert figures["finished"] == sum(expected[s] for s in ("completed", "failed", "superseded", "removed"))
+    assert figures["failures"]["total"] == expected["failed"]
+    assert figures["open"] == 0 and figures["eta_seconds"] == 0.0
+    assert sum(m["superseded"] + m["removed"] for m in figures["per_minute"]) >= 2

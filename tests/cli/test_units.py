@@ -3,15 +3,19 @@ the Terraform outputs it reads and the one-line errors. No processes."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from collections.abc import Callable
+from typing import Any
 
 import click
 import pytest
 from google.api_core import exceptions as gexc
+from rich.console import Console
 
 from bgremove import jobs
 from bgremove.jobs import Source
-from bgremove_cli import admission, status
+from bgremove_cli import admission, generations, status
 from bgremove_cli.__main__ import Duration
 from bgremove_cli.cloud import JobEntry, QueueInfo
 from bgremove_cli.failures import explain
@@ -69,7 +73,9 @@ def test_status_counts_states_and_measures_the_rate_over_the_work_in_sight() -> 
     )
     fig = status.compute(entries, {}, QUEUE, now, window_minutes=5)
 
-    assert fig["counts"] == {"queued": 40, "claimed": 0, "submitted": 0, "completed": 31, "failed": 6}
+    assert fig["counts"] == {
+        "queued": 40, "claimed": 0, "submitted": 0, "completed": 31, "failed": 6, "superseded": 0, "removed": 0,
+    }  # fmt: skip
     assert (fig["open"], fig["total"], fig["finished"]) == (40, 77, 37)
     # 36 ended within the window, and the work in sight began 60 s ago: 36 a minute.
     assert fig["rate_window_seconds"] == 60.0
@@ -78,6 +84,55 @@ def test_status_counts_states_and_measures_the_rate_over_the_work_in_sight() -> 
     assert fig["eta_seconds"] == pytest.approx(40 / 36 * 60, abs=0.1)
     assert sum(m["completed"] for m in fig["per_minute"]) == 30
     assert fig["queue"]["depth"] == 40
+
+
+def test_status_counts_superseded_and_removed_jobs_as_finished_work_not_failures() -> None:
+    now = 1000.0
+    entries = (
+        [entry("completed", 940.0, 960.0 + i, i) for i in range(20)]
+        + [entry("superseded", 940.0, 965.0, 100 + i) for i in range(6)]
+        + [entry("removed", 940.0, 975.0, 200 + i) for i in range(4)]
+        + [entry("failed", 940.0, 970.0, 300 + i) for i in range(2)]
+        + [entry("queued", 950.0, 950.0, 400 + i) for i in range(30)]
+        + [entry("mystery", 950.0, 950.0, 500)]
+    )
+    b = jobs.failed(jobs.new_queued(Source("uploads", "b.jpg", 1), "v1", 1, 60), "too_large", "big", 90.0)
+    fig = status.compute(entries, {"b": b}, QUEUE, now, window_minutes=5)
+
+    assert fig["counts"] == {
+        "queued": 30, "claimed": 0, "submitted": 0, "completed": 20, "failed": 2, "superseded": 6, "removed": 4,
+        "unknown": 1,
+    }  # fmt: skip
+    # All four final states are finished; the one unknown state is neither open nor finished.
+    assert (fig["open"], fig["finished"], fig["total"]) == (30, 32, 63)
+    assert fig["completed_per_minute"] == 20.0 and fig["finished_per_minute"] == 32.0
+    assert fig["eta_basis"] == "observed rate"
+    assert fig["eta_seconds"] == pytest.approx(30 / 32 * 60, abs=0.1)
+    minutes = fig["per_minute"]
+    assert set(minutes[-1]) == {"minute", "completed", "failed", "superseded", "removed"}
+    assert [sum(m[s] for m in minutes) for s in ("completed", "failed", "superseded", "removed")] == [20, 2, 6, 4]
+    # Failures are `failed` jobs only: a superseded or removed job is not a failure to retry.
+    assert fig["failures"]["total"] == 2
+    assert [g["reason"] for g in fig["failures"]["by_reason"]] == ["too_large"]
+
+
+def render_text(fig: dict[str, Any]) -> str:
+    console = Console(width=100, record=True, color_system=None, file=io.StringIO())
+    console.print(status.render(fig))
+    return console.export_text()
+
+
+def test_status_screen_shows_superseded_and_removed_only_when_there_are_any() -> None:
+    quiet = render_text(status.compute([entry("completed", 990.0, 995.0)], {}, QUEUE, 1000.0))
+    assert "completed" in quiet and "superseded" not in quiet and "removed" not in quiet
+
+    entries = [entry("completed", 990.0, 995.0), entry("superseded", 990.0, 996.0, 1), entry("removed", 990, 997, 2)]
+    screen = render_text(status.compute(entries, {}, QUEUE, 1000.0))
+    counts = {line.split()[0]: line.split()[1] for line in screen.splitlines() if line[:1].isalpha()}
+    assert (counts["superseded"], counts["removed"], counts["all"]) == ("1", "1", "3")
+    header = next(line for line in screen.splitlines() if "minute (UTC)" in line)
+    assert header.split()[-4:] == ["completed", "failed", "superseded", "removed"]
+    assert "3/3  100.0%" in screen
 
 
 def test_status_eta_falls_back_to_the_queue_rate_and_says_when_paused() -> None:
@@ -183,3 +238,138 @@ def test_errors_become_one_line_naming_the_step(exc: Exception, expected: str) -
     assert "\n" not in message
     if "permission" in expected:
         assert message.endswith("the account needs roles/cloudtasks.queueAdmin")
+
+
+# --- show: a name through its generations ---------------------------------------------------------
+
+
+def generation_job(generation: int, state: str, ended: float, name: str = "photos/a.jpg") -> jobs.Job:
+    """A job of gs://uploads/NAME#GENERATION that ended `state` at `ended`."""
+    job = jobs.new_queued(Source("uploads", name, generation, "image/jpeg", 1000), "v1", ended - 10, 3600)
+    if state == "superseded":
+        return jobs.superseded(job, f"gs://uploads/{name} is now generation {generation + 1}", ended)
+    job = jobs.submitted(jobs.claim(job, ended - 9, 300, "submission task"), f"p{generation}", ended - 8, 900)
+    if state == "submitted":
+        return job
+    written = (
+        {"variant": "cutout", "object": "photos/a.png", "generation": generation * 10},
+        {"variant": "white", "object": "photos/a.white.jpg", "generation": generation * 10 + 1},
+    )
+    job = jobs.completed(job, f"p{generation}", "photos/a.png", generation * 10, ended)
+    job = dataclasses.replace(job, outputs=written)
+    if state == "removed":
+        return jobs.removed(job, "the upload was deleted", ended + 5, written[:1])
+    return job
+
+
+def listing_entry(job: jobs.Job, updated: float, source: str = "") -> JobEntry:
+    return JobEntry(job.job_id, job.state, 1, job.created_at, updated, source)
+
+
+def test_show_plan_reads_the_kept_generations_and_a_bounded_scan_of_the_records_that_name_no_upload() -> None:
+    old, replaced, live = (
+        generation_job(g, s, 100.0 * g) for g, s in ((1, "completed"), (2, "superseded"), (3, "completed"))
+    )
+    others = [generation_job(10 + i, "completed", 50.0 + i, name=f"other/{i}.jpg") for i in range(6)]
+    entries = [listing_entry(j, j.updated_at) for j in (old, replaced, live, *others)]
+
+    # A bucket without versioning keeps only the live generation: one record known, the rest scanned.
+    p = generations.plan(entries, "uploads", "photos/a.jpg", [3], scan=4)
+    assert p.read[0] == live.job_id
+    assert (p.from_versions, p.from_metadata, p.scanned, p.unread, p.listed) == (1, 0, 4, 4, 9)
+    # The most recently changed first: this name's two older jobs, then the newest of the others.
+    assert p.read[1:3] == (replaced.job_id, old.job_id)
+    assert not p.complete
+    assert "the 4 least recently changed were not read" in generations.coverage(p, "uploads")
+
+    # With versioning every generation is known: each is one read; generations without a record cost none.
+    p = generations.plan(entries, "uploads", "photos/a.jpg", [3, 2, 1, 99], scan=0)
+    assert p.read == (live.job_id, replaced.job_id, old.job_id)
+    assert (p.from_versions, p.scanned, p.unread) == (3, 0, 6)
+
+    p = generations.plan(entries, "uploads", "photos/a.jpg", [], scan=1000)
+    assert (p.scanned, p.unread) == (9, 0) and p.complete
+
+
+def test_show_plan_matches_records_by_their_listing_metadata_without_reading_the_others() -> None:
+    mine = [generation_job(g, "completed", 100.0 * g) for g in (1, 2)]
+    theirs = generation_job(5, "completed", 900.0, name="other.jpg")
+    entries = [listing_entry(j, j.updated_at, j.source.uri) for j in (*mine, theirs)]
+    entries.append(listing_entry(generation_job(7, "completed", 50.0, name="legacy.jpg"), 50.0))  # written before
+    forged = JobEntry(f"{9:064x}", "completed", 1, 0.0, 999.0, "gs://uploads/photos/a.jpg#3")  # digest disagrees
+    entries.append(forged)
+
+    assert generations.listed_source(entries[0]) == ("uploads", "photos/a.jpg", 1)
+    assert generations.listed_source(forged) is None
+    p = generations.plan(entries, "uploads", "photos/a.jpg", [], scan=10)
+    assert p.read[:2] == (mine[1].job_id, mine[0].job_id)  # newest generation first
+    assert set(p.read[2:]) == {forged.job_id, entries[3].job_id}  # only the records that name nothing are read
+    assert (p.from_metadata, p.scanned, p.unread) == (2, 2, 0)
+    assert "2 named by their listing metadata" in generations.coverage(p, "uploads")
+
+
+def test_show_rows_list_generations_newest_first_with_states_outputs_and_the_live_one() -> None:
+    old, replaced, live = (
+        generation_job(g, s, 100.0 * g) for g, s in ((1, "completed"), (2, "superseded"), (3, "submitted"))
+    )
+    stranger = generation_job(4, "completed", 400.0, name="photos/b.jpg")
+    loaded = {j.job_id: (j, 1) for j in (replaced, stranger, old, live)}
+    found = generations.select(loaded, "uploads", "photos/a.jpg")
+    assert [j.source.generation for j in found] == [3, 2, 1]
+
+    rows = generations.rows(found, 3, "processed")
+    assert [(r["generation"], r["state"], r["live"]) for r in rows] == [
+        (3, "submitted", True), (2, "superseded", False), (1, "completed", False),
+    ]  # fmt: skip
+    assert rows[0]["ended_at"] is None and rows[0]["prediction_ids"] == ["p3"]
+    assert rows[1]["reason"] == "superseded" and "now generation 3" in rows[1]["error"]
+    assert rows[1]["outputs"] == [] and rows[1]["prediction_ids"] == []
+    assert rows[1]["ended_at"] == "1970-01-01T00:03:20.000Z"
+    assert [o["uri"] for o in rows[2]["outputs"]] == [
+        "gs://processed/photos/a.png#10",
+        "gs://processed/photos/a.white.jpg#11",
+    ]
+    assert rows[2]["outputs"][0]["replaced_by_generation"] is None  # generation 3 has written nothing yet
+
+
+def test_show_rows_mark_outputs_a_newer_generation_replaced_and_those_deleted_with_the_upload() -> None:
+    first, second = generation_job(1, "completed", 100.0), generation_job(2, "removed", 200.0)
+    rows = generations.rows([second, first], None, "processed")
+    assert [r["live"] for r in rows] == [False, False]
+    assert rows[0]["state"] == "removed" and rows[0]["ended_at"] == "1970-01-01T00:03:25.000Z"
+    assert [(o["object"], o["deleted"]) for o in rows[0]["outputs"]] == [("photos/a.png", True)]
+    # A removed job's outputs are gone, so they replace nothing; a completed newer one's do.
+    assert [o["replaced_by_generation"] for o in rows[1]["outputs"]] == [None, None]
+    newer = generation_job(2, "completed", 200.0)
+    rows = generations.rows([newer, first], 2, "processed")
+    assert [o["replaced_by_generation"] for o in rows[1]["outputs"]] == [2, 2]
+
+    legacy = dataclasses.replace(first, outputs=())  # a record from before variants: output_name only
+    assert [o["uri"] for o in generations.rows([legacy], 1, "p")[0]["outputs"]] == ["gs://p/photos/a.png#10"]
+
+
+def test_show_screen_says_which_generation_is_live() -> None:
+    found = [generation_job(2, "completed", 200.0), generation_job(1, "superseded", 100.0)]
+    p = generations.plan([listing_entry(j, j.updated_at) for j in found], "uploads", "photos/a.jpg", [2], 10)
+    console = Console(width=160, record=True, color_system=None, file=io.StringIO())
+
+    def screen(live: int | None) -> str:
+        rows = generations.rows(found, live, "processed")
+        has_job = any(r["live"] for r in rows)
+        console.print(
+            generations.render("gs://uploads/photos/a.jpg", rows, live, has_job, generations.coverage(p, "uploads"))
+        )
+        return console.export_text()
+
+    text = screen(2)
+    assert "gs://uploads/photos/a.jpg: 2 generations with a job, newest first" in text
+    assert "live generation: 2" in text
+    assert "#2  completed  live  ended 1970-01-01 00:03:20.000 UTC" in text
+    assert "#1  superseded  ended 1970-01-01 00:01:40.000 UTC" in text
+    assert "  why          gs://uploads/photos/a.jpg is now generation 2" in text
+    assert "  outputs      gs://processed/photos/a.png#20 (cutout)" in text
+    assert text.index("#2  completed") < text.index("#1  superseded")
+    assert "job records (2 listed): 1 found by the generations gs://uploads keeps; 1 of the other 1 read" in text
+    assert "  job          " + found[0].job_id in text  # on one line in 100 columns
+    assert "live generation: none (the upload does not exist now)" in screen(None)
+    assert "live generation: 3, which has no job yet (`bgremove backfill" in screen(3)
