@@ -422,7 +422,9 @@ class JobStore:
         """Replace the record only if it is still at `generation` (0: only if there is none);
         raises errors.Conflict otherwise. Transitions go through `update`, which calls this."""
         name = naming.job_record_name(job.job_id)
-        summary = {"state": job.state, "due_at": f"{job.due_at:.3f}"}
+        # Listing metadata: `bgremove status` counts states and `bgremove show` finds a name's
+        # generations from the listing alone, without reading records.
+        summary = {"state": job.state, "due_at": f"{job.due_at:.3f}", "source": job.source.uri}
         try:
             written = self.objects.write_json(self.bucket, name, job.to_json(), generation, summary)
         except errors.PreconditionFailed as exc:
