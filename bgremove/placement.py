@@ -1,8 +1,8 @@
 """Where a job's outputs may go, decided from what the output name holds: the newest generation of
 an upload wins, and nothing but this pipeline's own outputs for the same source name is replaced.
 
-Each output object records the upload it was made from (`bgremove-source`, the gs:// name, and
-`bgremove-source-generation`). A job writing an output judges what is there (`judge`): nothing
+Each output object records the upload it was made from in its custom metadata (`keys.SOURCE`, the
+gs:// name, and `keys.SOURCE_GENERATION`). A job writing an output judges what is there (`judge`): nothing
 (create it, only if still absent), its own output (a redelivery: keep it), an output of an older
 generation of the same upload (replace it, only if it is still that object generation), an
 output of a newer generation (this job is superseded: write nothing), or anything else — a user's

@@ -33,8 +33,8 @@ A variant that is a PNG with a transparent background and no crop, canvas, max_s
 `passthrough`: the model's PNG is stored byte for byte and never decoded (the default is one).
 
 Per upload, custom metadata can change what is produced (`overrides_from_metadata`):
-`bgremove-background` ("transparent" or "#RRGGBB") sets the background of every variant of that
-upload except masks, and `bgremove-variants` (a comma-separated list of configured names) produces
+`keys.BACKGROUND` ("transparent" or "#RRGGBB") sets the background of every variant of that
+upload except masks, and `keys.VARIANTS` (a comma-separated list of configured names) produces
 only those.
 
 Object names (`variant_object_name`): the first configured variant keeps today's name, the upload's

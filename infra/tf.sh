@@ -5,6 +5,7 @@
 #   infra/tf.sh deploy ENV [terraform apply args...]  init, then apply (asks for approval)
 #   infra/tf.sh bootstrap ENV                         init, then create only the APIs and the
 #                                                     (empty) secrets, before their values exist
+#                                                     (the notify secret only with notify_url)
 #
 # ENV is a directory under infra/envs (dev, prod). TF_STATE_BUCKET=<bucket> overrides the
 # backend's placeholder bucket (-backend-config); TERRAFORM=<binary> picks another binary
@@ -62,6 +63,7 @@ case "$action" in
       -target=module.pipeline.google_project_service.enabled \
       -target=module.pipeline.google_secret_manager_secret.api_token \
       -target=module.pipeline.google_secret_manager_secret.webhook_secret \
+      -target=module.pipeline.google_secret_manager_secret.notify_secret \
       "$@"
     ;;
 esac

@@ -9,7 +9,9 @@ push subscription would. Each notification becomes its CloudEvent type (`finaliz
 `archived`, `metadataUpdated`) and goes to the triggers of that type, each delivery on its own, as
 separate Eventarc triggers: `finalized` to `--target` (on_upload), any type to the URLs given with
 `--trigger TYPE=URL`; an event no trigger takes is logged as `detached`. Deliveries are POSTed in
-CloudEvents binary content mode. Every attempt and final outcome is appended to a JSON-lines
+CloudEvents binary content mode, the object's data completed as Google's events carry it (with
+`--storage-url`, the delivery headers the emulator's notifications omit are read from the object
+before the first attempt). Every attempt and final outcome is appended to a JSON-lines
 delivery log, and an admin HTTP endpoint serves it (and takes fault settings) for tests.
 
 By default the timing is production's: a failed delivery is retried with exponential backoff from
@@ -41,6 +43,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import requests
@@ -97,6 +100,9 @@ class RelaySettings:
     workers: int = 8
     log_file: Path | None = None
     deliver: bool = True
+    # The storage emulator's URL: the object fields its notifications leave out (COMPLETED_FIELDS)
+    # are read from it before an event's first attempt. Empty: events carry what was notified.
+    storage_url: str = ""
 
 
 @dataclass
@@ -226,6 +232,8 @@ class Relay:
         """One POST; then the final outcome, or the next attempt put on the retry heap."""
         s = self.settings
         event = delivery.event
+        if not delivery.attempts and s.storage_url:
+            delivery.body = json.dumps(self._completed(event["data"], event["type"])).encode()
         delivery.attempts += 1
         began = time.monotonic()
         try:
@@ -258,6 +266,24 @@ class Relay:
             # Retention ends before the next attempt would be made: Pub/Sub discards the message.
             return self._final(delivery, "dropped", "max_age")
         self._schedule(delivery, time.monotonic() + backoff)
+
+    def _completed(self, data: dict[str, Any], type_: str) -> dict[str, Any]:
+        """`data` with the fields of COMPLETED_FIELDS the notification left out, read from the
+        storage emulator while that generation is live (after it, the event stays as notified).
+        Read here, in a delivery worker, never while the emulator waits for its Publish."""
+        missing = [key for key in COMPLETED_FIELDS if key not in data]
+        bucket, name, generation = data.get("bucket"), data.get("name"), data.get("generation")
+        if type_ not in (FINALIZED, METADATA_UPDATED) or not missing or not (bucket and name and generation):
+            return data
+        url = f"{self.settings.storage_url}/storage/v1/b/{quote(str(bucket), safe='')}/o/{quote(str(name), safe='')}"
+        try:
+            response = self._session.get(url, params={"generation": generation}, timeout=5)
+            found = response.json() if response.status_code == 200 else {}
+        except (requests.RequestException, ValueError):
+            found = {}
+        if not isinstance(found, dict) or str(found.get("generation")) != str(generation):
+            return data
+        return {**data, **{key: found[key] for key in missing if key in found}}
 
     def _backoff(self, attempts: int) -> float:
         """Exponential from the minimum, with jitter, kept within [minimum, maximum]."""
@@ -412,6 +438,9 @@ def storage_event(
 
 
 _TIME_FIELDS = ("timeCreated", "updated", "timeStorageClassUpdated", "timeDeleted")
+# Object fields Google's storage events carry (they are the object resource) and fake-gcs-server's
+# notifications leave out: the delivery headers an object is served with.
+COMPLETED_FIELDS = ("cacheControl", "contentDisposition", "contentLanguage", "contentEncoding", "customTime")
 
 
 def storage_object(resource: dict[str, Any]) -> dict[str, Any]:
@@ -539,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-age", type=float, default=DEFAULT_MAX_AGE_SECONDS, help="seconds of retention (default: 24 h)"
     )
     parser.add_argument("--log-file", type=Path)
+    parser.add_argument(
+        "--storage-url", default="", help="the storage emulator, to complete the object fields its notifications omit"
+    )
     parser.add_argument("--faults", default="{}", help='JSON, e.g. {"duplicate_rate": 0.1}')
     parser.add_argument(
         "--detached", action="store_true", help="no trigger: answer Publish, log each event, deliver nothing"
@@ -570,6 +602,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RelaySettings, dict[str, 
         max_age_seconds=args.max_age,
         log_file=args.log_file,
         deliver=not args.detached,
+        storage_url=args.storage_url,
     )
     return settings, json.loads(args.faults), args.grpc_port, args.admin_port
 

@@ -311,7 +311,14 @@ class Stack:
         self._spawn(
             "eventarc-relay",
             relay_command(
-                o, ports["pubsub"], ports["relay"], trigger_url, deliveries, event_trigger_urls, ports["pubsub-rest"]
+                o,
+                ports["pubsub"],
+                ports["relay"],
+                trigger_url,
+                deliveries,
+                event_trigger_urls,
+                ports["pubsub-rest"],
+                storage_url=gcs_url,
             ),
             logs_dir,
         )
@@ -526,10 +533,12 @@ def relay_command(
     log_file: Path,
     event_triggers: dict[str, str] | None = None,
     rest_port: int = 0,
+    storage_url: str = "",
 ) -> list[str]:
     """The Eventarc relay's command line: every timing passed, so the stack's options are the truth;
     `trigger_url` takes finalized events, and `event_triggers` maps more event types to URLs. The
-    relay's process serves the Pub/Sub emulator on `grpc_port`, and its REST API on `rest_port`."""
+    relay's process serves the Pub/Sub emulator on `grpc_port`, and its REST API on `rest_port`;
+    `storage_url` is the storage emulator, whose objects complete what its notifications omit."""
     argv = [
         sys.executable, "-m", "offline_cloud.eventarc_relay",
         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), "--admin-port", str(admin_port),
@@ -538,6 +547,7 @@ def relay_command(
         "--max-attempts", str(o.relay_max_attempts), "--max-age", str(o.relay_max_age_seconds),
         "--log-file", str(log_file),
         "--faults", json.dumps(o.relay_faults), "--topic", eventarc_relay.NOTIFICATION_TOPIC,
+        "--storage-url", storage_url,
     ]  # fmt: skip
     for type_, url in (event_triggers or {}).items():
         argv += ["--trigger", f"{type_}={url}"]

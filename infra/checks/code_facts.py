@@ -6,7 +6,11 @@
   `bgremove.tasks.EMULATOR_HOST_VARIABLE` and `bgremove.events.EMULATOR_HOST_VARIABLE`
   (tests/unit/test_config.py checks there is no other);
 - main.py's entry points: main imported in a subprocess with a minimal valid environment, then
-  functions_framework's registry read, which its decorators fill as they run.
+  functions_framework's registry read, which its decorators fill as they run;
+- the storage event types each event entry point handles (`bgremove.admission.FINALIZED`,
+  `bgremove.removal.DELETED` and `ARCHIVED`);
+- where each kind of task goes: bgremove.tasks' task makers run on a configuration of marked
+  values, so the queue and the URL of every kind name the settings they come from.
 
 A rename in the core then fails here at import, or changes what these return, instead of
 silently defeating a source pattern.
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from bgremove import config, events, tasks
+from bgremove import admission, config, events, removal, tasks
 from bgremove.config import Setting
 
 CODE_ROOT = Path(config.__file__).resolve().parents[1]  # the checkout that holds main.py and bgremove/
@@ -41,6 +45,37 @@ def settings() -> tuple[Setting, ...]:
 def dispatch_deadline_seconds() -> float:
     """Read when called (not at import), so a test can change the constant and see a check fail."""
     return tasks.DISPATCH_DEADLINE_SECONDS
+
+
+def storage_event_types() -> dict[str, frozenset[str]]:
+    """{entry point: the storage event types its code handles (others it ignores)}."""
+    return {
+        "on_upload": frozenset({admission.FINALIZED}),
+        "on_delete": frozenset({removal.DELETED, removal.ARCHIVED}),
+    }
+
+
+def task_routes() -> dict[str, tuple[str, str]]:
+    """{task kind: (the setting its queue comes from, the setting its URL comes from)}, read by
+    making one task of each kind (bgremove.tasks.submit_task, deadline_task, notify_task) on a
+    configuration whose every queue and URL is a marked value ("?" when none matches)."""
+    marked = {s.env: f"mark-{s.field}" for s in settings() if s.required}
+    queues = {
+        s.env: f"projects/p/locations/l/queues/mark-{s.field.replace('_', '-')}"
+        for s in settings()
+        if s.kind == "queue"
+    }
+    urls = {s.env: f"https://mark-{s.field.replace('_', '-')}.example" for s in settings() if s.kind == "url"}
+    environ = marked | queues | urls
+    environ |= {s.env: "whsec_bWFyaw==" for s in settings() if s.kind == "signing_secrets" or s.env == "NOTIFY_SECRET"}
+    cfg = config.load_config(environ)
+    made = {
+        tasks.Kind.SUBMIT: tasks.submit_task("job", "task", cfg),
+        tasks.Kind.DEADLINE: tasks.deadline_task("job", "task", 0.0, cfg),
+        tasks.Kind.NOTIFY: tasks.notify_task("job", "task", {}, cfg),
+    }
+    by_value = {value: name for name, value in environ.items()}
+    return {kind.value: (by_value.get(task.queue, "?"), by_value.get(task.url, "?")) for kind, task in made.items()}
 
 
 def offline_variables() -> dict[str, str]:

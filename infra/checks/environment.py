@@ -8,7 +8,10 @@ imported) against the environment Terraform gives each function.
   and where its validation declares bounds or choices they are the table's;
 - WEBHOOK_URL is the webhook function's URL, SIGNING_SERVICE_ACCOUNT the function's own account;
 - per function: exactly the environment and secrets its entry point needs, and nothing the code
-  reads only offline (the emulator hosts).
+  reads only offline (the emulator hosts);
+- settings config.py checks together at start (`agrees_with` in the table) are set together;
+- each mounted secret is readable by the function's runtime account (secretAccessor on that
+  secret), by no other account, and mounted only while the secret exists.
 """
 
 from __future__ import annotations
@@ -18,8 +21,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bgremove.config import Setting
-from infra.checks.tf_model import FUNCTION_TYPE, TfFunction, validation_of
-from infra.checks.tfparse import unwrap
+from infra.checks.tf_model import (
+    FUNCTION_TYPE,
+    SECRET_IAM_TYPE,
+    SECRET_TYPE,
+    TfFunction,
+    condition_of,
+    count_condition,
+    members_of,
+    reference,
+    validation_of,
+)
+from infra.checks.tfparse import locals_of, top_blocks, unwrap
 
 WEBHOOK_ENTRY_POINT = "on_prediction_webhook"
 # Set from resources rather than from a module variable.
@@ -34,13 +47,16 @@ COMPUTED_SETTINGS = frozenset(
         "DEADLINE_QUEUE",
         "TASK_HANDLER_URL",
         "TASKS_SERVICE_ACCOUNT",
+        "EVENTS_TOPIC",
+        "NOTIFY_QUEUE",
     }
 )
 # Emulator endpoints the Google client libraries (or our seams) read by themselves: they make
 # a client talk plaintext to a local fake without credentials, so a deployment never sets them.
 EMULATOR_VARIABLES = frozenset({"STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"})
-# The Terraform type of each kind of setting: the numbers are numbers, the rest text.
-TF_TYPES = {"whole": "number", "number": "number"}
+# The Terraform type of each kind of setting: the numbers are numbers, flags bools (Terraform
+# writes true/false into the environment, which config.py's flag reader takes), the rest text.
+TF_TYPES = {"whole": "number", "number": "number", "flag": "bool"}
 # For variables outside the table: a name with one of these words is taken for a secret.
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PRIVATE_KEY", "API_KEY")
 
@@ -249,4 +265,76 @@ def check_setting_variables(settings: Iterable[Setting], variables: Mapping[str,
                     f"variable {name}: validation {'upper-cases' if validation.upper else 'does not upper-case'} "
                     f"the value, but bgremove/config.py takes {setting.env} {how}"
                 )
+    return problems
+
+
+def check_agreeing_settings(settings: Iterable[Setting], functions: Iterable[TfFunction]) -> list[str]:
+    """A function that sets a setting also sets the ones config.py checks together with it at start
+    (`Setting.agrees_with`): NOTIFY_URL needs NOTIFY_SECRET and NOTIFY_QUEUE wherever it is set,
+    or the function stops at start as soon as notify_url is given a value."""
+    problems = []
+    for fn in functions:
+        names = set(fn.env) | set(fn.secret_env)
+        for setting in settings:
+            partners = sorted(set(setting.agrees_with) & names)
+            if partners and setting.env not in names:
+                problems.append(
+                    f"{fn.name}: sets {', '.join(partners)} but not {setting.env}, which bgremove/config.py "
+                    "checks together with it at start"
+                )
+    return problems
+
+
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+
+
+def check_secret_access(module: Mapping[str, Mapping[str, Any]], functions: Iterable[TfFunction]) -> list[str]:
+    """Each secret a function mounts is a declared google_secret_manager_secret whose
+    roles/secretmanager.secretAccessor (on the secret, never the project) its runtime account has;
+    no other account has it; and a secret created only under a condition is mounted only under it
+    (a `dynamic` block iterating the secret itself, or conditioned the same way)."""
+    functions = list(functions)
+    problems: list[str] = []
+    secrets = {b.name: b for b in top_blocks(module, "resource") if b.type == SECRET_TYPE}
+    local_values = locals_of(module)
+    readers: dict[str, set[str]] = {}
+    for block in top_blocks(module, "resource"):
+        if block.type == SECRET_IAM_TYPE and block.body.get("role") == SECRET_ACCESSOR:
+            name = reference(block.body.get("secret_id"), SECRET_TYPE, "secret_id")
+            if name is None or name not in secrets:
+                problems.append(
+                    f"{block.address}: secret_id must be {SECRET_TYPE}.<secret>.secret_id of a declared one"
+                )
+                continue
+            readers.setdefault(name, set()).update(members_of(block, local_values))
+        elif block.type in ("google_project_iam_member", "google_project_iam_binding") and (
+            str(block.body.get("role", "")).startswith("roles/secretmanager.")
+        ):
+            problems.append(f"{block.address}: {block.body.get('role')} on the whole project; grant it on the secret")
+    mounted: dict[str, set[str]] = {}
+    for fn in functions:
+        for key, mount in sorted(fn.secret_env.items()):
+            name = reference(mount.get("secret"), SECRET_TYPE, "secret_id")
+            if name is None or name not in secrets:
+                problems.append(f"{fn.name}: secret {key} is not a declared {SECRET_TYPE}'s secret_id")
+                continue
+            if fn.runtime_member is None:
+                continue
+            mounted.setdefault(name, set()).add(fn.runtime_member)
+            if fn.runtime_member not in readers.get(name, set()):
+                problems.append(
+                    f"{fn.name}: mounts {key} from {SECRET_TYPE}.{name}, but its account has no {SECRET_ACCESSOR} on it"
+                )
+            needed = count_condition(secrets[name])
+            guard = fn.secret_guards.get(key)
+            if needed is not None and guard != f"{SECRET_TYPE}.{name}" and condition_of(guard or "") != needed:
+                problems.append(
+                    f"{fn.name}: mounts {key} unconditionally, but {SECRET_TYPE}.{name} exists only when {needed}: "
+                    f'use dynamic "secret_environment_variables" {{ for_each = {SECRET_TYPE}.{name} }}'
+                )
+    for name, members in sorted(readers.items()):
+        for member in sorted(members - mounted.get(name, set())):
+            problems.append(
+                f"{SECRET_TYPE}.{name}: {SECRET_ACCESSOR} granted to {member}, which mounts it in no function"
+            )
     return problems

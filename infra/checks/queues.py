@@ -1,7 +1,11 @@
 """Cloud Tasks: the queues, their task handler and the grants around them.
 
-- SUBMIT_QUEUE and DEADLINE_QUEUE are the paths of the queue resources, whose rate and retry
-  settings come from module variables;
+- SUBMIT_QUEUE, DEADLINE_QUEUE and NOTIFY_QUEUE are the paths of the queue resources, whose rate
+  and retry settings come from module variables and which set no queue-level target (each task
+  names its own URL and OIDC token); a queue created only under a condition (notify) is named
+  under that condition;
+- every kind of task (code_facts.task_routes: submit, deadline, notify) targets TASK_HANDLER_URL,
+  so the functions that set a queue also set the URL and the OIDC account;
 - TASK_HANDLER_URL is the URL of the on_task function; only a dedicated account
   (TASKS_SERVICE_ACCOUNT) may invoke it; its timeout fits the tasks' dispatch deadline
   (bgremove.tasks.DISPATCH_DEADLINE_SECONDS, through code_facts);
@@ -22,11 +26,14 @@ from infra.checks.tf_model import (
     QUEUE_TYPE,
     SA_IAM_TYPE,
     TfFunction,
+    condition_of,
+    count_condition,
     function_invokers,
+    guarded,
     members_of,
     reference,
 )
-from infra.checks.tfparse import locals_of, single, top_blocks
+from infra.checks.tfparse import Block, locals_of, single, top_blocks
 
 ENQUEUER = "roles/cloudtasks.enqueuer"
 QUEUE_VIEWER = "roles/cloudtasks.viewer"
@@ -59,21 +66,41 @@ def check_queues(
             if expression is None:
                 continue  # whether it must be set: check_function_environment
             wanted = f"{QUEUE_TYPE}.{queue}.id"
-            if expression.strip() == wanted:
+            condition, named_expression = guarded(expression)
+            needed = count_condition(declared[queue]) if queue in declared else None
+            if needed is not None:
+                # A queue that exists only when `needed` holds: `needed ? TYPE.NAME[0].id : ""`.
+                wanted = f'{needed} ? {QUEUE_TYPE}.{queue}[0].id : ""'
+                if condition == needed and named_expression == f"{QUEUE_TYPE}.{queue}[0].id":
+                    continue
+                if condition != needed and re.fullmatch(rf"{QUEUE_TYPE}\.{queue}(\[0\])?\.id", named_expression):
+                    problems.append(
+                        f"{fn.name}: {variable} = {expression}, expected {wanted} ({QUEUE_TYPE}.{queue} exists "
+                        f"only when {needed})"
+                    )
+                    continue
+            elif expression.strip() == wanted:
                 continue
-            named = re.fullmatch(rf"{QUEUE_TYPE}\.(\w+)\.(\w+)", expression.strip())
+            named = re.fullmatch(rf"{QUEUE_TYPE}\.(\w+)(?:\[0\])?\.(\w+)", named_expression)
             if named and named.group(1) not in declared:
                 why = f"{QUEUE_TYPE}.{named.group(1)} is not declared"
             elif named and named.group(2) != "id":
                 why = f"config.py needs the full path (.id), not .{named.group(2)}"
-            elif named:
+            elif named and named.group(1) != queue:
                 why = f"that is the {named.group(1)} queue"
+            elif named:
+                why = f"{QUEUE_TYPE}.{queue} always exists: name it without a condition or index"
             else:
                 why = "not a queue resource's id"
             problems.append(f"{fn.name}: {variable} = {expression}, expected {wanted} ({why})")
     locations = {fn.location_raw for fn in functions if fn.location_raw}
     for resource in declared.values():
         body = resource.body
+        if "http_target" in body:
+            problems.append(
+                f"{resource.address}: a queue-level http_target overrides the URL and OIDC token each task names "
+                "(bgremove/tasks.py); leave it out"
+            )
         if locations and str(body.get("location", "")) not in locations:
             problems.append(f"{resource.address}: location {body.get('location')!r} is not the functions' {locations}")
         for block_name, arguments in (
@@ -291,7 +318,10 @@ def check_queue_grants(
     functions = list(functions)
     problems: list[str] = []
     queues = {b.name for b in top_blocks(module, "resource") if b.type == QUEUE_TYPE}
+    local_values = locals_of(module)
     granted: dict[str, set[tuple[str, str]]] = {}  # member -> {(queue, role)}
+    # member -> the conditions its enqueuer grants hold under (None: always)
+    enqueues_when: dict[str, set[str | None]] = {}
     for block in top_blocks(module, "resource"):
         role = str(block.body.get("role", ""))
         if block.type == QUEUE_IAM_TYPE:
@@ -299,8 +329,10 @@ def check_queue_grants(
             if queue is None or queue not in queues:
                 problems.append(f"{block.address}: name must be {QUEUE_TYPE}.<queue>.name of a declared queue")
                 continue
-            for member in members_of(block):
+            for member in members_of(block, local_values):
                 granted.setdefault(member, set()).add((queue, role))
+                if role == ENQUEUER:
+                    enqueues_when.setdefault(member, set()).add(_grant_condition(block))
         elif block.type in ("google_project_iam_member", "google_project_iam_binding") and (
             role.startswith("roles/cloudtasks.") or role == SERVICE_ACCOUNT_USER
         ):
@@ -330,13 +362,17 @@ def check_queue_grants(
     }
     for account in sorted(accounts):
         users: set[str] = set()
+        acts_when: dict[str, set[str | None]] = {}  # member -> conditions of its actAs grants
         for block in top_blocks(module, "resource"):
             if (
                 block.type == SA_IAM_TYPE
                 and reference(block.body.get("service_account_id"), "google_service_account", "name") == account
             ):
                 if block.body.get("role") == SERVICE_ACCOUNT_USER:
-                    users.update(members_of(block))
+                    members = members_of(block, local_values)
+                    users.update(members)
+                    for member in members:
+                        acts_when.setdefault(member, set()).add(_grant_condition(block))
                 elif block.body.get("role") == "roles/iam.serviceAccountTokenCreator":
                     problems.append(
                         f"{block.address}: tokenCreator on {account}; enqueuing needs serviceAccountUser only"
@@ -352,8 +388,57 @@ def check_queue_grants(
                 problems.append(
                     f"{fn.name}: has {SERVICE_ACCOUNT_USER} on google_service_account.{account} but enqueues nothing"
                 )
+            # The grants hold under conditions too: actAs exactly while the function may enqueue.
+            member = fn.runtime_member or ""
+            may_enqueue, acts = enqueues_when.get(member, set()), acts_when.get(member, set())
+            if enqueues and acts and not may_enqueue:
+                problems.append(
+                    f"{fn.name}: has {SERVICE_ACCOUNT_USER} on google_service_account.{account} but no "
+                    f"{ENQUEUER} on any queue"
+                )
+            elif enqueues and None in acts and None not in may_enqueue and may_enqueue:
+                only = " or ".join(sorted(str(c) for c in may_enqueue))
+                problems.append(
+                    f"{fn.name}: has {SERVICE_ACCOUNT_USER} on google_service_account.{account} always, but may "
+                    f"enqueue only when {only}: grant it under the same condition"
+                )
+            elif enqueues and acts and None in may_enqueue and None not in acts:
+                problems.append(
+                    f"{fn.name}: enqueues always, but has {SERVICE_ACCOUNT_USER} on google_service_account.{account} "
+                    f"only when {' or '.join(sorted(str(c) for c in acts))}"
+                )
         for member in sorted(users - set(runtime)):
             problems.append(
                 f"{member} has {SERVICE_ACCOUNT_USER} on google_service_account.{account}, but no function runs as it"
             )
     return problems
+
+
+def check_task_routes(functions: Iterable[TfFunction], routes: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Every kind of task goes to the task handler, with the tasks' OIDC account.
+
+    `routes` (code_facts.task_routes) says which settings each kind's queue and URL come from.
+    Only TASK_HANDLER_URL is checked to be on_task's URL (check_task_handler) and only on_task
+    admits the OIDC identity, so every kind must target it; and a function that sets a kind's
+    queue must also set its URL and TASKS_SERVICE_ACCOUNT, or its tasks would go nowhere or
+    carry no token (Cloud Run would refuse them).
+    """
+    functions = list(functions)
+    problems = []
+    for kind, (queue, url) in sorted(routes.items()):
+        if url != "TASK_HANDLER_URL":
+            problems.append(
+                f"{kind} tasks target {url}, not TASK_HANDLER_URL: only on_task is reached by Cloud Tasks with the "
+                "tasks' OIDC token (bgremove/tasks.py)"
+            )
+        for fn in functions:
+            if queue not in fn.env:
+                continue
+            for needed in sorted({url, "TASKS_SERVICE_ACCOUNT"} - set(fn.env)):
+                problems.append(f"{fn.name}: sets {queue} but not {needed}, which its {kind} tasks need")
+    return problems
+
+
+def _grant_condition(block: Block) -> str | None:
+    """The condition an IAM block's grants hold under (its for_each's or count's), None: always."""
+    return count_condition(block) or condition_of(block.body.get("for_each", ""))

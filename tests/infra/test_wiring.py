@@ -1,5 +1,5 @@
 """The Terraform deploys what the code expects: entry points, environment, runtime, archive, access,
-queues and the task handler."""
+queues, the task handler, the events topic and the notify switch."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bgremove import config
+from bgremove import config, tasks
 from bgremove.config import Setting
-from infra.checks import access, code_facts, environment, packaging, queues, tf_model
+from infra.checks import access, code_facts, environment, events, packaging, queues, tf_model
 from infra.checks.tfparse import REPO_ROOT, locals_of, single, top_blocks, unwrap
 from tests.infra import expectations
 
@@ -63,12 +63,22 @@ def entry_points() -> code_facts.EntryPoints:
     return found
 
 
-def test_the_four_functions(functions: list[tf_model.TfFunction]) -> None:
-    by_entry = {fn.entry_point: fn for fn in functions}
-    assert len(by_entry) == len(functions) == len(EXPECTED_ENTRY_POINTS)
+def test_one_function_per_entry_point_and_on_delete_per_event_type(functions: list[tf_model.TfFunction]) -> None:
+    by_entry: dict[str, list[tf_model.TfFunction]] = {}
+    for fn in functions:
+        by_entry.setdefault(fn.entry_point or "", []).append(fn)
     assert set(by_entry) == set(EXPECTED_ENTRY_POINTS)
     for entry, kind in EXPECTED_ENTRY_POINTS.items():
-        assert (by_entry[entry].event_trigger is not None) == (kind == "cloud_event"), entry
+        assert all((fn.event_trigger is not None) == (kind == "cloud_event") for fn in by_entry[entry]), entry
+    # A function has one event_trigger: on_delete is deployed once per event type it handles.
+    assert {fn.name: (fn.event_trigger or {}).get("event_type") for fn in by_entry["on_delete"]} == {
+        "delete": "google.cloud.storage.object.v1.deleted",
+        "archive": "google.cloud.storage.object.v1.archived",
+    }
+    assert all(len(by_entry[entry]) == 1 for entry in EXPECTED_ENTRY_POINTS if entry != "on_delete")
+    (deleted, archived) = by_entry["on_delete"]
+    for attribute in ("runtime", "service_account", "env", "secret_env", "ingress", "timeout"):
+        assert getattr(deleted, attribute) == getattr(archived, attribute), attribute
 
 
 def test_main_registers_every_entry_point_with_its_decorator(entry_points: code_facts.EntryPoints) -> None:
@@ -96,12 +106,32 @@ def test_environment_read_equals_environment_set(
 
 def test_secrets_go_only_where_needed(functions: list[tf_model.TfFunction]) -> None:
     secrets = {fn.entry_point: set(fn.secret_env) for fn in functions}
+    # NOTIFY_SECRET everywhere (only while notify_url is set): config.py checks it wherever
+    # NOTIFY_URL is set, and every function needs NOTIFY_URL to enqueue its notifications.
     assert secrets == {
-        "on_upload": set(),  # it only admits into the queue; the task handler calls the API
-        "on_task": {"PREDICTIONS_API_TOKEN"},
-        "on_prediction_webhook": {"WEBHOOK_SECRETS"},
-        "reconcile": {"PREDICTIONS_API_TOKEN"},
+        "on_upload": {"NOTIFY_SECRET"},  # it only admits into the queue; the task handler calls the API
+        "on_delete": {"PREDICTIONS_API_TOKEN", "NOTIFY_SECRET"},  # cancels a replaced upload's prediction
+        "on_task": {"PREDICTIONS_API_TOKEN", "NOTIFY_SECRET"},
+        "on_prediction_webhook": {"WEBHOOK_SECRETS", "NOTIFY_SECRET"},
+        "reconcile": {"PREDICTIONS_API_TOKEN", "NOTIFY_SECRET"},
     }
+    for fn in functions:
+        assert fn.secret_guards == {"NOTIFY_SECRET": "google_secret_manager_secret.notify_secret"}, fn.name
+
+
+def test_mounted_secrets_are_readable_by_their_function_only(
+    module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
+) -> None:
+    assert environment.check_secret_access(module, functions) == []
+
+
+def test_settings_checked_together_are_set_together(
+    settings: tuple[Setting, ...], functions: list[tf_model.TfFunction]
+) -> None:
+    by_env = {s.env: s for s in settings}
+    assert "NOTIFY_URL" in by_env["NOTIFY_SECRET"].agrees_with
+    assert "NOTIFY_URL" in by_env["NOTIFY_QUEUE"].agrees_with
+    assert environment.check_agreeing_settings(settings, functions) == []
 
 
 def test_each_function_sets_exactly_what_its_entry_point_needs(
@@ -116,7 +146,10 @@ def test_each_function_sets_exactly_what_its_entry_point_needs(
 def test_offline_only_variables_are_never_set(functions: list[tf_model.TfFunction]) -> None:
     # That nothing else is read outside config.py: tests/unit/test_config.py.
     offline = code_facts.offline_variables()
-    assert offline == {"CLOUD_TASKS_EMULATOR_HOST": "bgremove/tasks.py"}, offline
+    assert offline == {
+        "CLOUD_TASKS_EMULATOR_HOST": "bgremove/tasks.py",
+        "PUBSUB_EMULATOR_HOST": "bgremove/events.py",
+    }, offline
     assert environment.check_offline_only(functions, offline) == []
     assert not any("CLOUD_TASKS_EMULATOR_HOST" in fn.env for fn in functions)
 
@@ -142,7 +175,7 @@ def test_setting_variables_validate_as_config_does(
 
 def test_webhook_url_points_at_the_webhook_function(functions: list[tf_model.TfFunction]) -> None:
     for fn in functions:
-        if fn.entry_point in ("on_task", "reconcile"):
+        if fn.entry_point in ("on_task", "reconcile", "on_delete"):  # create, read or cancel predictions
             assert fn.env["WEBHOOK_URL"] == "google_cloudfunctions2_function.webhook.service_config[0].uri"
         else:  # the webhook cannot know its own URL (a cycle); on_upload creates no prediction
             assert "WEBHOOK_URL" not in fn.env, fn.name
@@ -152,10 +185,21 @@ def test_queue_variables_point_at_the_queues(
     module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
 ) -> None:
     assert queues.check_queues(module, functions, expectations.QUEUES, tf_model.module_variables(module)) == []
-    for fn in functions:
-        if fn.entry_point != "on_prediction_webhook":
-            assert fn.env["SUBMIT_QUEUE"] == "google_cloud_tasks_queue.submit.id"
-            assert fn.env["DEADLINE_QUEUE"] == "google_cloud_tasks_queue.deadline.id"
+    for fn in functions:  # every function (runtime.task_queue wants all of them, even for notifications only)
+        assert fn.env["SUBMIT_QUEUE"] == "google_cloud_tasks_queue.submit.id"
+        assert fn.env["DEADLINE_QUEUE"] == "google_cloud_tasks_queue.deadline.id"
+        assert fn.env["NOTIFY_QUEUE"] == 'local.notify_enabled ? google_cloud_tasks_queue.notify[0].id : ""'
+
+
+def test_every_kind_of_task_goes_to_the_task_handler(functions: list[tf_model.TfFunction]) -> None:
+    routes = code_facts.task_routes()
+    assert routes == {
+        "submit": ("SUBMIT_QUEUE", "TASK_HANDLER_URL"),
+        "deadline": ("DEADLINE_QUEUE", "TASK_HANDLER_URL"),
+        "notify": ("NOTIFY_QUEUE", "TASK_HANDLER_URL"),
+    }
+    assert set(routes) == {kind.value for kind in tasks.Kind}, "a task kind the routes do not cover"
+    assert queues.check_task_routes(functions, routes) == []
 
 
 def test_queue_defaults_follow_the_api_limits(module: dict[str, dict[str, Any]]) -> None:
@@ -227,7 +271,7 @@ def test_queue_grants_are_least_privilege(
 
 def test_queues_enable_logging_and_have_no_queue_level_target(module: dict[str, dict[str, Any]]) -> None:
     queues = {b.name: b.body for b in top_blocks(module, "resource") if b.type == "google_cloud_tasks_queue"}
-    assert set(queues) == {"submit", "deadline"}
+    assert set(queues) == {"submit", "deadline", "notify"}
     for name, body in queues.items():
         assert single(body, "stackdriver_logging_config") is not None, name
         # Each task names its own URL and OIDC token (bgremove/tasks.py); a queue-level
@@ -257,3 +301,75 @@ def test_checks_import_the_settings_table(settings: tuple[Setting, ...]) -> None
     assert by_env["UPLOAD_BUCKET"].required
     assert by_env["ALLOWED_CONTENT_TYPES"].kind == "names"
     assert by_env["PREDICTIONS_API_TOKEN"].secret
+
+
+def test_deletions_are_triggered_on_the_uploads_bucket(
+    module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
+) -> None:
+    assert code_facts.storage_event_types()["on_delete"] == {
+        "google.cloud.storage.object.v1.deleted",
+        "google.cloud.storage.object.v1.archived",
+    }
+    uploads = next(b for b in top_blocks(module, "resource") if b.address == "google_storage_bucket.uploads")
+    assert unwrap((single(uploads.body, "versioning") or {}).get("enabled")) is True  # so archived comes
+    for fn in functions:
+        if fn.entry_point == "on_delete":
+            trigger = fn.event_trigger or {}
+            assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"
+            assert [unwrap(f["value"]) for f in trigger["event_filters"]] == ["google_storage_bucket.uploads.name"]
+            assert fn.service_account == "google_service_account.delete.email"
+            invokers = tf_model.function_invokers(module)[fn.name]
+            assert invokers == {"google_service_account.trigger.member"}, fn.name
+
+
+def test_events_topic_and_its_publishers(
+    module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
+) -> None:
+    assert events.check_events_topic(module, functions, expectations.PUBLISHERS) == []
+    assert {fn.env["EVENTS_TOPIC"] for fn in functions} == {"google_pubsub_topic.events.id"}
+
+
+def test_notify_queue_secret_and_grants_exist_only_with_notify_url(
+    module: dict[str, dict[str, Any]], functions: list[tf_model.TfFunction]
+) -> None:
+    assert events.check_notify_switch(module, functions) == []
+    assert tf_model.check_guarded_references(module) == []
+    assert locals_of(module)["notify_enabled"] == '${var.notify_url != ""}'
+    conditional = {
+        block.address: tf_model.count_condition(block) or tf_model.condition_of(block.body.get("for_each", ""))
+        for block in top_blocks(module, "resource")
+        if block.name.startswith(("notify", "notifiers"))
+    }
+    assert conditional == {
+        "google_cloud_tasks_queue.notify": "local.notify_enabled",
+        "google_cloud_tasks_queue_iam_member.notify_enqueuer": "local.notify_enabled",
+        "google_secret_manager_secret.notify_secret": "local.notify_enabled",
+        "google_secret_manager_secret_iam_member.notify_secret_accessor": "local.notify_enabled",
+        "google_service_account_iam_member.notifiers_act_as_tasks_invoker": "local.notify_enabled",
+    }
+
+
+def test_notify_queue_retries_suit_a_receiver_that_is_down(module: dict[str, dict[str, Any]]) -> None:
+    variables = tf_model.module_variables(module)
+    defaults = {name: variables[f"notify_queue_{name}"]["default"] for name in (
+        "max_attempts", "max_retry_duration_seconds", "min_backoff_seconds", "max_backoff_seconds", "max_doublings",
+        "max_dispatches_per_second", "max_concurrent_dispatches",
+    )}  # fmt: skip
+    assert defaults == {
+        "max_attempts": -1,
+        "max_retry_duration_seconds": 3 * 24 * 3600,  # a receiver down over a weekend
+        "min_backoff_seconds": 10,
+        "max_backoff_seconds": 300,  # back within about 5 minutes of the receiver
+        "max_doublings": 5,
+        "max_dispatches_per_second": 20,  # above the submission rate: a backlog drains
+        "max_concurrent_dispatches": 20,
+    }
+    # A hanging receiver must not take every task-handler instance from the submissions.
+    assert defaults["max_concurrent_dispatches"] < variables["task_max_instances"]["default"] / 2
+
+
+def test_environments_pass_the_lifecycle_variables(roots: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for root in ("infra/envs/dev", "infra/envs/prod"):
+        (call,) = [b for body in roots[root].values() for e in body.get("module", []) for b in e.values()]
+        for name in ("delete_outputs", "cache_control", "output_url_base", "notify_url"):
+            assert unwrap(call[name]) == f"var.{name}", (root, name)

@@ -11,7 +11,7 @@ import pytest
 
 from bgremove import tasks
 from bgremove.config import Setting
-from infra.checks import access, code_facts, environment, packaging, queues, tf_model
+from infra.checks import access, code_facts, environment, events, packaging, queues, tf_model
 from infra.checks.provider_schema import check_blocks
 from infra.checks.tfparse import REPO_ROOT, single
 from tests.infra import expectations
@@ -645,10 +645,27 @@ def test_missing_act_as_on_the_oidc_account_is_caught(mod: Module) -> None:
 
 
 def test_act_as_for_a_function_that_enqueues_nothing_is_caught(mod: Module) -> None:
+    # The webhook without the task settings (it enqueues nothing then) but still with actAs.
+    webhook = find(mod, "resource", "google_cloudfunctions2_function", "webhook")
+    one_block(webhook, "service_config")["environment_variables"] = "${merge(local.app_env, local.event_env)}"
+    problems = grant_problems(mod)
+    assert any(p.startswith("webhook: has roles/iam.serviceAccountUser") for p in problems), problems
+    # And its notifications would go nowhere: NOTIFY_QUEUE without the handler's URL and OIDC account.
+    routes = queues.check_task_routes(tf_model.tf_functions(mod), code_facts.task_routes())
+    assert "webhook: sets NOTIFY_QUEUE but not TASK_HANDLER_URL, which its notify tasks need" in routes, routes
+    assert "webhook: sets NOTIFY_QUEUE but not TASKS_SERVICE_ACCOUNT, which its notify tasks need" in routes
+
+
+def test_unconditional_act_as_for_a_notify_only_enqueuer_is_caught(mod: Module) -> None:
+    # The webhook enqueues only notifications (only while notify_url is set): actAs always is too much.
     grant = find(mod, "resource", "google_service_account_iam_member", "enqueuers_act_as_tasks_invoker")
     grant["for_each"]["webhook"] = "${google_service_account.webhook.member}"
     problems = grant_problems(mod)
-    assert any(p.startswith("webhook: has roles/iam.serviceAccountUser") for p in problems), problems
+    assert any(
+        p.startswith("webhook: has roles/iam.serviceAccountUser on google_service_account.tasks_invoker always")
+        and "local.notify_enabled" in p
+        for p in problems
+    ), problems
 
 
 # Per-function environment --------------------------------------------------------
@@ -709,3 +726,394 @@ def test_changed_queued_check_default_is_caught(mod: Module) -> None:
     variables["queued_check_seconds"]["default"] = 600
     problems = environment.check_settings(SETTINGS, tf_model.tf_functions(mod), variables)
     assert any("variable queued_check_seconds: default 600" in p for p in problems), problems
+
+
+# ---------------------------------------------------------------------------
+# Deletions (on_delete), the events topic, the notify switch
+# ---------------------------------------------------------------------------
+
+
+def access_problems(module: Module) -> list[str]:
+    return access.check_access(module, tf_model.tf_functions(module))
+
+
+def delete_trigger(module: Module, name: str = "delete") -> dict[str, Any]:
+    return one_block(find(module, "resource", "google_cloudfunctions2_function", name), "event_trigger")
+
+
+def test_the_real_module_passes_the_event_checks(module: Module) -> None:
+    functions = tf_model.tf_functions(module)
+    assert access_problems(module) == []
+    assert events.check_events_topic(module, functions, expectations.PUBLISHERS) == []
+    assert events.check_notify_switch(module, functions) == []
+    assert tf_model.check_guarded_references(module) == []
+    assert environment.check_secret_access(module, functions) == []
+    assert environment.check_agreeing_settings(SETTINGS, functions) == []
+    assert queues.check_task_routes(functions, code_facts.task_routes()) == []
+
+
+def test_delete_trigger_on_the_wrong_bucket_is_caught(mod: Module) -> None:
+    trigger = delete_trigger(mod)
+    trigger["event_filters"][0]["value"] = "${google_storage_bucket.processed.name}"
+    problems = access_problems(mod)
+    assert any(
+        p.startswith(
+            "delete: the trigger watches google_storage_bucket.processed.name, not the bucket its UPLOAD_BUCKET"
+        )
+        for p in problems
+    ), problems
+    # ...and then nothing takes the uploads bucket's deleted events.
+    assert any("no function is triggered by google.cloud.storage.object.v1.deleted on uploads" in p for p in problems)
+
+
+def test_delete_trigger_in_another_region_is_caught(mod: Module) -> None:
+    delete_trigger(mod)["trigger_region"] = "${lower(google_storage_bucket.processed.location)}"
+    problems = access_problems(mod)
+    assert any(
+        p.startswith("delete: trigger_region = lower(google_storage_bucket.processed.location)") for p in problems
+    )
+
+
+def test_delete_trigger_of_the_wrong_event_type_is_caught(mod: Module) -> None:
+    delete_trigger(mod)["event_type"] = "google.cloud.storage.object.v1.finalized"
+    problems = access_problems(mod)
+    assert (
+        "delete: event_type 'google.cloud.storage.object.v1.finalized', but on_delete handles "
+        "google.cloud.storage.object.v1.archived, google.cloud.storage.object.v1.deleted" in problems
+    ), problems
+    assert "on_delete: no function is triggered by google.cloud.storage.object.v1.deleted on uploads" in problems
+
+
+def test_upload_trigger_of_a_deletion_type_is_caught(mod: Module) -> None:
+    one_block(find(mod, "resource", "google_cloudfunctions2_function", "upload"), "event_trigger")["event_type"] = (
+        "google.cloud.storage.object.v1.deleted"
+    )
+    problems = access_problems(mod)
+    assert any(
+        p.startswith("upload: event_type 'google.cloud.storage.object.v1.deleted', but on_upload") for p in problems
+    )
+
+
+def test_missing_archived_trigger_on_a_versioned_bucket_is_caught(mod: Module) -> None:
+    for body in mod.values():
+        for entry in body.get("resource", []):
+            entry.get("google_cloudfunctions2_function", {}).pop("archive", None)
+    problems = access_problems(mod)
+    assert any(
+        p.startswith("on_delete: no function is triggered by google.cloud.storage.object.v1.archived on uploads")
+        and "is versioned" in p
+        for p in problems
+    ), problems
+
+
+def test_archived_trigger_without_versioning_is_caught(mod: Module) -> None:
+    uploads = find(mod, "resource", "google_storage_bucket", "uploads")
+    one_block(uploads, "versioning")["enabled"] = False
+    problems = access_problems(mod)
+    assert any("archived on google_storage_bucket.uploads, which has no versioning" in p for p in problems), problems
+
+
+def test_two_functions_for_one_event_type_are_caught(mod: Module) -> None:
+    delete_trigger(mod, "archive")["event_type"] = "google.cloud.storage.object.v1.deleted"
+    problems = access_problems(mod)
+    assert "on_delete: 2 functions are triggered by google.cloud.storage.object.v1.deleted on uploads" in problems
+    assert any("no function is triggered by google.cloud.storage.object.v1.archived" in p for p in problems)
+
+
+def test_dropped_retry_policy_on_delete_is_caught(mod: Module) -> None:
+    del delete_trigger(mod, "archive")["retry_policy"]
+    assert any(p.startswith("archive: retry_policy must be RETRY_POLICY_RETRY") for p in access_problems(mod))
+
+
+def test_delete_trigger_without_invoker_is_caught(mod: Module) -> None:
+    find(mod, "resource", "google_cloud_run_service_iam_member", "archive_trigger_invoker")["member"] = (
+        "${google_service_account.scheduler.member}"
+    )
+    problems = access_problems(mod)
+    assert "archive: the trigger's service account has no roles/run.invoker on the function" in problems, problems
+
+
+def test_on_delete_without_the_predictions_token_is_caught(mod: Module) -> None:
+    service = one_block(find(mod, "resource", "google_cloudfunctions2_function", "delete"), "service_config")
+    del service["secret_environment_variables"]
+    problems = env_problems(mod)
+    assert "delete (on_delete): lacks the secret PREDICTIONS_API_TOKEN, which it needs" in problems, problems
+
+
+def test_on_delete_without_the_webhook_url_is_caught(mod: Module) -> None:
+    service = one_block(find(mod, "resource", "google_cloudfunctions2_function", "archive"), "service_config")
+    service["environment_variables"] = "${merge(local.app_env, local.task_env, local.event_env)}"
+    problems = env_problems(mod)
+    assert "archive (on_delete): does not set WEBHOOK_URL, which it needs" in problems, problems
+
+
+def test_missing_token_accessor_for_on_delete_is_caught(mod: Module) -> None:
+    del find(mod, "resource", "google_secret_manager_secret_iam_member", "api_token_accessor")["for_each"]["delete"]
+    problems = environment.check_secret_access(mod, tf_model.tf_functions(mod))
+    for fn in ("delete", "archive"):
+        assert (
+            f"{fn}: mounts PREDICTIONS_API_TOKEN from google_secret_manager_secret.api_token, but its account has no "
+            "roles/secretmanager.secretAccessor on it" in problems
+        ), problems
+
+
+def test_secret_accessor_for_a_function_that_mounts_nothing_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_secret_manager_secret_iam_member", "webhook_secret_accessor")
+    grant["member"] = "${google_service_account.upload.member}"
+    problems = environment.check_secret_access(mod, tf_model.tf_functions(mod))
+    assert any("webhook: mounts WEBHOOK_SECRETS" in p for p in problems), problems
+    assert any(
+        "webhook_secret: roles/secretmanager.secretAccessor granted to google_service_account.upload.member, "
+        "which mounts it in no function" in p
+        for p in problems
+    ), problems
+
+
+def test_renamed_on_delete_is_caught(module: Module, tmp_path: Path) -> None:
+    main = text("main.py").replace("def on_delete(", "def on_removal(")
+    problems = packaging.check_entry_points(tf_model.tf_functions(module), entry_points_of(main, tmp_path))
+    for fn in ("delete", "archive"):
+        assert f"{fn}: entry point 'on_delete' is not a top-level function of main.py" in problems, problems
+
+
+def test_delete_outputs_as_a_string_variable_is_caught(mod: Module) -> None:
+    variable = tf_model.module_variables(mod)["delete_outputs"]
+    variable["type"], variable["default"] = "string", "true"
+    problems = variable_problems(mod)
+    assert any(
+        p.startswith("variable delete_outputs: type string, but DELETE_OUTPUTS is a flag setting") for p in problems
+    ), problems
+
+
+# The events topic -------------------------------------------------------------------
+
+
+def topic_problems(module: Module) -> list[str]:
+    return events.check_events_topic(module, tf_model.tf_functions(module), expectations.PUBLISHERS)
+
+
+def event_env(module: Module) -> dict[str, Any]:
+    env: dict[str, Any] = find_locals(module)["event_env"]
+    return env
+
+
+def test_missing_publisher_grant_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_pubsub_topic_iam_member", "events_publisher")
+    grant["for_each"] = {
+        name: f"${{google_service_account.{name}.member}}" for name in ("upload", "tasks", "reconcile", "delete")
+    }
+    problems = topic_problems(mod)
+    assert (
+        "webhook: publishes to google_pubsub_topic.events (EVENTS_TOPIC) but google_service_account.webhook.member "
+        "has no roles/pubsub.publisher on it" in problems
+    ), problems
+
+
+def test_events_topic_given_by_short_name_is_caught(mod: Module) -> None:
+    event_env(mod)["EVENTS_TOPIC"] = "${google_pubsub_topic.events.name}"
+    problems = topic_problems(mod)
+    assert any("EVENTS_TOPIC = google_pubsub_topic.events.name" in p and "(.id), not .name" in p for p in problems)
+
+
+def test_events_topic_that_does_not_exist_is_caught(mod: Module) -> None:
+    event_env(mod)["EVENTS_TOPIC"] = "${google_pubsub_topic.completions.id}"
+    problems = topic_problems(mod)
+    assert any("google_pubsub_topic.completions is not declared" in p for p in problems), problems
+
+
+def test_function_without_events_topic_is_caught(mod: Module) -> None:
+    reconcile = find(mod, "resource", "google_cloudfunctions2_function", "reconcile")
+    one_block(reconcile, "service_config")["environment_variables"] = (
+        "${merge(local.app_env, local.task_env, "
+        "{WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri})}"
+    )
+    assert "reconcile (reconcile): publishes completion events but sets no EVENTS_TOPIC" in topic_problems(mod)
+    assert "reconcile (reconcile): does not set EVENTS_TOPIC, which it needs" in env_problems(mod)
+
+
+def test_project_wide_publisher_for_a_runtime_account_is_caught(mod: Module) -> None:
+    add_resource(
+        mod,
+        "google_project_iam_member",
+        "tasks_publisher",
+        {
+            "project": "${var.project_id}",
+            "role": "roles/pubsub.publisher",
+            "member": "${google_service_account.tasks.member}",
+        },
+    )
+    problems = topic_problems(mod)
+    assert any(
+        p.startswith("google_project_iam_member.tasks_publisher: roles/pubsub.publisher on the whole project")
+        for p in problems
+    )
+
+
+def test_publisher_grant_for_another_account_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_pubsub_topic_iam_member", "events_publisher")
+    grant["for_each"] = "${merge(local.announcers, {scheduler = google_service_account.scheduler.member})}"
+    problems = topic_problems(mod)
+    assert (
+        "google_pubsub_topic.events: roles/pubsub.publisher granted to google_service_account.scheduler.member, "
+        "which runs no function publishing to it" in problems
+    ), problems
+
+
+def test_wider_topic_role_is_caught(mod: Module) -> None:
+    find(mod, "resource", "google_pubsub_topic_iam_member", "events_publisher")["role"] = "roles/pubsub.editor"
+    problems = topic_problems(mod)
+    assert any("roles/pubsub.editor granted to" in p and "publisher only" in p for p in problems), problems
+
+
+# The notify switch ---------------------------------------------------------------------
+
+
+def guard_problems(module: Module) -> list[str]:
+    return tf_model.check_guarded_references(module)
+
+
+def test_notify_queue_named_without_its_condition_is_caught(mod: Module) -> None:
+    event_env(mod)["NOTIFY_QUEUE"] = "${google_cloud_tasks_queue.notify[0].id}"
+    problems = queue_problems(mod)
+    assert any(
+        p.startswith("upload: NOTIFY_QUEUE = google_cloud_tasks_queue.notify[0].id, expected local.notify_enabled ?")
+        for p in problems
+    ), problems
+    assert any(
+        p.startswith(
+            "local.event_env: google_cloud_tasks_queue.notify[0].id is used where local.notify_enabled may not"
+        )
+        for p in guard_problems(mod)
+    ), guard_problems(mod)
+
+
+def test_counted_queue_named_without_an_index_is_caught(mod: Module) -> None:
+    event_env(mod)["NOTIFY_QUEUE"] = '${local.notify_enabled ? google_cloud_tasks_queue.notify.id : ""}'
+    problems = guard_problems(mod)
+    assert any("google_cloud_tasks_queue.notify.id names a counted resource without an index" in p for p in problems)
+
+
+def test_notify_queue_wired_to_the_submit_queue_is_caught(mod: Module) -> None:
+    event_env(mod)["NOTIFY_QUEUE"] = "${google_cloud_tasks_queue.submit.id}"
+    problems = queue_problems(mod)
+    assert (
+        "upload: NOTIFY_QUEUE = google_cloud_tasks_queue.submit.id, expected local.notify_enabled ? "
+        'google_cloud_tasks_queue.notify[0].id : "" (that is the submit queue)' in problems
+    ), problems
+
+
+def test_missing_notify_enqueuer_for_on_delete_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_cloud_tasks_queue_iam_member", "notify_enqueuer")
+    only_upload = "{upload = google_service_account.upload.member}"
+    grant["for_each"] = "${{for name, member in " + only_upload + " : name => member if local.notify_enabled}}"
+    problems = grant_problems(mod)
+    for fn in ("delete", "archive", "tasks", "webhook", "reconcile"):
+        assert (
+            f"{fn}: lacks roles/cloudtasks.enqueuer on google_cloud_tasks_queue.notify, which its code needs"
+            in problems
+        ), (fn, problems)
+
+
+def test_unconditional_notify_grant_is_caught(mod: Module) -> None:
+    find(mod, "resource", "google_cloud_tasks_queue_iam_member", "notify_enqueuer")["for_each"] = "${local.announcers}"
+    problems = guard_problems(mod)
+    assert any(
+        p.startswith("google_cloud_tasks_queue_iam_member.notify_enqueuer: google_cloud_tasks_queue.notify[0].project")
+        for p in problems
+    ), problems
+
+
+def test_notify_secret_mounted_unconditionally_is_caught(mod: Module) -> None:
+    service = one_block(find(mod, "resource", "google_cloudfunctions2_function", "tasks"), "service_config")
+    del service["dynamic"]
+    service["secret_environment_variables"].append(
+        {
+            "key": "NOTIFY_SECRET",
+            "project_id": "${var.project_id}",
+            "secret": "${google_secret_manager_secret.notify_secret[0].secret_id}",
+            "version": "latest",
+            "__is_block__": True,
+        }
+    )
+    problems = environment.check_secret_access(mod, tf_model.tf_functions(mod))
+    assert any(p.startswith("tasks: mounts NOTIFY_SECRET unconditionally") for p in problems), problems
+    assert any(
+        p.startswith("google_cloudfunctions2_function.tasks: google_secret_manager_secret.notify_secret[0]")
+        for p in guard_problems(mod)
+    )
+
+
+def test_notify_secret_missing_where_notify_url_is_set_is_caught(mod: Module) -> None:
+    service = one_block(find(mod, "resource", "google_cloudfunctions2_function", "upload"), "service_config")
+    del service["dynamic"]
+    problems = environment.check_agreeing_settings(SETTINGS, tf_model.tf_functions(mod))
+    assert (
+        "upload: sets NOTIFY_URL but not NOTIFY_SECRET, which bgremove/config.py checks together with it at start"
+        in problems
+    ), problems
+    assert "upload (on_upload): lacks the secret NOTIFY_SECRET, which it needs" in env_problems(mod)
+
+
+def test_notify_secret_accessor_missing_is_caught(mod: Module) -> None:
+    grant = find(mod, "resource", "google_secret_manager_secret_iam_member", "notify_secret_accessor")
+    only_tasks = "{tasks = google_service_account.tasks.member}"
+    grant["for_each"] = "${{for name, member in " + only_tasks + " : name => member if local.notify_enabled}}"
+    problems = environment.check_secret_access(mod, tf_model.tf_functions(mod))
+    assert any(
+        p.startswith("reconcile: mounts NOTIFY_SECRET from google_secret_manager_secret.notify_secret")
+        for p in problems
+    )
+
+
+def test_notify_queue_under_another_condition_is_caught(mod: Module) -> None:
+    find(mod, "resource", "google_cloud_tasks_queue", "notify")["count"] = "${var.notifications ? 1 : 0}"
+    problems = events.check_notify_switch(mod, tf_model.tf_functions(mod))
+    assert any(
+        p.startswith("google_cloud_tasks_queue.notify: exists when var.notifications, but the functions need it")
+        for p in problems
+    ), problems
+
+
+def test_notify_switch_other_than_notify_url_is_caught(mod: Module) -> None:
+    find_locals(mod)["notify_enabled"] = '${var.environment == "prod"}'
+    problems = events.check_notify_switch(mod, tf_model.tf_functions(mod))
+    assert any(
+        p.startswith("google_secret_manager_secret.notify_secret: exists when local.notify_enabled") for p in problems
+    )
+
+
+def test_notify_queue_with_a_queue_level_target_is_caught(mod: Module) -> None:
+    queue = find(mod, "resource", "google_cloud_tasks_queue", "notify")
+    queue["http_target"] = [
+        {"uri_override": [{"host": "customer.example.com", "__is_block__": True}], "__is_block__": True}
+    ]
+    problems = queue_problems(mod)
+    assert any(p.startswith("google_cloud_tasks_queue.notify: a queue-level http_target overrides") for p in problems)
+
+
+def test_hard_coded_notify_backoff_is_caught(mod: Module) -> None:
+    one_block(find(mod, "resource", "google_cloud_tasks_queue", "notify"), "retry_config")["max_backoff"] = "300s"
+    problems = queue_problems(mod)
+    assert "google_cloud_tasks_queue.notify: retry_config.max_backoff must come from a module variable" in problems
+
+
+def test_notify_tasks_aimed_at_the_customer_endpoint_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def straight_to_the_customer(job_id: str, name: str, event: dict[str, Any], cfg: Any) -> tasks.Task:
+        return tasks.Task(cfg.notify_queue, name, cfg.notify_url, event)
+
+    monkeypatch.setattr(tasks, "notify_task", straight_to_the_customer)  # as if bgremove/tasks.py did this
+    routes = code_facts.task_routes()
+    assert routes["notify"] == ("NOTIFY_QUEUE", "NOTIFY_URL")
+    problems = queues.check_task_routes([], routes)
+    assert any(p.startswith("notify tasks target NOTIFY_URL, not TASK_HANDLER_URL") for p in problems), problems
+
+
+def test_notify_queue_without_the_oidc_account_is_caught(mod: Module) -> None:
+    delete = find(mod, "resource", "google_cloudfunctions2_function", "delete")
+    one_block(delete, "service_config")["environment_variables"] = (
+        "${merge(local.app_env, local.event_env, {SUBMIT_QUEUE = google_cloud_tasks_queue.submit.id, "
+        "DEADLINE_QUEUE = google_cloud_tasks_queue.deadline.id, TASK_HANDLER_URL = local.task_handler_url, "
+        "WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri})}"
+    )
+    routes = queues.check_task_routes(tf_model.tf_functions(mod), code_facts.task_routes())
+    assert "delete: sets NOTIFY_QUEUE but not TASKS_SERVICE_ACCOUNT, which its notify tasks need" in routes, routes

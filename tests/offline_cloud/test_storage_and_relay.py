@@ -108,6 +108,7 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
 
         stops.append(stop_gcs)
         gcs_url = f"http://127.0.0.1:{gcs_port}"
+        relay.settings.storage_url = gcs_url  # as the stack runs it
         wait_for(lambda: _answers(gcs_url) or gcs.poll() is not None, 30, "the storage emulator")
         assert gcs.poll() is None, Path(log.name).read_text()
         _create_buckets(gcs_url, ("watched", "other"))
@@ -176,6 +177,23 @@ def test_one_upload_gives_exactly_one_cloud_event_shaped_like_eventarcs(relay_ri
     created = eventarc_relay.parse_rfc3339(data["timeCreated"])
     ce_time = eventarc_relay.parse_rfc3339(headers["ce-time"])
     assert created is not None and ce_time is not None and ce_time >= created
+
+
+def test_a_finalized_event_carries_the_delivery_headers_the_emulator_leaves_out(relay_rig: Rig) -> None:
+    client, receiver, relay = relay_rig
+    blob = client.bucket("watched").blob("served.jpg")
+    blob.cache_control, blob.content_language = "public, max-age=60", "fr"
+    blob.content_disposition = 'inline; filename="served.jpg"'
+    blob.upload_from_string(b"\xff\xd8\xff", content_type="image/jpeg")
+    plain = client.bucket("watched").blob("plain.jpg")
+    plain.upload_from_string(b"\xff\xd8\xff", content_type="image/jpeg")
+
+    wait_for(lambda: len(receiver.requests) >= 2, 20, "both deliveries")
+    data = {r["body"]["name"]: r["body"] for r in receiver.requests}
+    assert data["served.jpg"]["cacheControl"] == "public, max-age=60"
+    assert data["served.jpg"]["contentLanguage"] == "fr"
+    assert data["served.jpg"]["contentDisposition"] == 'inline; filename="served.jpg"'
+    assert not set(eventarc_relay.COMPLETED_FIELDS) & set(data["plain.jpg"])  # nothing invented
 
 
 def test_ce_time_is_never_before_time_created_even_with_a_truncated_event_time() -> None:

@@ -45,6 +45,12 @@ module "pipeline" {
   deadline_queue_max_concurrent_dispatches = var.deadline_queue_max_concurrent_dispatches
   task_max_instances                       = var.task_max_instances
 
+  # Outputs and completion events (variables.tf).
+  delete_outputs  = var.delete_outputs
+  cache_control   = var.cache_control
+  output_url_base = var.output_url_base
+  notify_url      = var.notify_url
+
   # A throw-away environment: easy to tear down, verbose logs, small scale.
   force_destroy         = true
   deletion_protection   = false

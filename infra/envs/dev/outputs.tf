@@ -29,12 +29,17 @@ output "queue_names" {
 }
 
 output "queue_ids" {
-  description = "Full paths of the queues (SUBMIT_QUEUE, DEADLINE_QUEUE)."
+  description = "Full paths of the queues (SUBMIT_QUEUE, DEADLINE_QUEUE, NOTIFY_QUEUE)."
   value       = module.pipeline.queue_ids
 }
 
+output "events_topic" {
+  description = "Pub/Sub topic of the completion events (EVENTS_TOPIC)."
+  value       = module.pipeline.events_topic
+}
+
 output "function_names" {
-  description = "Names of the four functions."
+  description = "Names of the functions."
   value       = module.pipeline.function_names
 }
 

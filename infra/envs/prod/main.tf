@@ -45,6 +45,12 @@ module "pipeline" {
   deadline_queue_max_concurrent_dispatches = var.deadline_queue_max_concurrent_dispatches
   task_max_instances                       = var.task_max_instances
 
+  # Outputs and completion events (variables.tf).
+  delete_outputs  = var.delete_outputs
+  cache_control   = var.cache_control
+  output_url_base = var.output_url_base
+  notify_url      = var.notify_url
+
   # Production keeps the module defaults (buckets kept on destroy, secrets
   # protected, INFO logs); raise the instance caps here for more throughput.
   state_retention_days = 30

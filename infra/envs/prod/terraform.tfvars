@@ -6,3 +6,7 @@ name_prefix = "bgr-prod"
 # Low-credit account (6 prediction creates a minute): uncomment.
 # submit_queue_max_dispatches_per_second = 0.1
 # submit_queue_max_concurrent_dispatches = 2
+
+# Completion events to a customer endpoint as well (add the notify secret's value first,
+# infra/README.md): uncomment.
+# notify_url = "https://customer.example.com/bgremove-events"

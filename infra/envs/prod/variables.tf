@@ -53,3 +53,30 @@ variable "task_max_instances" {
   type        = number
   default     = 100
 }
+
+# Outputs and completion events (see the module's variables and infra/README.md,
+# "Deletions, events and notifications").
+
+variable "delete_outputs" {
+  description = "A deleted original takes its cut-outs with it (the module's delete_outputs, DELETE_OUTPUTS)."
+  type        = bool
+  default     = true
+}
+
+variable "cache_control" {
+  description = "Cache-Control of every output; empty: each output copies its upload's (the module's cache_control, CACHE_CONTROL)."
+  type        = string
+  default     = ""
+}
+
+variable "output_url_base" {
+  description = "Base of the output URLs in completion events (the module's output_url_base, OUTPUT_URL_BASE)."
+  type        = string
+  default     = "https://storage.googleapis.com"
+}
+
+variable "notify_url" {
+  description = "Customer endpoint that also gets each completion event, signed; empty: off (the module's notify_url, NOTIFY_URL). Add the notify secret's value before the deploy that sets it (infra/README.md)."
+  type        = string
+  default     = ""
+}

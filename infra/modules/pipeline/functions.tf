@@ -1,5 +1,10 @@
-# Four Cloud Functions (2nd gen) built from the same source archive. The
-# entry points are the functions of the same name in main.py.
+# Cloud Functions (2nd gen) built from the same source archive: six functions for five entry
+# points (on_delete has one function per storage event type, since a function has one
+# event_trigger). The entry points are the functions of the same name in main.py.
+#
+# Every function ends jobs, so every one gets local.event_env (EVENTS_TOPIC, NOTIFY_QUEUE), the
+# publisher grant on the events topic and, while notify_url is set, NOTIFY_SECRET and the
+# enqueuer grant on the notify queue (events.tf, tasks.tf, secrets.tf).
 
 # Public HTTP endpoint for the prediction webhooks. Its authentication is the
 # Standard Webhooks signature, checked in code with WEBHOOK_SECRETS.
@@ -33,13 +38,26 @@ resource "google_cloudfunctions2_function" "webhook" {
     max_instance_count               = var.webhook_max_instances
     max_instance_request_concurrency = 1
     all_traffic_on_latest_revision   = true
-    environment_variables            = local.app_env
+    # local.task_env: its only tasks are notifications, made through runtime.task_queue,
+    # which wants every queue and the handler's URL.
+    environment_variables = merge(local.app_env, local.task_env, local.event_env)
 
     secret_environment_variables {
       key        = "WEBHOOK_SECRETS"
       project_id = var.project_id
       secret     = google_secret_manager_secret.webhook_secret.secret_id
       version    = "latest"
+    }
+
+    # NOTIFY_SECRET, only while notify_url is set (secrets.tf, notify_secret_accessor).
+    dynamic "secret_environment_variables" {
+      for_each = google_secret_manager_secret.notify_secret
+      content {
+        key        = "NOTIFY_SECRET"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret_id
+        version    = "latest"
+      }
     }
   }
 
@@ -48,6 +66,10 @@ resource "google_cloudfunctions2_function" "webhook" {
     google_project_iam_member.build_gcf_buckets,
     google_storage_bucket_iam_member.build_source_viewer,
     google_secret_manager_secret_iam_member.webhook_secret_accessor,
+    google_secret_manager_secret_iam_member.notify_secret_accessor,
+    google_pubsub_topic_iam_member.events_publisher,
+    google_cloud_tasks_queue_iam_member.notify_enqueuer,
+    google_service_account_iam_member.notifiers_act_as_tasks_invoker,
   ]
 }
 
@@ -93,7 +115,18 @@ resource "google_cloudfunctions2_function" "upload" {
     max_instance_count               = var.upload_max_instances
     max_instance_request_concurrency = 1
     all_traffic_on_latest_revision   = true
-    environment_variables            = merge(local.app_env, local.task_env)
+    environment_variables            = merge(local.app_env, local.task_env, local.event_env)
+
+    # NOTIFY_SECRET, only while notify_url is set (secrets.tf, notify_secret_accessor).
+    dynamic "secret_environment_variables" {
+      for_each = google_secret_manager_secret.notify_secret
+      content {
+        key        = "NOTIFY_SECRET"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret_id
+        version    = "latest"
+      }
+    }
   }
 
   event_trigger {
@@ -116,6 +149,9 @@ resource "google_cloudfunctions2_function" "upload" {
     google_project_iam_member.trigger_event_receiver,
     google_cloud_tasks_queue_iam_member.submit_enqueuer,
     google_service_account_iam_member.enqueuers_act_as_tasks_invoker,
+    google_secret_manager_secret_iam_member.notify_secret_accessor,
+    google_pubsub_topic_iam_member.events_publisher,
+    google_cloud_tasks_queue_iam_member.notify_enqueuer,
   ]
 }
 
@@ -123,6 +159,198 @@ resource "google_cloud_run_service_iam_member" "upload_trigger_invoker" {
   project  = var.project_id
   location = google_cloudfunctions2_function.upload.location
   service  = google_cloudfunctions2_function.upload.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.trigger.member
+}
+
+# Deletions: on_delete for the uploads bucket's `deleted` and `archived` events (REFERENCE §9;
+# bgremove/removal.py). A 2nd-gen function has one event_trigger, so the entry point is deployed
+# twice, as two functions with the same code, account, environment and retry policy (a separate
+# google_eventarc_trigger to the first function's service would save a build, but 6.50's
+# google_eventarc_trigger has no retry policy, and the checks read every trigger the same way
+# from the function resources). On a versioned bucket (uploads is) a delete or an overwrite
+# makes the live version noncurrent, which is `archived`; `deleted` fires only when a version
+# is deleted for good (the noncurrent-version lifecycle rule), or, without versioning, on every
+# delete and overwrite. Either way on_delete compares the event's generation with the live one,
+# so it tells an overwrite from a removal and a late `deleted` of an old version does nothing new.
+#
+# Raising is the retry (RETRY_POLICY_RETRY), as for on_upload.
+resource "google_cloudfunctions2_function" "delete" {
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name_prefix}-on-delete"
+  description = "Removes a deleted upload's outputs, or supersedes an overwritten upload's job (deleted events)."
+  labels      = local.labels
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "on_delete"
+    service_account = google_service_account.build.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.delete.email
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    available_memory                 = var.delete_function_memory
+    timeout_seconds                  = var.delete_function_timeout_seconds
+    max_instance_count               = var.delete_max_instances
+    max_instance_request_concurrency = 1
+    all_traffic_on_latest_revision   = true
+    # WEBHOOK_URL: cancelling a prediction goes through runtime.predictions_client, built only
+    # with it; local.task_env: notifications go through runtime.task_queue.
+    environment_variables = merge(local.app_env, local.task_env, local.event_env, {
+      WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri
+    })
+
+    secret_environment_variables {
+      key        = "PREDICTIONS_API_TOKEN"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.api_token.secret_id
+      version    = "latest"
+    }
+
+    # NOTIFY_SECRET, only while notify_url is set (secrets.tf, notify_secret_accessor).
+    dynamic "secret_environment_variables" {
+      for_each = google_secret_manager_secret.notify_secret
+      content {
+        key        = "NOTIFY_SECRET"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret_id
+        version    = "latest"
+      }
+    }
+  }
+
+  event_trigger {
+    event_type            = "google.cloud.storage.object.v1.deleted"
+    trigger_region        = lower(google_storage_bucket.uploads.location)
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.trigger.email
+
+    event_filters {
+      attribute = "bucket"
+      value     = google_storage_bucket.uploads.name
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_gcf_buckets,
+    google_storage_bucket_iam_member.build_source_viewer,
+    google_project_iam_member.gcs_pubsub_publisher,
+    google_project_iam_member.trigger_event_receiver,
+    google_storage_bucket_iam_member.uploads_viewer,
+    google_storage_bucket_iam_member.processed_remover,
+    google_secret_manager_secret_iam_member.api_token_accessor,
+    google_secret_manager_secret_iam_member.notify_secret_accessor,
+    google_pubsub_topic_iam_member.events_publisher,
+    google_cloud_tasks_queue_iam_member.notify_enqueuer,
+    google_service_account_iam_member.notifiers_act_as_tasks_invoker,
+  ]
+}
+
+resource "google_cloud_run_service_iam_member" "delete_trigger_invoker" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.delete.location
+  service  = google_cloudfunctions2_function.delete.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.trigger.member
+}
+
+# The same for `archived`: versioned buckets only; the uploads bucket is versioned (storage.tf),
+# and infra/checks fail when the two disagree.
+resource "google_cloudfunctions2_function" "archive" {
+  project     = var.project_id
+  location    = var.region
+  name        = "${var.name_prefix}-on-archive"
+  description = "Removes a deleted upload's outputs, or supersedes an overwritten upload's job (archived events)."
+  labels      = local.labels
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "on_delete"
+    service_account = google_service_account.build.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.delete.email
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    available_memory                 = var.delete_function_memory
+    timeout_seconds                  = var.delete_function_timeout_seconds
+    max_instance_count               = var.delete_max_instances
+    max_instance_request_concurrency = 1
+    all_traffic_on_latest_revision   = true
+    # WEBHOOK_URL: cancelling a prediction goes through runtime.predictions_client, built only
+    # with it; local.task_env: notifications go through runtime.task_queue.
+    environment_variables = merge(local.app_env, local.task_env, local.event_env, {
+      WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri
+    })
+
+    secret_environment_variables {
+      key        = "PREDICTIONS_API_TOKEN"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.api_token.secret_id
+      version    = "latest"
+    }
+
+    # NOTIFY_SECRET, only while notify_url is set (secrets.tf, notify_secret_accessor).
+    dynamic "secret_environment_variables" {
+      for_each = google_secret_manager_secret.notify_secret
+      content {
+        key        = "NOTIFY_SECRET"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret_id
+        version    = "latest"
+      }
+    }
+  }
+
+  event_trigger {
+    event_type            = "google.cloud.storage.object.v1.archived"
+    trigger_region        = lower(google_storage_bucket.uploads.location)
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.trigger.email
+
+    event_filters {
+      attribute = "bucket"
+      value     = google_storage_bucket.uploads.name
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_gcf_buckets,
+    google_storage_bucket_iam_member.build_source_viewer,
+    google_project_iam_member.gcs_pubsub_publisher,
+    google_project_iam_member.trigger_event_receiver,
+    google_storage_bucket_iam_member.uploads_viewer,
+    google_storage_bucket_iam_member.processed_remover,
+    google_secret_manager_secret_iam_member.api_token_accessor,
+    google_secret_manager_secret_iam_member.notify_secret_accessor,
+    google_pubsub_topic_iam_member.events_publisher,
+    google_cloud_tasks_queue_iam_member.notify_enqueuer,
+    google_service_account_iam_member.notifiers_act_as_tasks_invoker,
+  ]
+}
+
+resource "google_cloud_run_service_iam_member" "archive_trigger_invoker" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.archive.location
+  service  = google_cloudfunctions2_function.archive.name
   role     = "roles/run.invoker"
   member   = google_service_account.trigger.member
 }
@@ -167,7 +395,7 @@ resource "google_cloudfunctions2_function" "tasks" {
     max_instance_count               = var.task_max_instances
     max_instance_request_concurrency = 1
     all_traffic_on_latest_revision   = true
-    environment_variables = merge(local.app_env, local.task_env, {
+    environment_variables = merge(local.app_env, local.task_env, local.event_env, {
       WEBHOOK_URL             = google_cloudfunctions2_function.webhook.service_config[0].uri
       SIGNING_SERVICE_ACCOUNT = google_service_account.tasks.email
     })
@@ -177,6 +405,17 @@ resource "google_cloudfunctions2_function" "tasks" {
       project_id = var.project_id
       secret     = google_secret_manager_secret.api_token.secret_id
       version    = "latest"
+    }
+
+    # NOTIFY_SECRET, only while notify_url is set: kind notify signs each delivery with it (secrets.tf, notify_secret_accessor).
+    dynamic "secret_environment_variables" {
+      for_each = google_secret_manager_secret.notify_secret
+      content {
+        key        = "NOTIFY_SECRET"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret_id
+        version    = "latest"
+      }
     }
   }
 
@@ -197,6 +436,9 @@ resource "google_cloudfunctions2_function" "tasks" {
     google_cloud_tasks_queue_iam_member.deadline_enqueuer,
     google_cloud_tasks_queue_iam_member.submit_viewer,
     google_service_account_iam_member.enqueuers_act_as_tasks_invoker,
+    google_secret_manager_secret_iam_member.notify_secret_accessor,
+    google_pubsub_topic_iam_member.events_publisher,
+    google_cloud_tasks_queue_iam_member.notify_enqueuer,
   ]
 }
 
@@ -257,7 +499,7 @@ resource "google_cloudfunctions2_function" "reconcile" {
     max_instance_request_concurrency = 1
     all_traffic_on_latest_revision   = true
     # WEBHOOK_URL: bgremove/runtime.py builds the API client (GET, cancel) only with it.
-    environment_variables = merge(local.app_env, local.task_env, {
+    environment_variables = merge(local.app_env, local.task_env, local.event_env, {
       WEBHOOK_URL = google_cloudfunctions2_function.webhook.service_config[0].uri
     })
 
@@ -266,6 +508,17 @@ resource "google_cloudfunctions2_function" "reconcile" {
       project_id = var.project_id
       secret     = google_secret_manager_secret.api_token.secret_id
       version    = "latest"
+    }
+
+    # NOTIFY_SECRET, only while notify_url is set (secrets.tf, notify_secret_accessor).
+    dynamic "secret_environment_variables" {
+      for_each = google_secret_manager_secret.notify_secret
+      content {
+        key        = "NOTIFY_SECRET"
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret_id
+        version    = "latest"
+      }
     }
   }
 
@@ -278,6 +531,9 @@ resource "google_cloudfunctions2_function" "reconcile" {
     google_cloud_tasks_queue_iam_member.deadline_enqueuer,
     google_cloud_tasks_queue_iam_member.submit_viewer,
     google_service_account_iam_member.enqueuers_act_as_tasks_invoker,
+    google_secret_manager_secret_iam_member.notify_secret_accessor,
+    google_pubsub_topic_iam_member.events_publisher,
+    google_cloud_tasks_queue_iam_member.notify_enqueuer,
   ]
 }
 

@@ -23,6 +23,14 @@ resource "google_service_account" "reconcile" {
   depends_on   = [google_project_service.enabled]
 }
 
+# Runtime of both deletion functions (the deleted and the archived trigger of on_delete).
+resource "google_service_account" "delete" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-delete"
+  display_name = "bgremove on_delete runtime"
+  depends_on   = [google_project_service.enabled]
+}
+
 resource "google_service_account" "tasks" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-tasks"
@@ -64,23 +72,28 @@ resource "google_service_account" "build" {
 # Buckets
 # ---------------------------------------------------------------------------
 
-# uploads: read-only, for the one function that hands images to the model: the task
-# handler reads the image's head, inlines small ones and signs URLs of the others.
-# on_upload only admits (the event carries name, size and type) and the reconciler
+# uploads: read-only, for the function that hands images to the model: the task handler
+# reads the image's head, inlines small ones and signs URLs of the others; and for on_delete,
+# which reads the name's live generation (one metadata read) to tell an overwrite from a
+# removal. on_upload only admits (the event carries name, size and type) and the reconciler
 # requeues instead of submitting, so neither reads uploads.
 resource "google_storage_bucket_iam_member" "uploads_viewer" {
   for_each = {
-    tasks = google_service_account.tasks.member
+    tasks  = google_service_account.tasks.member
+    delete = google_service_account.delete.member
   }
   bucket = google_storage_bucket.uploads.name
   role   = "roles/storage.objectViewer"
   member = each.value
 }
 
-# processed: outputs are created, never overwritten (objectCreator cannot
-# overwrite or delete); objectViewer to see whether an output exists. Only the
-# functions that store outputs get either: the webhook, and the reconciler and the
-# task handler, whose deadline checks settle finished predictions the same way.
+# processed: outputs are created (objectCreator), and objectViewer sees whether an
+# output exists and whose it is. Only the functions that store outputs get either:
+# the webhook, and the reconciler and the task handler, whose deadline checks settle
+# finished predictions the same way. Replacing an older generation's output (the
+# newest generation wins) is an overwrite, which Cloud Storage allows only with
+# storage.objects.delete: they also hold the output remover role below, and the code
+# overwrites only with if_generation_match on an output it judged its own upload's.
 resource "google_storage_bucket_iam_member" "processed_viewer" {
   for_each = {
     webhook   = google_service_account.webhook.member
@@ -112,9 +125,38 @@ resource "google_storage_bucket_iam_member" "state_admin" {
     webhook   = google_service_account.webhook.member
     tasks     = google_service_account.tasks.member
     reconcile = google_service_account.reconcile.member
+    delete    = google_service_account.delete.member
   }
   bucket = google_storage_bucket.state.name
   role   = "roles/storage.objectAdmin"
+  member = each.value
+}
+
+# processed, for on_delete: a deleted original's outputs are deleted, each only while it is
+# still the object generation its job wrote (read its metadata, then delete with
+# if_generation_match). That is storage.objects.get and storage.objects.delete and nothing
+# else: no predefined role is that narrow (objectUser and objectAdmin could also create and
+# overwrite outputs), hence this custom role, granted on the processed bucket only. The
+# functions that write outputs hold it too: an overwrite (replacing an older generation's
+# output) needs storage.objects.delete.
+resource "google_project_iam_custom_role" "output_remover" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_output_remover"
+  title       = "bgremove output remover (${var.name_prefix})"
+  description = "Read an output's metadata and delete it: on_delete removes a deleted original's cut-outs."
+  permissions = ["storage.objects.get", "storage.objects.delete"]
+  depends_on  = [google_project_service.enabled]
+}
+
+resource "google_storage_bucket_iam_member" "processed_remover" {
+  for_each = {
+    delete    = google_service_account.delete.member
+    webhook   = google_service_account.webhook.member
+    tasks     = google_service_account.tasks.member
+    reconcile = google_service_account.reconcile.member
+  }
+  bucket = google_storage_bucket.processed.name
+  role   = google_project_iam_custom_role.output_remover.name
   member = each.value
 }
 

@@ -2,9 +2,9 @@ locals {
   bucket_prefix = coalesce(var.bucket_prefix, "${var.project_id}-${var.name_prefix}")
   labels        = merge({ app = "bgremove" }, var.labels)
 
-  # Application settings shared by the four functions: the environment variables
-  # read by bgremove/config.py. Per-function additions (local.task_env, WEBHOOK_URL,
-  # SIGNING_SERVICE_ACCOUNT) and the secrets are set on each function.
+  # Application settings shared by every function: the environment variables read by
+  # bgremove/config.py. Per-function additions (local.task_env, local.event_env,
+  # WEBHOOK_URL, SIGNING_SERVICE_ACCOUNT) and the secrets are set on each function.
   app_env = {
     UPLOAD_BUCKET             = google_storage_bucket.uploads.name
     PROCESSED_BUCKET          = google_storage_bucket.processed.name
@@ -39,6 +39,10 @@ locals {
     LOG_LEVEL                 = var.log_level
     OUTPUT_VARIANTS           = var.output_variants
     QUEUED_CHECK_SECONDS      = var.queued_check_seconds
+    CACHE_CONTROL             = var.cache_control
+    DELETE_OUTPUTS            = var.delete_outputs
+    OUTPUT_URL_BASE           = var.output_url_base
+    NOTIFY_URL                = var.notify_url
   }
 
   # The task handler (entry point on_task) is named here because its URL must be known
@@ -58,6 +62,29 @@ locals {
     DEADLINE_QUEUE        = google_cloud_tasks_queue.deadline.id
     TASK_HANDLER_URL      = local.task_handler_url
     TASKS_SERVICE_ACCOUNT = google_service_account.tasks_invoker.email
+  }
+
+  # Completion events (bgremove/events.py). Every function ends jobs (admission failures,
+  # submissions, webhooks, deadline checks and the sweep, deletions), and the store announces
+  # each end: it publishes one CloudEvent to EVENTS_TOPIC and, with NOTIFY_URL set, enqueues its
+  # notification on NOTIFY_QUEUE (a task for on_task, made through runtime.task_queue, which
+  # wants local.task_env too). These are the accounts that announce.
+  announcers = {
+    upload    = google_service_account.upload.member
+    tasks     = google_service_account.tasks.member
+    webhook   = google_service_account.webhook.member
+    reconcile = google_service_account.reconcile.member
+    delete    = google_service_account.delete.member
+  }
+
+  # NOTIFY_URL is the switch: the notify queue, its grants and the NOTIFY_SECRET secret exist
+  # only while it is set (config.py requires NOTIFY_SECRET and NOTIFY_QUEUE with it, and
+  # nothing reads them without it).
+  notify_enabled = var.notify_url != ""
+
+  event_env = {
+    EVENTS_TOPIC = google_pubsub_topic.events.id # projects/P/topics/T, as config.py wants
+    NOTIFY_QUEUE = local.notify_enabled ? google_cloud_tasks_queue.notify[0].id : ""
   }
 }
 

@@ -39,28 +39,37 @@ output "task_handler_url" {
 }
 
 output "queue_names" {
-  description = "Short names of the Cloud Tasks queues, for gcloud tasks queues describe|pause|resume NAME --location=REGION."
+  description = "Short names of the Cloud Tasks queues, for gcloud tasks queues describe|pause|resume NAME --location=REGION (notify: null while notify_url is empty)."
   value = {
     submit   = google_cloud_tasks_queue.submit.name
     deadline = google_cloud_tasks_queue.deadline.name
+    notify   = local.notify_enabled ? google_cloud_tasks_queue.notify[0].name : null
   }
 }
 
 output "queue_ids" {
-  description = "Full paths of the queues (projects/P/locations/L/queues/Q), as set in SUBMIT_QUEUE and DEADLINE_QUEUE."
+  description = "Full paths of the queues (projects/P/locations/L/queues/Q), as set in SUBMIT_QUEUE, DEADLINE_QUEUE and NOTIFY_QUEUE (notify: null while notify_url is empty)."
   value = {
     submit   = google_cloud_tasks_queue.submit.id
     deadline = google_cloud_tasks_queue.deadline.id
+    notify   = local.notify_enabled ? google_cloud_tasks_queue.notify[0].id : null
   }
 }
 
+output "events_topic" {
+  description = "The completion events' Pub/Sub topic (EVENTS_TOPIC, projects/P/topics/T): subscribe to it."
+  value       = google_pubsub_topic.events.id
+}
+
 output "function_names" {
-  description = "Names of the four functions."
+  description = "Names of the functions (delete and archive both run on_delete)."
   value = {
     upload    = google_cloudfunctions2_function.upload.name
     tasks     = google_cloudfunctions2_function.tasks.name
     webhook   = google_cloudfunctions2_function.webhook.name
     reconcile = google_cloudfunctions2_function.reconcile.name
+    delete    = google_cloudfunctions2_function.delete.name
+    archive   = google_cloudfunctions2_function.archive.name
   }
 }
 
@@ -71,6 +80,7 @@ output "service_accounts" {
     tasks         = google_service_account.tasks.email
     webhook       = google_service_account.webhook.email
     reconcile     = google_service_account.reconcile.email
+    delete        = google_service_account.delete.email
     trigger       = google_service_account.trigger.email
     scheduler     = google_service_account.scheduler.email
     tasks_invoker = google_service_account.tasks_invoker.email
@@ -79,10 +89,11 @@ output "service_accounts" {
 }
 
 output "secret_ids" {
-  description = "Secret Manager secrets whose versions are added out of band."
+  description = "Secret Manager secrets whose versions are added out of band (notify_secret: null while notify_url is empty)."
   value = {
     predictions_api_token = google_secret_manager_secret.api_token.secret_id
     webhook_secrets       = google_secret_manager_secret.webhook_secret.secret_id
+    notify_secret         = local.notify_enabled ? google_secret_manager_secret.notify_secret[0].secret_id : null
   }
 }
 

@@ -83,6 +83,54 @@ resource "google_cloud_tasks_queue" "deadline" {
   depends_on = [google_project_service.enabled]
 }
 
+# Notifications (only while notify_url is set): each job's end POSTed to NOTIFY_URL by
+# on_task, one task per job and outcome, made by whichever function ended the job. The
+# receiver is a customer's endpoint, so the retry settings are for an endpoint that is down
+# for minutes (a deploy, a restart) or hours, not for an API that throttles:
+#
+# - backoff 10, 20, 40, 80, 160 s, then every 300 s: a receiver back after an outage of any
+#   length gets its deliveries within about 5 minutes (the last wait), not 10;
+# - retried for 3 days (259200 s; Stripe's webhook window), attempts unlimited: an endpoint
+#   down over a weekend still gets every event. Then Cloud Tasks drops the task: that
+#   delivery is not made again (the event stays on the events topic and in the job record);
+# - 20 dispatches a second (twice the submission rate, so a backlog drains while new ends
+#   keep coming) and 20 at once: a receiver that hangs holds at most 20 task-handler
+#   instances, each for HTTP_TIMEOUT_SECONDS, so submissions keep their instances.
+#
+# A 429 or 503 from the receiver also slows the queue by itself.
+resource "google_cloud_tasks_queue" "notify" {
+  count    = local.notify_enabled ? 1 : 0
+  project  = var.project_id
+  location = var.region
+  name     = "${var.name_prefix}-notify"
+
+  rate_limits {
+    max_dispatches_per_second = var.notify_queue_max_dispatches_per_second
+    max_concurrent_dispatches = var.notify_queue_max_concurrent_dispatches
+  }
+
+  retry_config {
+    max_attempts       = var.notify_queue_max_attempts
+    max_retry_duration = "${var.notify_queue_max_retry_duration_seconds}s"
+    min_backoff        = "${var.notify_queue_min_backoff_seconds}s"
+    max_backoff        = "${var.notify_queue_max_backoff_seconds}s"
+    max_doublings      = var.notify_queue_max_doublings
+  }
+
+  stackdriver_logging_config {
+    sampling_ratio = var.queue_log_sampling_ratio
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.notify_queue_min_backoff_seconds <= var.notify_queue_max_backoff_seconds
+      error_message = "notify_queue_min_backoff_seconds must not exceed notify_queue_max_backoff_seconds."
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
 # ---------------------------------------------------------------------------
 # Who may put tasks where: queue-level grants only (no project-wide Cloud Tasks
 # role), each to the runtime account of a function whose code enqueues there.
@@ -140,6 +188,17 @@ resource "google_cloud_tasks_queue_iam_member" "submit_viewer" {
   member   = each.value
 }
 
+# Notify queue, roles/cloudtasks.enqueuer: every function that ends jobs enqueues the
+# notification of each end (local.announcers), only while notify_url is set.
+resource "google_cloud_tasks_queue_iam_member" "notify_enqueuer" {
+  for_each = { for name, member in local.announcers : name => member if local.notify_enabled }
+  project  = google_cloud_tasks_queue.notify[0].project
+  location = google_cloud_tasks_queue.notify[0].location
+  name     = google_cloud_tasks_queue.notify[0].name
+  role     = "roles/cloudtasks.enqueuer"
+  member   = each.value
+}
+
 # Creating a task that carries an OIDC token of tasks-invoker needs
 # iam.serviceAccounts.actAs on that account: roles/iam.serviceAccountUser on it alone
 # (not on the project), for exactly the accounts that enqueue.
@@ -148,6 +207,20 @@ resource "google_service_account_iam_member" "enqueuers_act_as_tasks_invoker" {
     upload    = google_service_account.upload.member
     tasks     = google_service_account.tasks.member
     reconcile = google_service_account.reconcile.member
+  }
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = each.value
+}
+
+# The webhook and on_delete enqueue only notifications: actAs on tasks-invoker only while
+# notify_url is set.
+resource "google_service_account_iam_member" "notifiers_act_as_tasks_invoker" {
+  for_each = {
+    for name, member in {
+      webhook = google_service_account.webhook.member
+      delete  = google_service_account.delete.member
+    } : name => member if local.notify_enabled
   }
   service_account_id = google_service_account.tasks_invoker.name
   role               = "roles/iam.serviceAccountUser"

@@ -124,6 +124,12 @@ variable "task_function_memory" {
   default     = "1Gi"
 }
 
+variable "delete_function_memory" {
+  description = "Memory of the on_delete functions (deleted and archived): metadata reads, a few deletes and record writes, no image decoded; 512Mi leaves room above the ~70 MiB idle and gives 1/3 vCPU for the cold start (imports)."
+  type        = string
+  default     = "512Mi"
+}
+
 variable "upload_function_timeout_seconds" {
   description = "Timeout of the on_upload function (event functions: at most 540)."
   type        = number
@@ -131,6 +137,17 @@ variable "upload_function_timeout_seconds" {
 
   validation {
     condition     = var.upload_function_timeout_seconds >= 1 && var.upload_function_timeout_seconds <= 540
+    error_message = "An event-driven function times out after at most 540 seconds."
+  }
+}
+
+variable "delete_function_timeout_seconds" {
+  description = "Timeout of the on_delete functions (event functions: at most 540)."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.delete_function_timeout_seconds >= 1 && var.delete_function_timeout_seconds <= 540
     error_message = "An event-driven function times out after at most 540 seconds."
   }
 }
@@ -165,6 +182,12 @@ variable "task_function_timeout_seconds" {
 
 variable "upload_max_instances" {
   description = "Upper bound on on_upload instances: bounds the fan-out of a bulk upload."
+  type        = number
+  default     = 10
+}
+
+variable "delete_max_instances" {
+  description = "Upper bound on instances of each on_delete function: bounds the fan-out of a bulk delete (each event is a few storage calls)."
   type        = number
   default     = 10
 }
@@ -369,8 +392,90 @@ variable "deadline_queue_max_doublings" {
   }
 }
 
+# Notify queue (tasks.tf; only while notify_url is set): retries for a customer endpoint that
+# is down for minutes or hours. With the defaults a delivery is retried after 10, 20, 40, 80,
+# 160 s, then every 300 s, for 3 days; a receiver back from an outage gets it within about 5
+# minutes.
+
+variable "notify_queue_max_dispatches_per_second" {
+  description = "Notify queue: deliveries to NOTIFY_URL per second; default 20 (twice the submission rate, so a backlog left by an outage drains while new job ends keep coming)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.notify_queue_max_dispatches_per_second > 0 && var.notify_queue_max_dispatches_per_second <= 500
+    error_message = "notify_queue_max_dispatches_per_second must be more than 0 and at most 500."
+  }
+}
+
+variable "notify_queue_max_concurrent_dispatches" {
+  description = "Notify queue: deliveries in flight at once; default 20. A receiver that hangs holds this many task-handler instances, each for HTTP_TIMEOUT_SECONDS, so keep it well below task_max_instances."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.notify_queue_max_concurrent_dispatches >= 1 && var.notify_queue_max_concurrent_dispatches <= 5000
+    error_message = "notify_queue_max_concurrent_dispatches must be 1-5000."
+  }
+}
+
+variable "notify_queue_max_attempts" {
+  description = "Notify queue: attempts per delivery, the first included; -1 (default) = unlimited, bounded by notify_queue_max_retry_duration_seconds."
+  type        = number
+  default     = -1
+
+  validation {
+    condition     = var.notify_queue_max_attempts == -1 || var.notify_queue_max_attempts >= 1
+    error_message = "notify_queue_max_attempts must be -1 (unlimited) or at least 1."
+  }
+}
+
+variable "notify_queue_max_retry_duration_seconds" {
+  description = "Notify queue: how long a delivery NOTIFY_URL does not take (no answer, or not 2xx) is retried, from its first attempt; default 259200 (3 days: an endpoint down over a weekend still gets every event). Then Cloud Tasks drops the task and that delivery is not made again; the event stays on the events topic and in the job record."
+  type        = number
+  default     = 259200
+
+  validation {
+    condition     = var.notify_queue_max_retry_duration_seconds >= 0 && var.notify_queue_max_retry_duration_seconds <= 2678400
+    error_message = "notify_queue_max_retry_duration_seconds must be 0-2678400 (Cloud Tasks keeps a task 31 days at most)."
+  }
+}
+
+variable "notify_queue_min_backoff_seconds" {
+  description = "Notify queue: wait before the first retry of a delivery; default 10."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.notify_queue_min_backoff_seconds >= 0
+    error_message = "notify_queue_min_backoff_seconds must not be negative."
+  }
+}
+
+variable "notify_queue_max_backoff_seconds" {
+  description = "Notify queue: longest wait between retries of a delivery; default 300, so a receiver back from an outage gets its deliveries within about 5 minutes."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.notify_queue_max_backoff_seconds >= 1
+    error_message = "notify_queue_max_backoff_seconds must be at least 1."
+  }
+}
+
+variable "notify_queue_max_doublings" {
+  description = "Notify queue: times the backoff doubles before it grows linearly up to the maximum; default 5: retries wait 10, 20, 40, 80, 160 s, then 300 s."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.notify_queue_max_doublings >= 0 && var.notify_queue_max_doublings <= 16
+    error_message = "notify_queue_max_doublings must be 0-16."
+  }
+}
+
 variable "queue_log_sampling_ratio" {
-  description = "Fraction of task dispatch attempts both queues write to Cloud Logging (0-1); default 1 (every attempt: a 10,000-image drop is about 10,000 entries)."
+  description = "Fraction of task dispatch attempts the queues write to Cloud Logging (0-1); default 1 (every attempt: a 10,000-image drop is about 10,000 entries)."
   type        = number
   default     = 1
 
@@ -653,5 +758,39 @@ variable "output_variants" {
     # The shape only (a non-empty JSON array); each field is checked by bgremove/config.py at start.
     condition     = trimspace(var.output_variants) == "" || can(jsondecode(var.output_variants)[0])
     error_message = "output_variants must be empty or a non-empty JSON array of variant objects."
+  }
+}
+
+variable "cache_control" {
+  description = "CACHE_CONTROL: Cache-Control of every output; empty (default): each output copies its upload's Cache-Control."
+  type        = string
+  default     = ""
+}
+
+variable "delete_outputs" {
+  description = "DELETE_OUTPUTS: a deleted original takes the cut-outs made from that generation with it (on_delete); false keeps them. An open job of a deleted upload ends removed either way."
+  type        = bool
+  default     = true
+}
+
+variable "output_url_base" {
+  description = "OUTPUT_URL_BASE: base of the output URLs the completion events give ({base}/{bucket}/{name}); for example a CDN in front of the processed bucket."
+  type        = string
+  default     = "https://storage.googleapis.com"
+
+  validation {
+    condition     = can(regex("^https?://[^/?#]+", var.output_url_base))
+    error_message = "output_url_base must be an http(s) URL."
+  }
+}
+
+variable "notify_url" {
+  description = "NOTIFY_URL: a customer endpoint that also gets each completion event, as a Standard Webhooks-signed POST made by on_task from a task on the notify queue. Empty (default): off. When set, the module also creates the notify queue, its grants and the NOTIFY_SECRET secret (whose value is added out of band before the deploy, see infra/README.md)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.notify_url == "" || can(regex("^https?://[^/?#]+", var.notify_url))
+    error_message = "notify_url must be empty or an http(s) URL."
   }
 }
