@@ -345,9 +345,7 @@ def test_submission_schedules_its_deadline_check_on_the_deadline_queue() -> None
     assert check.body == {"kind": "deadline", "job_id": result.job_id}
 
 
-def test_first_deadline_check_with_webhooks_alone_is_due_after_first_check_seconds_but_never_later_than_reconcile_after() -> (
-    None
-):
+def test_webhook_mode_first_check_is_after_first_check_seconds_never_later_than_reconcile_after() -> None:
     for env, due in (
         ({"FIRST_CHECK_SECONDS": "120"}, 120),
         ({"FIRST_CHECK_SECONDS": "120", "RECONCILE_AFTER_SECONDS": "60"}, 60),
