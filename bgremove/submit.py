@@ -96,6 +96,18 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         return Decision(None, jobs.submitted(current, prediction.id, now, deadline))
 
     recorded = store.update(job.job_id, record, read=(job, generation))
+    ended = recorded.job
+    if (
+        ended is not None
+        and ended.state in (jobs.SUPERSEDED, jobs.REMOVED)
+        and prediction.id not in ended.prediction_ids
+    ):
+        # Replaced or deleted between the liveness check and the create: stop the run nobody wants.
+        try:
+            client.cancel(prediction.id)
+        except (RetryLater, errors.ApiRefused) as exc:
+            logs.warning("could not cancel the prediction of a superseded upload", error=str(exc), **fields)
+        return _log(Result(Outcome(ended.state.value), "ended while its prediction was created", job.job_id), fields)
     if prediction.is_terminal and recorded.job is not None and not recorded.job.is_final:
         # A synchronous answer (Prefer: wait, or a proxy that answers with the result): settled
         # from it as its webhook would be, with no webhook and no poll.
