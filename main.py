@@ -9,30 +9,43 @@ HTTP status codes. Everything else lives in the `bgremove` package.
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import complete, logs, naming, runtime, submit
-from bgremove import reconcile as reconciler
+from bgremove import logs, naming, runtime
 from bgremove.errors import ApiUnavailable, RetryLater
+
+if TYPE_CHECKING:
+    from bgremove import complete, submit
+
+# Each entry point imports the core modules it calls (submit, complete, reconcile) when first
+# called, so no function's start compiles and imports the others' code, nor what only they use
+# (measured in bench/coldstart.py: they were a quarter of `import main`).
 
 # Read and check the configuration at cold start, so a bad deployment fails before any request.
 CONFIG = runtime.config()
 
-_WEBHOOK_STATUS = {
-    complete.Outcome.COMPLETED: 200,
-    complete.Outcome.FAILED: 200,
-    complete.Outcome.DUPLICATE: 200,
-    complete.Outcome.IGNORED: 200,
-    complete.Outcome.UNAUTHORIZED: 401,
-    complete.Outcome.MALFORMED: 400,
-    complete.Outcome.UNKNOWN_JOB: 404,
-    complete.Outcome.MISMATCH: 409,
-}
+
+@functools.cache
+def _webhook_status() -> dict[complete.Outcome, int]:
+    from bgremove import complete
+
+    return {
+        complete.Outcome.COMPLETED: 200,
+        complete.Outcome.FAILED: 200,
+        complete.Outcome.DUPLICATE: 200,
+        complete.Outcome.IGNORED: 200,
+        complete.Outcome.UNAUTHORIZED: 401,
+        complete.Outcome.MALFORMED: 400,
+        complete.Outcome.UNKNOWN_JOB: 404,
+        complete.Outcome.MISMATCH: 409,
+    }
 
 
 @functions_framework.cloud_event
@@ -41,6 +54,8 @@ def on_upload(cloud_event: CloudEvent) -> None:
 
     Raising makes the platform (Eventarc with RETRY_POLICY_RETRY) deliver the event again.
     """
+    from bgremove import submit
+
     event = upload_event(cloud_event)
     if event is None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
@@ -63,13 +78,15 @@ def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturn
         logs.warning("webhook refused: body too large", read=len(body), outcome="too_large")
         return _too_large()
     query = request.query_string.decode("latin-1")
+    from bgremove import complete
+
     try:
         headers = {name.lower(): value for name, value in request.headers.items()}
         result = complete.handle_webhook(headers, body, query, CONFIG, runtime.deps(), time.time)
     except RetryLater as exc:
         logs.warning("webhook not settled yet; sender will retry", error=f"{type(exc).__name__}: {exc}")
         return _answer(503, "try again later")
-    status = _WEBHOOK_STATUS[result.outcome]
+    status = _webhook_status()[result.outcome]
     # The answer names the outcome but never which signature check failed.
     return _answer(status, result.outcome.value if status != 401 else "unauthorized")
 
@@ -87,6 +104,9 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
         logs.warning("task refused: body is not a submit or deadline task", outcome="malformed")
         return _answer(400, "body must be {kind: submit|deadline, job_id}")
     retry = request.headers.get("X-CloudTasks-TaskRetryCount", "")
+    from bgremove import reconcile as reconciler
+    from bgremove import submit
+
     try:
         if kind == "submit":
             outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time()).outcome.value
@@ -117,6 +137,8 @@ def reconcile(request: flask.Request) -> flask.typing.ResponseReturnValue:
     """Settle overdue jobs, a bounded batch per call (Cloud Scheduler, authenticated by OIDC)."""
     if request.method != "POST":
         return _answer(405, "method not allowed", {"Allow": "POST"})
+    from bgremove import reconcile as reconciler
+
     try:
         report = reconciler.reconcile(CONFIG, runtime.deps(), time.time())
     except RetryLater as exc:  # the listing itself failed; each job's own failures do not get here
@@ -145,6 +167,8 @@ def _too_large() -> flask.Response:
 
 def upload_event(cloud_event: CloudEvent) -> submit.UploadEvent | None:
     """The storage object a CloudEvent names, or None (also the bench's direct baseline's decoder)."""
+    from bgremove import submit
+
     data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event.data
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data.get("bucket"):
         return None
