@@ -28,7 +28,6 @@ import requests
 from PIL import Image
 from standardwebhooks import Webhook
 
-from offline_cloud.predictions_service.__main__ import parse_args
 from offline_cloud.predictions_service.faults import Faults, per_prediction_draw
 from offline_cloud.predictions_service.latency import parse_latency
 from offline_cloud.predictions_service.ratelimit import TokenBucket, whole_seconds
@@ -769,12 +768,8 @@ def test_endpoint_knobs_default_to_replicates_behaviour_and_are_checked(api: Api
     assert api.call("GET", "/_admin/faults").json() == knobs
     assert api.faults(create_answer_shape="data_only")["create_answer_shape"] == "data_only"
     assert api.call("DELETE", "/_admin/faults").json()["create_answer_shape"] == "prediction"
-    # Settable at start as every knob is: --faults (the stack's predictions_faults) takes them.
-    settings = parse_args(
-        ["--api-token", "t", "--webhook-secret", SECRET, "--faults",
-         '{"webhooks_sent_rate": 0.5, "webhook_301_rate": 1, "create_answer_shape": "prediction+data"}'],
-    )  # fmt: skip
-    started = Faults(settings.faults).get()
+    # Settable at start as every knob is (--faults; test_a_resale_proxy_set_at_start_... starts one).
+    started = Faults({"webhooks_sent_rate": 0.5, "webhook_301_rate": 1, "create_answer_shape": "prediction+data"}).get()
     assert (started["webhooks_sent_rate"], started["webhook_301_rate"]) == (0.5, 1.0)
     assert started["create_answer_shape"] == "prediction+data"
     with pytest.raises(ValueError, match="create_answer_shape"):
