@@ -129,6 +129,13 @@ def render(results: dict[str, Any]) -> str:
             f"| load average (1, 5, 15 min) | {', '.join(map(str, load[0]))} at the start; "
             f"{', '.join(map(str, load[1]))} at the end (other work on the machine adds noise) |"
         )
+    separate: list[str] = [
+        f"{key} ({f['run']['date']}, `{f['run']['git']['commit'][:12]}`)"
+        for key, f in results["figures"].items()
+        if isinstance(f.get("run"), dict)
+    ]
+    if separate:
+        out.append("| figures run on their own (`--only`, merged into this file) | " + "; ".join(separate) + " |")
     out += [
         "",
         "## Summary",
@@ -150,6 +157,16 @@ def render(results: dict[str, Any]) -> str:
         if f is None or "error" in f:
             continue
         out += ["", f"## {title}", "", f["method"], ""]
+        if isinstance(f.get("run"), dict):
+            run = f["run"]
+            run_load = ", ".join(map(str, run.get("load_average_at_start") or []))
+            out += [
+                f"Run on its own: `{run['command']}`, {run['date']}, commit `{run['git']['commit']}`"
+                + (" (uncommitted changes)" if run["git"].get("dirty") else "")
+                + (f", load average {run_load} at its start" if run_load else "")
+                + ".",
+                "",
+            ]
         out += DETAILS[key](f)
         for note in f.get("notes", []):
             out += ["", note]
