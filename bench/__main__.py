@@ -12,6 +12,9 @@ Issue 11's figures: bulk (a drop of 10x the API's per-minute create limit, queue
 direct submission, bench/baseline_direct.py; about 25 minutes of the full run) and calls (storage,
 API and Cloud Tasks calls per image, counted in-process on the real emulators).
 
+polling: results without webhooks — 20 real photos at once, webhooks sent vs never sent, with the
+real model (latency, the model's run time, API GETs per image).
+
 --quick is a smoke run with tiny sizes (well under a minute): its numbers mean nothing.
 
 --only runs a subset and merges it into DIR/results.json when that file holds a run of the same
@@ -35,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import billed, bulk, calls, coldstart, common, latency, memory, report, throughput, variants
+from bench import billed, bulk, calls, coldstart, common, latency, memory, polling, report, throughput, variants
 
 FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "billed": billed.run,
@@ -46,6 +49,7 @@ FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "variants": variants.run,
     "bulk": bulk.run,
     "calls": calls.run,
+    "polling": polling.run,
 }
 
 
