@@ -13,7 +13,8 @@ direct submission, bench/baseline_direct.py; about 25 minutes of the full run) a
 API and Cloud Tasks calls per image, counted in-process on the real emulators).
 
 polling: results without webhooks — 20 real photos at once, webhooks sent vs never sent, with the
-real model (latency, the model's run time, API GETs per image).
+real model (latency, the model's run time, API GETs per image). preferwait: PREFER_WAIT_SECONDS=10
+against 0, billed function time and latency per image, one real photo at a time.
 
 --quick is a smoke run with tiny sizes (well under a minute): its numbers mean nothing.
 
@@ -38,7 +39,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import billed, bulk, calls, coldstart, common, latency, memory, polling, report, throughput, variants
+from bench import (
+    billed,
+    bulk,
+    calls,
+    coldstart,
+    common,
+    latency,
+    memory,
+    polling,
+    preferwait,
+    report,
+    throughput,
+    variants,
+)
 
 FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "billed": billed.run,
@@ -50,6 +64,7 @@ FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "bulk": bulk.run,
     "calls": calls.run,
     "polling": polling.run,
+    "preferwait": preferwait.run,
 }
 
 

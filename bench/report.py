@@ -99,6 +99,7 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "bulk": ("Bulk drop: queue admission vs direct submission", lambda f: _bulk_summary(f)),
     "calls": ("Storage, API and Cloud Tasks calls per image", lambda f: _calls_summary(f)),
     "polling": ("Results without webhooks: polling vs webhooks", lambda f: _polling_summary(f)),
+    "preferwait": ("Prefer: wait, 10 s vs not asked", lambda f: _preferwait_summary(f)),
 }
 
 
@@ -347,6 +348,7 @@ DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "bulk": lambda f: _bulk_details(f),
     "calls": lambda f: _calls_details(f),
     "polling": lambda f: _polling_details(f),
+    "preferwait": lambda f: _preferwait_details(f),
 }
 
 
@@ -550,6 +552,7 @@ README_LINES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "bulk": _readme_bulk,
     "calls": _readme_calls,
     "polling": lambda f: _readme_polling(f),
+    "preferwait": lambda f: _readme_preferwait(f),
 }
 
 
@@ -595,7 +598,7 @@ def _polling_details(f: dict[str, Any]) -> list[str]:
         ("the model's run time (created_at → completed_at)", "run_seconds"),
         ("… of which the model (metrics.predict_time)", "predict_seconds"),
         ("upload → prediction created", "upload_to_created_seconds"),
-        ("prediction completed → job completed", "completed_to_final_seconds"),
+        ("prediction completed → cut-out written", "completed_to_written_seconds"),
     ]
     for label, key in spread:
         a, b = on[key], off[key]
@@ -640,4 +643,55 @@ def _readme_polling(f: dict[str, Any]) -> tuple[str, str]:
         f"{secs(on['latency_seconds']['p50'])}/{secs(on['latency_seconds']['p95'])} (**{times(f['ratio'])}** at p95); "
         f"model run time p95 {secs(off['run_seconds']['p95'])} (bound {secs(f['bound_seconds'])}); GETs per image "
         f"{num(off['gets_per_image'])} vs {num(on['gets_per_image'])}",
+    )
+
+
+# --- Prefer: wait ------------------------------------------------------------------------------------
+
+
+def _preferwait_summary(f: dict[str, Any]) -> str:
+    off, on = f["settings"]["0"], f["settings"]["10"]
+    return (
+        f"billed per image p50 {ms(on['billed_seconds']['p50'])} with Prefer: wait=10 vs "
+        f"{ms(off['billed_seconds']['p50'])} without; upload → completed p50 {secs(on['latency_seconds']['p50'])} vs "
+        f"{secs(off['latency_seconds']['p50'])}; model run time p50 {secs(off['run_seconds']['p50'])}"
+    )
+
+
+def _preferwait_details(f: dict[str, Any]) -> list[str]:
+    off, on = f["settings"]["0"], f["settings"]["10"]
+    rows = ["| per image | PREFER_WAIT_SECONDS=0 (default) | PREFER_WAIT_SECONDS=10 |", "|---|---|---|"]
+    for label, key in (
+        ("billed, all functions", "billed_seconds"),
+        ("… on_task's submission (the create)", "submission_seconds"),
+        ("… on_prediction_webhook", "webhook_seconds"),
+        ("… on_task's deadline checks", "deadline_check_seconds"),
+        ("upload → completed", "latency_seconds"),
+        ("the model's run time (created_at → completed_at)", "run_seconds"),
+    ):
+        a, b = off[key], on[key]
+        rows.append(f"| {label}, p50 / p95 | {dur(a['p50'])} / {dur(a['p95'])} | {dur(b['p50'])} / {dur(b['p95'])} |")
+    for label, key in (
+        ("function invocations", "invocations_per_image"),
+        ("deadline checks", "deadline_checks_per_image"),
+        ("webhook deliveries", "webhook_deliveries_per_image"),
+        ("API GETs", "gets_per_image"),
+    ):
+        rows.append(f"| {label} | {num(off[key])} | {num(on[key])} |")
+    rows += [
+        "",
+        f"Latency saved by the wait (p50): {ms(f['latency_saved_seconds_p50'])}; billed time per image "
+        f"{times(f['ratio'])} (p50).",
+    ]
+    return rows
+
+
+def _readme_preferwait(f: dict[str, Any]) -> tuple[str, str]:
+    off, on = f["settings"]["0"], f["settings"]["10"]
+    return (
+        "Prefer: wait=10 vs not asked (PREFER_WAIT_SECONDS), one real photo at a time, real model: billed function "
+        "time and latency per image",
+        f"billed {ms(on['billed_seconds']['p50'])} vs {ms(off['billed_seconds']['p50'])} (**{times(f['ratio'])}**); "
+        f"upload → completed {secs(on['latency_seconds']['p50'])} vs {secs(off['latency_seconds']['p50'])} "
+        f"({ms(f['latency_saved_seconds_p50'])} saved); model run time {secs(off['run_seconds']['p50'])} (p50)",
     )

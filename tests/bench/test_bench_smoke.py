@@ -12,7 +12,7 @@ from offline_cloud.stack import ROOT, die_with_parent
 
 FIGURES: tuple[str, ...] = ("billed", "latency", "coldstart", "memory", "throughput", "variants")
 FIGURES += ("bulk", "calls")  # issue 11
-FIGURES += ("polling",)  # results without webhooks
+FIGURES += ("polling", "preferwait")  # results without webhooks, and whether Prefer: wait pays
 
 
 def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path: Path) -> None:
@@ -72,6 +72,9 @@ def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path
     for mode in ("webhooks", "no webhooks"):
         assert polling[mode]["completed"] == polling[mode]["images"] and polling[mode]["creates_per_image"] == 1
     assert polling["no webhooks"]["gets_per_image"] >= 1  # every image polled at least once
+    waited = figures["preferwait"]["settings"]
+    assert waited["10"]["deadline_checks_per_image"] == 0  # settled from the create's own answer
+    assert waited["10"]["submission_seconds"]["p50"] > waited["0"]["submission_seconds"]["p50"]
 
     markdown = (tmp_path / "RESULTS.md").read_text()
     for heading in ("Billed function time", "Overhead latency", "Cold start", "Memory", "Webhook throughput"):
