@@ -148,7 +148,7 @@ def _drop(info: common.StackInfo, payloads: list[bytes]) -> dict[str, Any]:
         finals = list(pool.map(lambda u: common.wait_job(info, client, u[0], u[1], 300), uploads))
         written = list(pool.map(lambda job: written_at(client, info, job), finals))
     _wait_deadlines_drained(info)
-    calls = [c for c in verify.api_calls(Path(info.logs["predictions-service"])) if c.at >= began - 1]
+    calls = [c for c in verify.api_calls(Path(info.logs["predictions-service"])) if c.at >= began]
     listing = {p["id"]: p for p in common.api(info, "GET", "/v1/predictions")["results"]}
     job_ids = {naming.job_id(info.upload_bucket, u[0], u[1]) for u in uploads}
     checks = Counter(verify.job_of_task(r["task"]) for r in common.task_log(info, info.deadline_queue) if "task" in r)
