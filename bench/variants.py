@@ -73,6 +73,9 @@ def run(ctx: common.Context) -> dict[str, Any]:
         function_env={
             "OUTPUT_VARIANTS": json.dumps(list(KINDS.values())),
             "OUTPUT_MAX_BYTES": str(max(large.stat().st_size * 2, 128 * 2**20)),
+            # The figure drops every webhook and delivers each one itself, timed: no check may settle
+            # the job first, so the first comes after FIRST_CHECK_SECONDS (3 min), not a poll at 5 s.
+            "RESULT_DELIVERY": "webhook",
         },
         predictions_faults={"webhook_drop_rate": 1.0},
     )
