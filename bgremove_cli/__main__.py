@@ -685,20 +685,20 @@ def doctor_command(
         "(a 64×64 PNG sent as a data URL, the pipeline's own create request)"
         + ("; --no-prediction: none this time." if no_prediction else "; --no-prediction skips it.")
     )
-    (err if as_json else out).print(escape(notice))
+    (err if as_json else out).print(escape(notice), soft_wrap=True)
 
     def confirm() -> bool:
         return click.confirm("Create that one prediction now?", default=False, err=True)
 
     def say(line: str) -> None:
-        err.print(f"[dim]{escape(line)}[/]")
+        err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
 
     report = doctor.run(endpoint, options, confirm=confirm, say=say)
     if as_json:
         print(json.dumps({"target": target.label, **report.to_json()}, indent=2))
     else:
         out.print(_doctor_table(report))
-        out.print(escape(_doctor_summary(report)))
+        out.print(escape(_doctor_summary(report)), soft_wrap=True)
     return report.status
 
 
