@@ -687,7 +687,8 @@ def doctor_command(
     )
     (err if as_json else out).print(escape(notice), soft_wrap=True)
 
-    def confirm() -> bool:
+    def confirm(so_far: list[doctor.Check]) -> bool:
+        err.print(_doctor_table(so_far))
         return click.confirm("Create that one prediction now?", default=False, err=True)
 
     def say(line: str) -> None:
@@ -697,7 +698,7 @@ def doctor_command(
     if as_json:
         print(json.dumps({"target": target.label, **report.to_json()}, indent=2))
     else:
-        out.print(_doctor_table(report))
+        out.print(_doctor_table(report.checks))
         out.print(escape(_doctor_summary(report)), soft_wrap=True)
     return report.status
 
@@ -711,13 +712,13 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _doctor_table(report: doctor.Report) -> Table:
+def _doctor_table(checks: list[doctor.Check]) -> Table:
     colours = {doctor.OK: "green", doctor.FAIL: "red", doctor.WARN: "yellow"}
     table = Table(show_header=False, box=None, padding=(0, 1, 0, 0))
     table.add_column()
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for check in report.checks:
+    for check in checks:
         colour = colours.get(check.status, "dim")
         table.add_row(f"[{colour}]{check.symbol}[/]", check.name, escape(check.detail))
     return table

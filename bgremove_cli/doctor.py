@@ -524,7 +524,7 @@ class Probe:
             if not retryable or attempt == tries - 1:
                 break
             wait = answer.rate_headers.get("retry-after", "")
-            self._sleep(min(float(wait), 10.0) if wait.isdigit() else float(2**attempt))
+            self._sleep(min(float(wait), 10.0) if wait.isdigit() else 0.5 * 2**attempt)
         return answer
 
     def _once(self, method: str, path: str, body: Any, headers: Mapping[str, str]) -> Answer:
@@ -677,13 +677,14 @@ class Report:
 def run(
     endpoint: Endpoint,
     options: Options,
-    confirm: Callable[[], bool] = lambda: False,
+    confirm: Callable[[list[Check]], bool] = lambda _: False,
     say: Callable[[str], None] = lambda _: None,
     probe: Probe | None = None,
     receiver: Callable[[str, int], Receiver] = Receiver,
     download: Callable[[str, Endpoint], str] | None = None,
 ) -> Report:
-    """Every check, in order. `confirm` is asked before the prediction when `options.spend` is None;
+    """Every check, in order. `confirm` is asked before the prediction when `options.spend` is None,
+    with the verdicts so far (the free checks);
     `say` gets a line for each step that takes a while; `download` fetches an output (its content
     type), `_download` unless given."""
     fetch = download or _download
@@ -716,9 +717,10 @@ def run(
     checks["signing secret"], account_keys = secret_verdict(secret_answer, endpoint.webhook_secrets)
     configured_keys = _keys(endpoint.webhook_secrets)
 
-    spend = options.spend if options.spend is not None else confirm()
+    checks["model version"] = version_verdict(version_answer, model, endpoint.model_version, ran=False)
+    so_far = [checks[name] for name in CHECK_NAMES if name in checks]
+    spend = options.spend if options.spend is not None else confirm(so_far)
     if not spend:
-        checks["model version"] = version_verdict(version_answer, model, endpoint.model_version, ran=False)
         why = "--no-prediction" if options.spend is False else "the prediction was not confirmed (--yes)"
         for name in spends:
             checks[name] = skipped(name, why)

@@ -621,7 +621,9 @@ def run_doctor(api: FakeApi, spend: bool | None = True, confirm: bool = False, w
     )
     options = doctor.Options(spend=spend, webhook_wait_seconds=wait, poll_seconds=0.05)
     probe = doctor.Probe(endpoint.base_url, endpoint.token, 5.0, session=api, sleep=lambda _: None)
-    return doctor.run(endpoint, options, lambda: confirm, probe=probe, download=lambda url, endpoint: "image/png")
+    return doctor.run(
+        endpoint, options, lambda so_far: confirm, probe=probe, download=lambda url, endpoint: "image/png"
+    )
 
 
 def test_doctor_run_spends_one_prediction_and_verifies_its_webhook_through_its_own_receiver() -> None:
@@ -659,3 +661,21 @@ def test_doctor_run_spends_nothing_unless_allowed_and_stops_at_a_refused_token()
     assert report.status == 1 and report.spent == 0
     assert api.calls.count(("POST", "/predictions")) == 1, "a create is never retried"
     assert {c.name: c.status for c in report.checks}["prediction"] == doctor.FAIL
+
+
+def test_doctor_asks_before_spending_with_the_free_checks_in_view() -> None:
+    asked: list[list[str]] = []
+
+    def confirm(so_far: list[doctor.Check]) -> bool:
+        asked.append([f"{c.symbol} {c.name}" for c in so_far])
+        return True
+
+    endpoint = dataclasses.replace(
+        doctor.Endpoint.from_env({"PREDICTIONS_API_TOKEN": "t", "WEBHOOK_SECRETS": SECRET}), base_url=FAKE_BASE
+    )
+    api = FakeApi()
+    probe = doctor.Probe(endpoint.base_url, endpoint.token, 5.0, session=api, sleep=lambda _: None)
+    options = doctor.Options(spend=None, webhook_wait_seconds=5.0, poll_seconds=0.05)
+    report = doctor.run(endpoint, options, confirm, probe=probe, download=lambda url, endpoint: "image/png")
+    assert asked == [["✓ token", "✓ model version", "✓ signing secret"]]
+    assert report.spent == 1 and report.status == 0
