@@ -599,7 +599,9 @@ class Receiver:
 
         self._server = http.server.ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="doctor-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="doctor-receiver", daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -569,8 +569,12 @@ class FakeApi(requests.Session):
     """The predictions API in process: answers by route; a create's webhook is delivered (signed)
     to the URL it names unless `deliver` is False."""
 
-    def __init__(self, deliver: bool = True, create_status: int = 201, account_status: int = 200) -> None:
+    def __init__(
+        self, deliver: bool = True, create_status: int = 201, account_status: int = 200, base: str = FAKE_BASE
+    ) -> None:
         super().__init__()
+        self.base = base
+        self.created: list[dict[str, Any]] = []
         self.deliver = deliver
         self.create_status = create_status
         self.account_status = account_status
@@ -578,7 +582,7 @@ class FakeApi(requests.Session):
         self.polls = 0
 
     def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        path = str(url).removeprefix(FAKE_BASE)
+        path = str(url).removeprefix(self.base)
         self.calls.append((str(method), path))
         done = {"id": "p1", "status": "succeeded", "output": "https://replicate.delivery/p1/out.png"}
         if path == "/account":
@@ -589,10 +593,11 @@ class FakeApi(requests.Session):
             return self._answer(200, {"key": SECRET})
         if method == "POST" and path == "/predictions":
             body = kwargs["json"]
+            self.created.append(body)
             assert kwargs["headers"]["Cancel-After"] == "15m" and body["input"]["image"].startswith("data:image/png")
             if self.create_status != 201:
                 return self._answer(self.create_status, {"detail": "Invalid version or not permitted"})
-            if self.deliver:
+            if self.deliver and "webhook" in body:
                 delivery = signed(done, at=time.time())
                 threading.Thread(
                     target=requests.post,
@@ -617,7 +622,7 @@ class FakeApi(requests.Session):
 def run_doctor(api: FakeApi, spend: bool | None = True, confirm: bool = False, wait: float = 5.0) -> doctor.Report:
     endpoint = dataclasses.replace(
         doctor.Endpoint.from_env({"PREDICTIONS_API_TOKEN": "t", "WEBHOOK_SECRETS": SECRET}),
-        base_url=FAKE_BASE,  # on this machine: the doctor runs its own receiver
+        base_url=api.base,  # FAKE_BASE is on this machine: the doctor runs its own receiver
     )
     options = doctor.Options(spend=spend, webhook_wait_seconds=wait, poll_seconds=0.05)
     probe = doctor.Probe(endpoint.base_url, endpoint.token, 5.0, session=api, sleep=lambda _: None)
@@ -679,3 +684,14 @@ def test_doctor_asks_before_spending_with_the_free_checks_in_view() -> None:
     report = doctor.run(endpoint, options, confirm, probe=probe, download=lambda url, endpoint: "image/png")
     assert asked == [["✓ token", "✓ model version", "✓ signing secret"]]
     assert report.spent == 1 and report.status == 0
+
+
+def test_doctor_against_a_remote_endpoint_without_a_webhook_url_says_it_cannot_test_delivery_from_here() -> None:
+    api = FakeApi(base="https://api.example/v1")
+    report = run_doctor(api)
+    webhook = next(c for c in report.checks if c.name == "webhook")
+    assert webhook.status == doctor.SKIP and "cannot test webhook delivery from here" in webhook.detail
+    assert "api.example is not on this machine" in webhook.detail and "--webhook-url" in webhook.detail
+    [body] = api.created
+    assert "webhook" not in body and "webhook_events_filter" not in body  # no URL nobody listens at
+    assert report.status == 0 and report.webhook_url == "" and report.spent == 1
