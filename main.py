@@ -12,15 +12,22 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import admission, complete, events, logs, removal, runtime, submit, tasks
-from bgremove import reconcile as reconciler
+from bgremove import logs, runtime, tasks
 from bgremove.errors import ApiUnavailable, RetryLater
 from bgremove.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from bgremove.admission import UploadEvent
+
+# Each entry point imports the core modules it calls when it is first called, so no function's
+# start imports the other functions' code, nor what only they use (requests, google-api-core and
+# grpc come with the storage client, built at the first request): bench/coldstart.py measures it.
 
 # Read and check the configuration at cold start, so a bad deployment fails before any request.
 CONFIG = runtime.config()
@@ -49,6 +56,8 @@ def on_upload(cloud_event: CloudEvent) -> None:
     if event is None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
         return
+    from bgremove import admission
+
     admission.handle_upload(event, CONFIG, runtime.deps(), time.time())
 
 
@@ -60,6 +69,8 @@ def on_delete(cloud_event: CloudEvent) -> None:
     if event is None:
         logs.warning("event ignored: data is not a storage object", event_id=cloud_event.get("id"), outcome="ignored")
         return
+    from bgremove import removal
+
     removal.handle_delete(event, CONFIG, runtime.deps(), time.time())
 
 
@@ -78,6 +89,8 @@ def on_prediction_webhook(request: flask.Request) -> flask.typing.ResponseReturn
         logs.warning("webhook refused: body too large", read=len(body), outcome="too_large")
         return _too_large()
     query = request.query_string.decode("latin-1")
+    from bgremove import complete
+
     try:
         headers = {name.lower(): value for name, value in request.headers.items()}
         result = complete.handle_webhook(headers, body, query, CONFIG, runtime.deps(), time.time)
@@ -103,13 +116,19 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
     retry = request.headers.get("X-CloudTasks-TaskRetryCount", "")
     try:
         if payload.kind is tasks.Kind.SUBMIT:
+            from bgremove import submit
+
             outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time()).outcome
         elif payload.kind is tasks.Kind.NOTIFY and payload.event is not None:
+            from bgremove import events
+
             events.deliver_notification(
                 job_id, payload.event, CONFIG, runtime.notify_post, time.time(), runtime.notify_key()
             )
             outcome = Outcome.NOTIFIED
         else:
+            from bgremove import reconcile as reconciler
+
             outcome = reconciler.handle_deadline_task(job_id, CONFIG, runtime.deps(), time.time())
     except RetryLater as exc:
         throttled = isinstance(exc, ApiUnavailable) and exc.status == 429
@@ -136,6 +155,8 @@ def reconcile(request: flask.Request) -> flask.typing.ResponseReturnValue:
     """Settle overdue jobs, a bounded batch per call (Cloud Scheduler, authenticated by OIDC)."""
     if request.method != "POST":
         return _answer(405, "method not allowed", {"Allow": "POST"})
+    from bgremove import reconcile as reconciler
+
     try:
         report = reconciler.reconcile(CONFIG, runtime.deps(), time.time())
     except RetryLater as exc:  # the listing itself failed; each job's own failures do not get here
@@ -162,7 +183,7 @@ def _too_large() -> flask.Response:
     return response
 
 
-def upload_event(cloud_event: CloudEvent) -> admission.UploadEvent | None:
+def upload_event(cloud_event: CloudEvent) -> UploadEvent | None:
     """The storage object a CloudEvent names, or None (also the bench's direct baseline's decoder)."""
     data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event.data
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data.get("bucket"):
@@ -173,6 +194,8 @@ def upload_event(cloud_event: CloudEvent) -> admission.UploadEvent | None:
     except (TypeError, ValueError):
         return None
     metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    from bgremove import admission
+
     return admission.UploadEvent(
         event_id=str(cloud_event.get("id") or ""),
         event_type=str(cloud_event.get("type") or ""),

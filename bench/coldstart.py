@@ -35,7 +35,7 @@ import requests
 
 from bench import common, runtime_venv
 from offline_cloud.client import cloud_event_headers, webhook_headers
-from offline_cloud.stack import ROOT
+from offline_cloud.stack import ROOT, StackInfo
 
 MAIN = ROOT / "main.py"
 TARGETS = (
@@ -81,7 +81,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         imports = _importtime(env, bin_dir / "python", source, compiled, 1 if ctx.quick else 7)
         results[variant] = _variant(samples[variant], imports)
         tasks_client = _tasks_client(env, bin_dir / "python", source, 1 if ctx.quick else 7)
-        tasks_client["grpc_importtime_ms"] = imports["main_extra_over_hello_ms"].get("grpc", 0.0)
+        tasks_client["grpc_importtime_ms"] = imports["grpc_with_storage_client_ms"]
         results[variant]["tasks_client"] = tasks_client
         results[variant]["target_met"] = None if ctx.quick else results[variant]["ratio"] <= TARGET_RATIO
     primary = results["stack venv"]
@@ -125,7 +125,7 @@ def _variant(samples: dict[str, list[dict[str, float]]], imports: dict[str, Any]
 
 
 def _cold_start(
-    info: common.StackInfo, target: str, source: Any, env: dict[str, str], bin_dir: Path, ctx: common.Context
+    info: StackInfo, target: str, source: Path, env: dict[str, str], bin_dir: Path, ctx: common.Context
 ) -> dict[str, float]:
     port = common.port()
     url = f"http://127.0.0.1:{port}/"
@@ -145,7 +145,7 @@ def _cold_start(
     return {"first_answer_seconds": round(first, 4), "first_real_request_seconds": round(real, 4)}
 
 
-def _real_request(info: common.StackInfo, target: str, url: str) -> requests.Response:
+def _real_request(info: StackInfo, target: str, url: str) -> requests.Response:
     if target == "on_upload":
         # An upload event for an object that is not there: claims a job, reads storage, records a failure.
         name = f"bench/coldstart/{uuid.uuid4().hex}.jpg"
@@ -154,9 +154,9 @@ def _real_request(info: common.StackInfo, target: str, url: str) -> requests.Res
         return requests.post(url, data=json.dumps(data), headers=headers, timeout=30)
     if target == "on_task":
         # A submission task for a job that does not exist: reads storage, answers 200 (ignored).
-        body = json.dumps({"kind": "submit", "job_id": "0" * 64})
+        task = json.dumps({"kind": "submit", "job_id": "0" * 64})
         headers = {"Content-Type": "application/json", "X-CloudTasks-TaskRetryCount": "0"}
-        return requests.post(url, data=body, headers=headers, timeout=30)
+        return requests.post(url, data=task, headers=headers, timeout=30)
     if target == "on_prediction_webhook":
         # A signed completion for a job that does not exist: verifies, reads storage, answers 404.
         body = json.dumps(
@@ -170,11 +170,13 @@ def _importtime(env: dict[str, str], python: Path, source: Path, compiled: Path,
     programs = {
         "main": ("import main", source),
         "main_precompiled": ("import main", compiled),
+        # A start as the Cloud Tasks figures count it: grpc comes with the storage client (google-api-core).
+        "main_storage_client": (_START, source),
         "hello": ("import hello", common.BENCH_DIR),
         "python": ("pass", common.BENCH_DIR),
     }
     totals: dict[str, list[float]] = {name: [] for name in programs}
-    packages: dict[str, dict[str, list[float]]] = {"main": {}, "hello": {}}
+    packages: dict[str, dict[str, list[float]]] = {"main": {}, "hello": {}, "main_storage_client": {}}
     for _ in range(reps):
         for name, (code, path) in programs.items():
             done = _python(python, ["-X", "importtime", "-c", code], path, env, f"importtime of {code!r}")
@@ -201,18 +203,20 @@ def _importtime(env: dict[str, str], python: Path, source: Path, compiled: Path,
     result["main_extra_over_hello_ms"] = {
         top: round(us / 1000, 1) for top, us in sorted(extra.items(), key=lambda e: e[1], reverse=True)[:10]
     }
+    grpc = packages["main_storage_client"].get("grpc", [0.0])
+    result["grpc_with_storage_client_ms"] = round(common.percentile(grpc, 50) / 1000, 1)
     return result
 
 
-# Each program runs after `import main` in a fresh interpreter and prints what it measured.
+# What every function does before its first enqueue: import main, build the storage client.
+_START = "import main\nfrom bgremove import runtime\nruntime.objects_for(runtime.config())"
+# Each program runs after that start in a fresh interpreter and prints what it measured.
 _TASKS_PROGRAM = """
 import json, sys, time
 if {hide_grpc}:
     sys.modules["grpc"] = None  # as if grpcio were not installed: google-api-core then skips it
 t0 = time.perf_counter()
-import main
-from bgremove import runtime
-runtime.objects_for(runtime.config())
+{start}
 t1 = time.perf_counter()
 loaded = "grpc" in sys.modules and sys.modules["grpc"] is not None
 {client}
@@ -255,7 +259,7 @@ def _tasks_client(env: dict[str, str], python: Path, source: Path, reps: int) ->
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in TASKS_CLIENTS}
     for _ in range(reps):
         for name, (hide, client) in TASKS_CLIENTS.items():
-            program = _TASKS_PROGRAM.format(hide_grpc=hide, client=client)
+            program = _TASKS_PROGRAM.format(hide_grpc=hide, start=_START, client=client)
             done = _python(python, ["-c", program], source, env, f"tasks client {name!r}")
             samples[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     out: dict[str, Any] = {}

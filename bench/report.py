@@ -258,7 +258,7 @@ def _tasks_client_rows(variant: str, t: dict[str, Any]) -> list[str]:
     rows += [
         "",
         f"Used: **{t['used']}**. {t['why']} What grpc adds to every start: {ms(t['grpc_in_start_seconds'])} "
-        f"(fastest start with grpc minus fastest without; `-X importtime` gives grpc's own import time as "
+        f"(fastest start with grpc minus fastest without; `-X importtime` of that start: grpc's own import time "
         f"{t.get('grpc_importtime_ms', 0):.0f} ms).",
     ]
     return rows
@@ -476,7 +476,7 @@ def _readme_coldstart(f: dict[str, Any]) -> tuple[str, str]:
         extra = (
             f"; the Cloud Tasks client at the first enqueue: gRPC {ms(c['grpc']['client_seconds']['p50'])} (used), "
             f"REST {ms(c['rest']['client_seconds']['p50'])}, plain requests "
-            f"{ms(c['requests']['client_seconds']['p50'])}; grpc in every start "
+            f"{ms(c['requests']['client_seconds']['p50'])}; grpc in every start (storage client built) "
             f"{t.get('grpc_importtime_ms', 0):.0f} ms of imports"
         )
     return ("cold start, first answer vs a hello-world function", "; ".join(parts) + extra)

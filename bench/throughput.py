@@ -127,7 +127,9 @@ class _Predictions:
     """A predictions client that creates nothing: each create answers a new `starting` prediction,
     so the jobs are `submitted` as the task handler leaves them, with no model run to wait for."""
 
-    def create(self, version: str, image: str, webhook: str, cancel_after: str = "") -> Prediction:
+    def create(
+        self, version: str, image: str, webhook: str, cancel_after: str = "", wait_seconds: int = 0
+    ) -> Prediction:
         pid = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(26))
         return Prediction.from_json({"id": pid, "status": "starting", "version": version})
 

@@ -117,13 +117,15 @@ def settle(job_id: str, prediction: Prediction, cfg: Config, deps: Deps, now: fl
             # An earlier attempt the reconciler replaced (and maybe canceled): not the outcome.
             return _log(Result(Outcome.IGNORED, "a superseded prediction ended", job_id, prediction.id), fields)
         error = prediction.error or f"prediction {prediction.status}"
-        return _record_failure(deps, job, generation, f"prediction_{prediction.status}", error, now, fields)
+        return _record_failure(deps, cfg, job, generation, f"prediction_{prediction.status}", error, now, fields)
     if prediction.status != "succeeded":
         return _log(
             Result(Outcome.IGNORED, f"status {prediction.status!r} is not final", job_id, prediction.id), fields
         )
     if not prediction.output:
-        return _record_failure(deps, job, generation, "no_output", "prediction succeeded without output", now, fields)
+        return _record_failure(
+            deps, cfg, job, generation, "no_output", "prediction succeeded without output", now, fields
+        )
     return _write_output(job, generation, prediction, cfg, deps, now, fields)
 
 
@@ -144,7 +146,7 @@ def _write_output(
     except errors.Superseded as exc:
         return _superseded(job, generation, exc, deps, now, fields)
     except errors.VariantError as exc:
-        return _record_failure(deps, job, generation, "bad_metadata", str(exc), now, fields)
+        return _record_failure(deps, cfg, job, generation, "bad_metadata", str(exc), now, fields)
     base = naming.output_name(job.source.name, cfg.output_prefix)
     default = cfg.output_variants[0].name
     targets = [(variant, variants.variant_object_name(base, variant, variant.name == default)) for variant in chosen]
@@ -185,9 +187,9 @@ def _write_output(
     except errors.Superseded as exc:
         return _superseded(job, generation, exc, deps, now, fields)
     except errors.OutputRefused as exc:  # its kind names the reason: name taken, too many pixels …
-        return _record_failure(deps, job, generation, exc.reason, str(exc), now, fields, written)
+        return _record_failure(deps, cfg, job, generation, exc.reason, str(exc), now, fields, written)
     except errors.UnsupportedImage as exc:
-        return _record_failure(deps, job, generation, "output_unsupported", str(exc), now, fields, written)
+        return _record_failure(deps, cfg, job, generation, "output_unsupported", str(exc), now, fields, written)
     except errors.OutputUnavailable as exc:
         logs.warning("output download failed; asking the sender to retry", error=str(exc), **fields)
         raise
@@ -196,7 +198,7 @@ def _write_output(
     winner = first["prediction_id"] or prediction.id
     final = jobs.completed(job, winner, first["object"], first["generation"], now)
     final = dataclasses.replace(final, outputs=tuple(written))
-    return _save_final(deps, job, generation, final, fields)
+    return _save_final(deps, job, generation, final, fields, cfg)
 
 
 def _superseded(
@@ -358,6 +360,7 @@ def _download(url: str, deps: Deps) -> tuple[bytes, str]:
 
 def _record_failure(
     deps: Deps,
+    cfg: Config,
     job: Job,
     generation: int,
     reason: str,
@@ -370,10 +373,10 @@ def _record_failure(
     final = jobs.failed(job, reason, error, now, fields.get("prediction_id", ""))
     if written:
         final = dataclasses.replace(final, outputs=tuple(written))
-    return _save_final(deps, job, generation, final, fields)
+    return _save_final(deps, job, generation, final, fields, cfg)
 
 
-def _save_final(deps: Deps, job: Job, generation: int, final: Job, fields: dict[str, Any]) -> Result:
+def _save_final(deps: Deps, job: Job, generation: int, final: Job, fields: dict[str, Any], cfg: Config) -> Result:
     """Write a final state. If another writer got there first, what it wrote stands; if the
     submitter recorded its prediction meanwhile, the same final change applies to its record."""
 
@@ -385,6 +388,11 @@ def _save_final(deps: Deps, job: Job, generation: int, final: Job, fields: dict[
     done = deps.store.update(job.job_id, settle_as, read=(job, generation))
     if not done.wrote:
         state = done.job.state if done.job is not None else "gone"
+        if done.job is not None and done.job.state in (jobs.SUPERSEDED, jobs.REMOVED) and final.outputs:
+            # Its upload was replaced or deleted while these outputs were being written (after the
+            # liveness check): they are not wanted, and nothing else would remove them.
+            removed = [e for e in final.outputs if placement.delete_if_ours(job.job_id, dict(e), cfg, deps)]
+            fields["outputs_removed"] = len(removed)
         return _log(Result(Outcome.DUPLICATE, f"job was {state} meanwhile", job.job_id), fields)
     assert done.job is not None  # written
     final = done.job

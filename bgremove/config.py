@@ -93,6 +93,9 @@ class Config:
     notify_url: str
     notify_secret: str
     notify_queue: str
+    result_delivery: str
+    poll_first_check_seconds: int
+    prefer_wait_seconds: int
 
 
 Kind = Literal[
@@ -223,6 +226,12 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True, agrees_with=("NOTIFY_URL",)),
     Setting("NOTIFY_QUEUE", "notify_queue", "queue", "", "the queue NOTIFY_URL deliveries are retried through",
             agrees_with=("NOTIFY_URL",)),
+    Setting("RESULT_DELIVERY", "result_delivery", "choice", "auto",
+            "where results come from: the webhook, polling, or both", choices=("auto", "webhook", "poll")),
+    Setting("POLL_FIRST_CHECK_SECONDS", "poll_first_check_seconds", "whole", 5,
+            "the earliest first poll after a prediction is created (polling learns the model's pace)", minimum=1),
+    Setting("PREFER_WAIT_SECONDS", "prefer_wait_seconds", "whole", 0,
+            "ask for a synchronous create answer, waiting up to this long (0: never)", minimum=0, maximum=60),
 )
 # fmt: on
 

@@ -9,17 +9,20 @@ Unit tests build a `Deps` over in-memory fakes of these seams.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bgremove.jobs import JobStore
 from bgremove.objects import Objects, Readable
 from bgremove.predictions import Prediction
+from bgremove.schedule import RunTimes
 from bgremove.tasks import Queue
 
 
 class PredictionsApi(Protocol):
-    def create(self, version: str, image: str, webhook: str, cancel_after: str = "") -> Prediction: ...
+    def create(
+        self, version: str, image: str, webhook: str, cancel_after: str = "", wait_seconds: int = 0
+    ) -> Prediction: ...
 
     def get(self, prediction_id: str) -> Prediction | None: ...
 
@@ -43,3 +46,5 @@ class Deps:
     open_output: Callable[[str], OutputSource]
     webhook_keys: Callable[[], tuple[bytes, ...]]
     queue: Callable[[], Queue]
+    # The run times of finished predictions this instance has seen: where polling starts.
+    run_times: RunTimes = field(default_factory=RunTimes)

@@ -69,6 +69,13 @@ class Contended(RetryLater):
     """A job record kept changing under every attempt of a compare-and-swap (jobs.JobStore.update)."""
 
 
+class ApiAnswerUnknown(Exception):
+    """The API answered a create in a shape that is neither a prediction nor a proxy's documented
+    synchronous result: a failure record quoting its first bytes (a create is never retried)."""
+
+    reason = "api_answer_unknown"
+
+
 class OutputRefused(Exception):
     """The output can never be accepted (bad URL, host, size or content): record a failure."""
 

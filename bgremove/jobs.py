@@ -114,6 +114,7 @@ class Job:
     # {"variant": name, "object": object name, "generation": int}. The first is output_name.
     outputs: tuple[dict[str, Any], ...] = ()
     enqueues: int = 0  # submission tasks created for this job; names the next one
+    check_interval: float = 0.0  # seconds between the last check (or the creation) and the next one
 
     @property
     def submit_task_name(self) -> str:
@@ -250,13 +251,14 @@ def submitted(job: Job, prediction_id: str, now: float, deadline_seconds: float)
         prediction_ids=(*job.prediction_ids, prediction_id),
         attempts=job.attempts + 1,
         deadline_at=now + deadline_seconds,
+        check_interval=deadline_seconds,
         lease_expires_at=0.0,
     )
 
 
 def extend_deadline(job: Job, deadline: float, now: float) -> Job:
     """A submitted job whose prediction is still running: look again at `deadline`."""
-    return dataclasses.replace(job, deadline_at=deadline, updated_at=now)
+    return dataclasses.replace(job, deadline_at=deadline, check_interval=max(0.0, deadline - now), updated_at=now)
 
 
 def completed(job: Job, prediction_id: str, output_name: str, output_generation: int, now: float) -> Job:

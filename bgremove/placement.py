@@ -15,12 +15,16 @@ Also here: the delivery headers outputs copy from their upload.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import posixpath
 import re
+from typing import Any
 from urllib.parse import quote
 
-from bgremove import keys
+from bgremove import errors, keys, logs
+from bgremove.config import Config
+from bgremove.deps import Deps
 from bgremove.jobs import Job
 from bgremove.objects import Delivery
 
@@ -84,3 +88,18 @@ def _disposition(source: str, filename: str) -> str:
 def copied_metadata(job: Job) -> dict[str, str]:
     """The upload's own custom metadata, which outputs carry too (never `bgremove-*` keys)."""
     return {k: v for k, v in job.source.custom.items() if not keys.is_ours(k)}
+
+
+def delete_if_ours(job_id: str, entry: dict[str, Any], cfg: Config, deps: Deps) -> bool:
+    """Delete one recorded output (`{"object", "generation"}`) only while it is still the object
+    generation job `job_id` wrote: checked by a read (the storage emulator ignores delete
+    preconditions) and by the delete's own precondition. True when it was deleted."""
+    name, generation = str(entry.get("object", "")), int(entry.get("generation") or 0)
+    found = deps.objects.metadata(cfg.processed_bucket, name)
+    if found is None or found[1] != generation or found[0].get(keys.JOB) != job_id:
+        logs.info("output left alone: it is no longer what this job wrote", job_id=job_id, output=name)
+        return False
+    with contextlib.suppress(errors.PreconditionFailed):
+        deps.objects.delete(cfg.processed_bucket, name, if_generation_match=generation)
+        return True
+    return False

@@ -8,6 +8,8 @@ that will not change on retry (401, 402, 413, 422, other 4xx) raise `errors.ApiR
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from typing import Any
 
 import requests
 
-from bgremove.errors import ApiRefused, ApiUnavailable
+from bgremove.errors import ApiAnswerUnknown, ApiRefused, ApiUnavailable
 
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled", "aborted")
 RETRYABLE_STATUSES = (408, 429, 500, 502, 503, 504)
@@ -75,6 +77,36 @@ class Prediction:
         )
 
 
+def from_create_answer(data: Any) -> Prediction:
+    """A create's answer: a prediction (Replicate's own), possibly with a resale proxy's
+    synchronous result beside it (`{"created": <unix>, "data": [{"url": …}, …]}`), or that result
+    alone. A result is a succeeded prediction with those URLs (the model gives one), so the task
+    handler settles the job from it with no webhook and no poll; a proxy answer without an id gets
+    one derived from its result (stable, so a retried settlement names the same prediction).
+    Anything else raises ApiAnswerUnknown quoting the answer's first bytes."""
+    urls = _proxy_urls(data)
+    if isinstance(data, dict) and isinstance(data.get("id"), str) and data.get("id"):
+        if urls and not Prediction.from_json(data).is_terminal:
+            return Prediction.from_json({**data, "status": "succeeded", "output": urls[0]})
+        return Prediction.from_json(data)
+    if urls:
+        digest = hashlib.sha256("\n".join(urls).encode()).hexdigest()[:24]
+        return Prediction.from_json({"id": f"sync-{digest}", "status": "succeeded", "output": urls[0], **data})
+    raise ApiAnswerUnknown(f"the create answer is not a prediction: {_first_bytes(data)}")
+
+
+def _proxy_urls(data: Any) -> list[str]:
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list) or "created" not in data:
+        return []
+    urls = [item.get("url") for item in data["data"] if isinstance(item, dict)]
+    return [u for u in urls if isinstance(u, str) and u]
+
+
+def _first_bytes(data: Any) -> str:
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), default=str)
+    return text[:200]
+
+
 class PredictionsClient:
     def __init__(
         self,
@@ -96,15 +128,20 @@ class PredictionsClient:
         self.session = session or requests.Session()
         self._sleep = sleep
 
-    def create(self, version: str, image: str, webhook: str, cancel_after: str = "") -> Prediction:
-        body = {
-            "version": version,
-            "input": {"image": image},
-            "webhook": webhook,
-            "webhook_events_filter": ["completed"],
-        }
+    def create(
+        self, version: str, image: str, webhook: str, cancel_after: str = "", wait_seconds: int = 0
+    ) -> Prediction:
+        """Create a prediction; without `webhook` none is asked for (RESULT_DELIVERY=poll).
+        `wait_seconds` asks for a synchronous answer (`Prefer: wait=N`)."""
+        body: dict[str, Any] = {"version": version, "input": {"image": image}}
+        if webhook:
+            body.update(webhook=webhook, webhook_events_filter=["completed"])
         headers = {"Cancel-After": cancel_after} if cancel_after else {}
-        return Prediction.from_json(self._call("POST", "/predictions", json=body, headers=headers))
+        timeout = self.timeout
+        if wait_seconds:
+            headers["Prefer"] = f"wait={wait_seconds}"
+            timeout = max(self.timeout, wait_seconds + self.timeout)
+        return from_create_answer(self._call("POST", "/predictions", json=body, headers=headers, timeout=timeout))
 
     def get(self, prediction_id: str) -> Prediction | None:
         """The prediction, or None when the API no longer knows it (404)."""
@@ -123,6 +160,7 @@ class PredictionsClient:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
+        timeout = kwargs.pop("timeout", self.timeout)
         url = self.base_url + path
         last = ""
         retry_after: float | None = None
@@ -131,7 +169,7 @@ class PredictionsClient:
             retry_after, status = None, None
             try:
                 response = self.session.request(
-                    method, url, headers=headers, timeout=self.timeout, allow_redirects=False, **kwargs
+                    method, url, headers=headers, timeout=timeout, allow_redirects=False, **kwargs
                 )
             except requests.RequestException as exc:  # connection, timeout, broken chunked body …
                 last = f"{type(exc).__name__} calling {method} {path}"
@@ -140,6 +178,11 @@ class PredictionsClient:
                     try:
                         return response.json()
                     except ValueError:
+                        if path == "/predictions":  # a create that was answered 2xx is never repeated
+                            raise ApiAnswerUnknown(
+                                f"{method} {path} answered {response.status_code} with a body that is not JSON: "
+                                f"{response.text[:200]!r}"
+                            ) from None
                         last = f"{method} {path} answered {response.status_code} with a body that is not JSON"
                 elif response.status_code in RETRYABLE_STATUSES:
                     status = response.status_code

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bgremove import complete, errors, jobs, lifecycle, logs
+from bgremove import complete, errors, jobs, lifecycle, logs, schedule
 from bgremove.config import Config, duration_seconds
 from bgremove.deps import Deps
 from bgremove.jobs import Decision, Job
@@ -94,14 +94,14 @@ def reconcile_job(job_id: str, cfg: Config, deps: Deps, now: float) -> Outcome:
     if prediction is None or prediction.data_removed or (prediction.status == "succeeded" and not prediction.output):
         return _resubmit(job, generation, "prediction or its output is gone", cfg, deps, now, fields)
     if prediction.is_terminal:
+        deps.run_times.observe(prediction.raw)
         settled = complete.settle(job_id, prediction, cfg, deps, now).outcome
         return SETTLED.get(settled, settled)
     submitted_at = _submitted_at(job)
     if now - submitted_at < duration_seconds(cfg.cancel_after) + STUCK_GRACE_SECONDS:
-        # Still queued or running within its Cancel-After deadline: look again a period later.
-        later = _later(
-            job, generation, lambda current: jobs.extend_deadline(current, now + cfg.reconcile_after_seconds, now), deps
-        )
+        # Still queued or running within its Cancel-After deadline: look again later, backing off.
+        wait = schedule.next_check(cfg, job.check_interval)
+        later = _later(job, generation, lambda current: jobs.extend_deadline(current, now + wait, now), deps)
         if later is None:
             return Outcome.NOT_DUE
         lifecycle.schedule_deadline(later, cfg, deps)

@@ -18,10 +18,9 @@ metadata read):
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-from bgremove import errors, jobs, keys, lifecycle, logs, naming, outcomes
+from bgremove import errors, jobs, keys, lifecycle, naming, outcomes, placement
 from bgremove.admission import UploadEvent
 from bgremove.config import Config
 from bgremove.deps import Deps
@@ -73,7 +72,7 @@ def remove_outputs(job_id: str, cfg: Config, deps: Deps, now: float, fields: dic
     job, generation = loaded
     if job.state != jobs.COMPLETED:
         return _log(Result(Outcome.DUPLICATE, f"job is {job.state}: nothing to remove", job_id), fields)
-    removed = tuple(entry for entry in _written(job) if _delete_if_ours(job, entry, cfg, deps))
+    removed = tuple(entry for entry in _written(job) if placement.delete_if_ours(job.job_id, entry, cfg, deps))
 
     def record(current: Job | None) -> Decision[bool]:
         if current is None or current.state != jobs.COMPLETED:
@@ -93,20 +92,6 @@ def _written(job: Job) -> list[dict[str, Any]]:
     if job.output_name:
         return [{"variant": "", "object": job.output_name, "generation": job.output_generation}]
     return []
-
-
-def _delete_if_ours(job: Job, entry: dict[str, Any], cfg: Config, deps: Deps) -> bool:
-    """Delete one output only while it is the object generation this job wrote: checked by a read
-    (the storage emulator ignores delete preconditions) and by the delete's own precondition."""
-    name, generation = str(entry.get("object", "")), int(entry.get("generation") or 0)
-    found = deps.objects.metadata(cfg.processed_bucket, name)
-    if found is None or found[1] != generation or found[0].get(keys.JOB) != job.job_id:
-        logs.info("output left alone: it is no longer what this job wrote", job_id=job.job_id, output=name)
-        return False
-    with contextlib.suppress(errors.PreconditionFailed):
-        deps.objects.delete(cfg.processed_bucket, name, if_generation_match=generation)
-        return True
-    return False
 
 
 def _log(result: Result, fields: dict[str, Any]) -> Result:

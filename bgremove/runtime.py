@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import requests
-
-from bgremove import events, logs, outputs
+from bgremove import logs
 from bgremove.config import Config, load_config
-from bgremove.deps import Deps, OutputSource
 from bgremove.errors import ConfigError
-from bgremove.jobs import JobStore
-from bgremove.predictions import PredictionsClient
-from bgremove.signatures import decode_secret
-from bgremove.storage import GcsObjects
-from bgremove.tasks import CloudTasksQueue
+
+if TYPE_CHECKING:
+    import requests
+
+    from bgremove.deps import Deps, OutputSource
+    from bgremove.events import RestPublisher
+    from bgremove.predictions import PredictionsClient
+    from bgremove.storage import GcsObjects
+    from bgremove.tasks import CloudTasksQueue
+
+# main.py imports this module (and reads the configuration) at start; everything a seam needs is
+# imported where the seam is built, at its first use, so a function's start imports only the
+# configuration (requests, google-api-core, grpc and google-auth come with the storage client).
 
 
 @functools.cache
@@ -29,6 +35,12 @@ def config() -> Config:
 
 @functools.cache
 def deps() -> Deps:
+    import requests
+
+    from bgremove import events, outputs
+    from bgremove.deps import Deps
+    from bgremove.jobs import JobStore
+
     cfg = config()
     objects = objects_for(cfg)
     session = requests.Session()
@@ -52,6 +64,8 @@ def deps() -> Deps:
 def objects_for(cfg: Config) -> GcsObjects:
     import google.cloud.storage as gcs
 
+    from bgremove.storage import GcsObjects
+
     return GcsObjects(gcs.Client(), cfg.http_timeout_seconds, cfg.storage_retry_seconds)
 
 
@@ -62,11 +76,15 @@ def predictions_client() -> PredictionsClient:
         raise ConfigError("PREDICTIONS_API_TOKEN is required to create predictions but not set")
     if not cfg.webhook_url:
         raise ConfigError("WEBHOOK_URL is required to create predictions but not set")
+    import requests
+
     return new_predictions_client(cfg, requests.Session())
 
 
 def new_predictions_client(cfg: Config, session: requests.Session) -> PredictionsClient:
     """The API client as the configuration sets it, over `session` (the bench passes a counted one)."""
+    from bgremove.predictions import PredictionsClient
+
     return PredictionsClient(
         cfg.api_base_url,
         cfg.api_token,
@@ -88,16 +106,22 @@ def task_queue() -> CloudTasksQueue:
     ):
         if not value:
             raise ConfigError(f"{name} is required to enqueue tasks but not set")
+    from bgremove.tasks import CloudTasksQueue
+
     return CloudTasksQueue(cfg.tasks_service_account, timeout_seconds=cfg.http_timeout_seconds)
 
 
 @functools.cache
-def publisher() -> events.RestPublisher:
+def publisher() -> RestPublisher:
+    from bgremove import events
+
     return events.RestPublisher(config().http_timeout_seconds, events.emulator_host())
 
 
 @functools.cache
 def _notify_session() -> requests.Session:
+    import requests
+
     return requests.Session()
 
 
@@ -111,6 +135,8 @@ def notify_post(url: str, body: bytes, headers: Mapping[str, str]) -> int:
 
 @functools.cache
 def notify_key() -> bytes:
+    from bgremove.signatures import decode_secret
+
     try:
         return decode_secret(config().notify_secret)
     except ValueError:
@@ -119,6 +145,8 @@ def notify_key() -> bytes:
 
 @functools.cache
 def webhook_keys() -> tuple[bytes, ...]:
+    from bgremove.signatures import decode_secret
+
     secrets = config().webhook_secrets
     if not secrets:
         raise ConfigError("WEBHOOK_SECRETS is required to verify webhooks but not set")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from bgremove import errors, images, inputs, jobs, lifecycle, logs, outcomes
+from bgremove import complete, errors, images, inputs, jobs, lifecycle, logs, outcomes, schedule
 from bgremove.config import Config
 from bgremove.deps import Deps, PredictionsApi
 from bgremove.errors import RetryLater
@@ -64,9 +64,8 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
             return fail("too_many_pixels", error)
         image = inputs.image_reference(source, sniffed, cfg, deps.objects, head)
         client: PredictionsApi = deps.predictions()
-        prediction = client.create(
-            cfg.model_version, image, webhook_url_for(cfg.webhook_url, job.job_id), cfg.cancel_after
-        )
+        webhook = "" if cfg.result_delivery == schedule.POLL else webhook_url_for(cfg.webhook_url, job.job_id)
+        prediction = client.create(cfg.model_version, image, webhook, cfg.cancel_after, cfg.prefer_wait_seconds)
     except errors.Superseded as exc:
         lifecycle.end_superseded(job.job_id, exc, deps, now, read=(job, generation))
         state = jobs.REMOVED if exc.deleted else jobs.SUPERSEDED
@@ -77,17 +76,17 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         return fail(f"api_{exc.status}", str(exc))
     except errors.ImageRefused as exc:
         return fail(exc.reason, str(exc))
+    except errors.ApiAnswerUnknown as exc:
+        return fail(exc.reason, str(exc))
     except RetryLater as exc:
         _release(job, generation, f"{type(exc).__name__}: {exc}", cfg, deps, now)
         logs.warning("submission not possible now; it will be retried", error=str(exc), **fields)
         raise
     fields["prediction_id"] = prediction.id
 
-    # The first check comes soon after the webhook should have arrived (the model's few seconds
-    # plus the API's minute of webhook retries), so a lost webhook costs minutes, not
-    # RECONCILE_AFTER_SECONDS; a prediction still running then is checked every
-    # RECONCILE_AFTER_SECONDS (reconcile.reconcile_job).
-    deadline = min(cfg.first_check_seconds, cfg.reconcile_after_seconds)
+    # The first check (schedule.py): at about the model's pace when polling, or soon after the
+    # webhook should have arrived; a prediction still running then is checked again, backing off.
+    deadline = schedule.first_check(cfg, deps.run_times)
 
     def record(current: Job | None) -> Decision[None]:
         # Only the webhook can have moved the job meanwhile (it may finish before we record the
@@ -97,6 +96,29 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         return Decision(None, jobs.submitted(current, prediction.id, now, deadline))
 
     recorded = store.update(job.job_id, record, read=(job, generation))
+    ended = recorded.job
+    if (
+        ended is not None
+        and ended.state in (jobs.SUPERSEDED, jobs.REMOVED)
+        and prediction.id not in ended.prediction_ids
+    ):
+        # Replaced or deleted between the liveness check and the create: stop the run nobody wants.
+        try:
+            client.cancel(prediction.id)
+        except (RetryLater, errors.ApiRefused) as exc:
+            logs.warning("could not cancel the prediction of a superseded upload", error=str(exc), **fields)
+        return _log(Result(Outcome(ended.state.value), "ended while its prediction was created", job.job_id), fields)
+    if prediction.is_terminal and recorded.job is not None and not recorded.job.is_final:
+        # A synchronous answer (Prefer: wait, or a proxy that answers with the result): settled
+        # from it as its webhook would be, with no webhook and no poll.
+        deps.run_times.observe(prediction.raw)
+        fields["delivery"] = "synchronous"
+        try:
+            settled = complete.settle(job.job_id, prediction, cfg, deps, now)
+        except RetryLater as exc:  # e.g. the output host: the deadline check settles it later
+            logs.warning("synchronous result not settled now; its check will", error=str(exc), **fields)
+        else:
+            return _log(Result(settled.outcome, settled.reason, job.job_id, prediction.id), fields)
     if recorded.wrote and recorded.job is not None:
         lifecycle.schedule_deadline(recorded.job, cfg, deps)
     return _log(Result(Outcome.SUBMITTED, "prediction created", job.job_id, prediction.id), fields)

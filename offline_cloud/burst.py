@@ -74,9 +74,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import google.cloud.storage as storage
 import requests
 from google.api_core.exceptions import GoogleAPIError
-from google.cloud import storage
 from PIL import Image
 
 from bgremove import jobs, naming
@@ -546,7 +546,7 @@ MEASURED_FROM = {
 def _verify(s: BurstSettings, info: StackInfo, gcs: storage.Client, generations: dict[str, int]) -> dict[str, Any]:
     """offline_cloud.verify's checks of every upload (the soak's), with the records read by a
     bounded pool."""
-    uploads = verify.read_uploads(gcs, info, generations, s.threads)
+    uploads = verify.read_uploads(gcs, info, generations.items(), s.threads)
     outcomes = verify.check(
         uploads,
         verify.read_outputs(gcs, info),

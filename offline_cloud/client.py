@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 import uuid
 
+import google.cloud.storage as storage
 import requests
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
 from offline_cloud.eventarc_relay import binary_headers, rfc3339, storage_event
 from offline_cloud.stack import PUBSUB_PROJECT, StackInfo

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.cloud import storage
+import google.cloud.storage as storage
 from PIL import Image, ImageDraw
 
 from bgremove import jobs, naming

@@ -1,15 +1,20 @@
 """Fault-injected soak: many uploads through the offline stack with every fault knob turned on and
-function workers killed mid-request, then a check that each image has exactly one outcome.
+function workers killed mid-request, while a share of the names is replaced by newer generations or
+deleted, then a check that every upload generation has exactly one outcome and that what is left in
+the processed bucket is the newest live generation's cut-outs and nothing else.
 
     python -m offline_cloud.soak --images 500
 
-Figures printed (and returned by `run_soak`): images, faults injected by kind, outcomes, lost
-images, duplicate outputs, predictions per image, wall time.
+Figures printed (and returned by `run_soak`): images and generations, faults injected by kind, the
+replacements and deletions made (by the moment they came), outcomes by state, lost generations,
+duplicate, orphan and superseded outputs, outputs left of deleted names, predictions per generation
+(and for generations superseded before their submission), wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import random
@@ -18,13 +23,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import google.cloud.storage as storage
 import psutil  # type: ignore[import-untyped]  # no type information: types-psutil is not in requirements-dev.txt
 import requests
-from google.cloud import storage
+from google.api_core.exceptions import NotFound
 from PIL import Image
 
 from bgremove import jobs, naming
@@ -50,7 +57,10 @@ PREDICTION_FAULTS = {
     "seed": 7,
 }
 RELAY_FAULTS = {"duplicate_rate": 0.1, "seed": 7}
+# Two variants, so that a replacement must replace every one of them: the model's PNG and its mask.
+OUTPUT_VARIANTS = '[{"name": "cutout"}, {"name": "mask", "mask": true}]'
 FUNCTION_ENV = {
+    "OUTPUT_VARIANTS": OUTPUT_VARIANTS,
     "CLAIM_TTL_SECONDS": "3",
     "RECONCILE_AFTER_SECONDS": "4",
     "API_MAX_ATTEMPTS": "3",
@@ -63,16 +73,34 @@ FUNCTION_ENV = {
     "LOG_LEVEL": "INFO",
 }
 
+# The living catalogue: shares of the names replaced by newer generations, or deleted, during the
+# run (at least one name of each kind below, whatever the share).
+REPLACED_SHARE = 0.10
+DELETED_SHARE = 0.05
+# When a change comes: "upload" right after the name's first upload (its job still queued),
+# "running" once its job has a prediction (faster than the model), "ended" once its job is final.
+# A replacement uploads `times` new generations in quick succession.
+REPLACEMENTS = (("running", 1), ("ended", 1), ("upload", 2), ("running", 2), ("ended", 2), ("upload", 1))
+DELETIONS = ("upload", "ended", "running")
+MOMENTS = {"upload": "at_upload", "running": "while_running", "ended": "after_end"}
+
 
 @dataclass
 class SoakReport:
-    images: int
+    images: int  # names uploaded
+    generations: int  # upload generations, replacements included
     faults: dict[str, int]
-    outcomes: dict[str, int]
+    lifecycle: dict[str, int]  # replacements and deletions made, by the moment they came
+    outcomes: dict[str, int]  # per generation, by final state (failures by reason)
     lost: int
     duplicate_outputs: int
     orphan_outputs: int
-    predictions_per_image: dict[str, float]
+    superseded_outputs: int
+    removed_left: int
+    older_outputs_kept: int
+    predictions_per_image: dict[str, float]  # per upload generation
+    superseded_before_submission: dict[str, int]  # generations, and the predictions created for them
+    cancelled_predictions: int
     over_attempt_budget: int
     reconciler_runs: int
     wall_seconds: float
@@ -83,15 +111,25 @@ class SoakReport:
         return not self.problems
 
     def text(self) -> str:
+        def listed(values: dict[str, int]) -> str:
+            return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+        before = self.superseded_before_submission
         lines = [
-            f"images                 {self.images}",
+            f"images                 {self.images} names, {self.generations} generations",
             f"wall time              {self.wall_seconds:.1f} s",
-            "faults injected        " + ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())),
-            "outcomes               " + ", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items())),
+            "faults injected        " + listed(self.faults),
+            "replaced and deleted   " + listed(self.lifecycle),
+            "outcomes               " + listed(self.outcomes),
             f"lost (no outcome)      {self.lost}",
             f"duplicate outputs      {self.duplicate_outputs}",
             f"orphan outputs         {self.orphan_outputs}",
-            "predictions per image  " + ", ".join(f"{k}={v:g}" for k, v in self.predictions_per_image.items()),
+            f"superseded outputs     {self.superseded_outputs}",
+            f"removed left           {self.removed_left}",
+            f"older outputs kept     {self.older_outputs_kept} (the newest generation failed)",
+            "predictions per gen.   " + ", ".join(f"{k}={v:g}" for k, v in self.predictions_per_image.items()),
+            f"superseded unsubmitted {before['generations']} generations, {before['predictions']} predictions",
+            f"cancelled predictions  {self.cancelled_predictions} (of superseded or removed generations)",
             f"over attempt budget    {self.over_attempt_budget} (budget {MAX_PREDICTION_ATTEMPTS})",
             f"reconciler runs        {self.reconciler_runs}",
             "result                 " + ("PASS" if self.ok else "FAIL: " + "; ".join(self.problems[:10])),
@@ -140,6 +178,8 @@ class WorkerKiller:
 
     def __init__(self, info: StackInfo, kills: int, interval: float, seed: int) -> None:
         self.pids = [info.pids["function-trigger"], info.pids["function-webhook"]]
+        if "function-on_delete" in info.pids:  # deletions and overwrites' old generations
+            self.pids.append(info.pids["function-on_delete"])
         self.kills, self.interval = kills, interval
         self.rng = random.Random(seed)
         self.done = 0
@@ -161,6 +201,131 @@ class WorkerKiller:
                 self.done += 1
 
 
+@dataclass(frozen=True)
+class Change:
+    """What happens to one name during the run."""
+
+    name: str
+    kind: str  # "replace" or "delete"
+    when: str  # "upload", "running" or "ended" (see REPLACEMENTS)
+    times: int = 1  # new generations a replacement uploads, in quick succession
+
+
+def plan_changes(names: list[str], seed: int) -> dict[str, Change]:
+    """Which names are replaced or deleted, and when: REPLACED_SHARE and DELETED_SHARE of them, at
+    least one of every kind, each kind in turn over names drawn at random."""
+    rng = random.Random(seed)
+    drawn = rng.sample(names, len(names))
+    replaced = min(len(drawn), max(round(REPLACED_SHARE * len(names)), len(REPLACEMENTS)))
+    deleted = min(len(drawn) - replaced, max(round(DELETED_SHARE * len(names)), len(DELETIONS)))
+    changes = {}
+    for i, name in enumerate(drawn[:replaced]):
+        when, times = REPLACEMENTS[i % len(REPLACEMENTS)]
+        changes[name] = Change(name, "replace", when, times)
+    for i, name in enumerate(drawn[replaced : replaced + deleted]):
+        changes[name] = Change(name, "delete", DELETIONS[i % len(DELETIONS)])
+    return changes
+
+
+class Catalogue:
+    """The uploads bucket as the run changes it: every generation of every name, and the planned
+    replacements and deletions, each made when its moment comes (the job of the name's live
+    generation queued, running or final; the states are polled from the job records' metadata)."""
+
+    def __init__(
+        self, info: StackInfo, gcs: storage.Client, changes: dict[str, Change], spare: list[bytes], poll: float = 0.3
+    ) -> None:
+        self.info, self.gcs, self.poll = info, gcs, poll
+        self.bucket = gcs.bucket(info.upload_bucket)
+        self.changes = changes
+        self.spare = list(spare)
+        self.generations: dict[str, list[int]] = {}
+        self.deleted: set[str] = set()
+        self.made: Counter[str] = Counter()
+        self._pending = {name: c for name, c in changes.items() if c.when != "upload"}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def settled(self) -> bool:
+        """Every planned change made."""
+        with self._lock:
+            return not self._pending
+
+    def upload(self, name: str, payload: bytes) -> None:
+        """A name's first upload; a change planned for right after it is made at once."""
+        self._put(name, payload)
+        change = self.changes.get(name)
+        if change is not None and change.when == "upload":
+            self._make(change, "upload")
+
+    def pairs(self) -> list[tuple[str, int]]:
+        """(name, generation) of every upload generation, in upload order per name."""
+        with self._lock:
+            return [(name, g) for name, gens in self.generations.items() for g in gens]
+
+    def live(self) -> dict[str, int]:
+        """Each name's newest generation (deleted names included: the one live when deleted)."""
+        with self._lock:
+            return {name: gens[-1] for name, gens in self.generations.items()}
+
+    def _put(self, name: str, payload: bytes) -> None:
+        blob = self.bucket.blob(name)
+        blob.upload_from_string(payload, content_type="image/jpeg")
+        with self._lock:
+            self.generations.setdefault(name, []).append(int(blob.generation))
+
+    def _make(self, change: Change, moment: str) -> None:
+        verb = "replaced" if change.kind == "replace" else "deleted"
+        made = [f"{verb}_names", f"{verb}_{MOMENTS[moment]}"]
+        if change.kind == "replace":
+            for _ in range(change.times):
+                with self._lock:
+                    payload = self.spare.pop()
+                self._put(change.name, payload)
+            made += ["replacing_generations"] * change.times + (["replaced_twice"] if change.times > 1 else [])
+        else:
+            with contextlib.suppress(NotFound):  # a retried delete whose first attempt went through
+                self.bucket.blob(change.name).delete()
+        with self._lock:
+            if change.kind == "delete":
+                self.deleted.add(change.name)
+            self.made.update(made)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            with self._lock:
+                pending = list(self._pending.values())
+            if not pending:
+                return
+            try:
+                states = _states(self.gcs, self.info)
+            except Exception:  # a slow moment of the emulator: look again at the next poll
+                continue
+            live = self.live()
+            for change in pending:
+                if change.name not in live:
+                    continue  # not uploaded yet
+                job_id = naming.job_id(self.info.upload_bucket, change.name, live[change.name])
+                state = states.get(naming.job_record_name(job_id), "")
+                final = state in jobs.FINAL_STATES
+                if change.when == "ended" and not final:
+                    continue
+                if change.when == "running" and not final and state != jobs.SUBMITTED:
+                    continue
+                self._make(change, "ended" if final else change.when)
+                with self._lock:
+                    del self._pending[change.name]
+
+
 def run_soak(
     images: int, directory: Path, kills: int | None = None, timeout: float = 900.0, seed: int = 7
 ) -> SoakReport:
@@ -174,27 +339,26 @@ def run_soak(
         tasks_max_backoff=3.0,
         predictions_faults=PREDICTION_FAULTS,
         relay_faults=RELAY_FAULTS,
+        delete_outputs=True,
         function_env=FUNCTION_ENV,
     )
-    payloads = _images(images, seed)
+    names = [f"soak/{i:05d}.jpg" for i in range(images)]
+    changes = plan_changes(names, seed)
+    spare = sum(c.times for c in changes.values() if c.kind == "replace")
+    payloads = _images(images + spare, seed)
     started = time.monotonic()
     with Stack(options) as info:
         gcs = storage_client(info)
         killer = WorkerKiller(info, kills if kills is not None else max(3, images // 50), 2.0, seed)
         killer.start()
-        names = [f"soak/{i:05d}.jpg" for i in range(images)]
-        generations: dict[str, int] = {}
-
-        def upload(i: int) -> None:
-            blob = gcs.bucket(info.upload_bucket).blob(names[i])
-            blob.upload_from_string(payloads[i], content_type="image/jpeg")
-            generations[names[i]] = int(blob.generation)
-
+        catalogue = Catalogue(info, gcs, changes, payloads[images:])
+        catalogue.start()
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(upload, range(images)))
-        runs = _settle(info, gcs, generations, started + timeout)
+            list(pool.map(lambda i: catalogue.upload(names[i], payloads[i]), range(images)))
+        runs = _settle(info, gcs, catalogue, started + timeout)
+        catalogue.stop()
         killer.stop()
-        report = _check(info, gcs, generations, killer.done, runs, time.monotonic() - started)
+        report = _check(info, gcs, catalogue, killer.done, runs, time.monotonic() - started)
     return report
 
 
@@ -205,13 +369,20 @@ def _states(gcs: storage.Client, info: StackInfo) -> dict[str, str]:
     }
 
 
-def _settle(info: StackInfo, gcs: storage.Client, generations: dict[str, int], deadline: float) -> int:
-    """Run the reconciler, as Cloud Scheduler would, until every upload is final or time runs out."""
-    wanted = {naming.job_record_name(naming.job_id(info.upload_bucket, n, g)) for n, g in generations.items()}
+def _settle(info: StackInfo, gcs: storage.Client, catalogue: Catalogue, deadline: float) -> int:
+    """Run the reconciler, as Cloud Scheduler would, until every planned change is made, every
+    upload generation is final and every deleted name's completed job has had its outputs removed,
+    or time runs out."""
     runs = 0
     while time.monotonic() < deadline:
         states = _states(gcs, info)
-        if all(states.get(name) in jobs.FINAL_STATES for name in wanted):
+        done = catalogue.settled
+        for name, generation in catalogue.pairs() if done else ():
+            state = states.get(naming.job_record_name(naming.job_id(info.upload_bucket, name, generation)))
+            if state not in jobs.FINAL_STATES or (name in catalogue.deleted and state == jobs.COMPLETED):
+                done = False
+                break
+        if done:
             break
         time.sleep(2.0)
         try:
@@ -223,15 +394,19 @@ def _settle(info: StackInfo, gcs: storage.Client, generations: dict[str, int], d
 
 
 def _check(
-    info: StackInfo, gcs: storage.Client, generations: dict[str, int], kills: int, runs: int, wall: float
+    info: StackInfo, gcs: storage.Client, catalogue: Catalogue, kills: int, runs: int, wall: float
 ) -> SoakReport:
-    uploads = verify.read_uploads(gcs, info, generations)
+    uploads = verify.read_uploads(gcs, info, catalogue.pairs())
+    statuses = verify.prediction_statuses(info)
     outcomes = verify.check(
         uploads,
         verify.read_outputs(gcs, info),
-        verify.predictions_per_job(info),
+        Counter({job_id: len(s) for job_id, s in statuses.items()}),
         MAX_PREDICTION_ATTEMPTS,
         EXPECTED_FAILURES,
+        expected_outputs=verify.output_names(OUTPUT_VARIANTS),
+        deleted=catalogue.deleted,
+        delete_outputs=True,
     )
     headers = {"Authorization": f"Bearer {info.api_token}"}
     stats = requests.get(
@@ -241,20 +416,40 @@ def _check(
     relay_log = requests.get(info.relay_admin_url + "/deliveries", timeout=30).json()["log"]
     faults["cloudevents_duplicated"] = sum(1 for e in relay_log if e.get("kind") == "received" and e.get("duplicate"))
     faults["function_workers_killed"] = kills
-    by_outcome: dict[str, int] = {jobs.COMPLETED.value: outcomes.completed} if outcomes.completed else {}
+    by_outcome: dict[str, int] = {
+        str(state): n
+        for state, n in (
+            (jobs.COMPLETED, outcomes.completed),
+            (jobs.SUPERSEDED, outcomes.superseded),
+            (jobs.REMOVED, outcomes.removed),
+        )
+        if n
+    }
     by_outcome.update({f"{jobs.FAILED}:{reason}": n for reason, n in outcomes.failed.items()})
+    ended = {u.job_id for u in uploads if u.job is not None and u.job.state in (jobs.SUPERSEDED, jobs.REMOVED)}
+    cancelled = sum(s.count("canceled") for job_id, s in statuses.items() if job_id in ended)
     return SoakReport(
-        images=len(generations),
+        images=len(catalogue.generations),
+        generations=len(uploads),
         faults=faults,
+        lifecycle=dict(catalogue.made),
         outcomes=by_outcome,
         lost=outcomes.lost,
         duplicate_outputs=outcomes.duplicate_outputs,
         orphan_outputs=outcomes.orphan_outputs,
+        superseded_outputs=outcomes.superseded_outputs,
+        removed_left=outcomes.removed_left,
+        older_outputs_kept=outcomes.older_outputs_kept,
         predictions_per_image={
             "mean": outcomes.predictions_mean,
             "max": outcomes.predictions_max,
             "total": sum(outcomes.predictions),
         },
+        superseded_before_submission={
+            "generations": outcomes.superseded_unsubmitted,
+            "predictions": outcomes.superseded_unsubmitted_predictions,
+        },
+        cancelled_predictions=cancelled,
         over_attempt_budget=outcomes.over_attempt_budget,
         reconciler_runs=runs,
         wall_seconds=wall,

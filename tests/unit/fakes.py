@@ -180,13 +180,24 @@ class FakePredictions(Faulty):
         self.created: list[dict[str, str]] = []
         self.predictions: dict[str, Prediction] = {}
         self.canceled: list[str] = []
+        self.answers: list[Prediction] = []  # what the next creates answer (a synchronous result …)
 
-    def create(self, version: str, image: str, webhook: str, cancel_after: str = "") -> Prediction:
+    def create(
+        self, version: str, image: str, webhook: str, cancel_after: str = "", wait_seconds: int = 0
+    ) -> Prediction:
         self._enter("create")
         pid = f"pred{len(self.created) + 1}"
-        self.created.append({"version": version, "image": image, "webhook": webhook, "cancel_after": cancel_after})
-        prediction = Prediction(id=pid, status="starting", version=version)
-        self.predictions[pid] = prediction
+        self.created.append(
+            {
+                "version": version,
+                "image": image,
+                "webhook": webhook,
+                "cancel_after": cancel_after,
+                "wait": str(wait_seconds),
+            }
+        )
+        prediction = self.answers.pop(0) if self.answers else Prediction(id=pid, status="starting", version=version)
+        self.predictions[prediction.id] = prediction
         return prediction
 
     def get(self, prediction_id: str) -> Prediction | None:

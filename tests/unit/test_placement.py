@@ -227,3 +227,48 @@ def test_content_disposition_names_the_output_file_also_when_it_is_not_ascii() -
 
 def test_errors_of_superseded_work_are_final_not_retried() -> None:
     assert not issubclass(errors.Superseded, errors.RetryLater)
+
+
+# --- races with the end of a job ------------------------------------------------------------------
+
+
+def test_outputs_written_while_the_upload_was_deleted_are_removed_again() -> None:
+    """The liveness check passed, then on_delete ended the job while the outputs were written:
+    the final save finds it removed, and the outputs it just wrote go too."""
+    world = World()
+    job = upload(world)
+    original = world.objects.create_object
+
+    def create_object(bucket: str, name: str, *args: Any, **kwargs: Any) -> int:
+        written = original(bucket, name, *args, **kwargs)
+        loaded = world.deps.store.load(job.job_id)
+        assert loaded is not None
+        if loaded[0].state == jobs.SUBMITTED:  # on_delete, between the write and the final save
+            world.write(jobs.removed(loaded[0], "deleted meanwhile", NOW))
+        return written
+
+    world.objects.create_object = create_object  # type: ignore[method-assign]
+    assert settle(world, job, OUTPUT_VARIANTS=TWO) is Outcome.DUPLICATE
+    assert world.objects.buckets.get("processed", {}) == {} and state(world, job) == jobs.REMOVED
+
+
+def test_a_prediction_created_after_its_upload_was_replaced_is_cancelled() -> None:
+    from bgremove import admission, submit
+
+    world = World()
+    generation = world.objects.put("uploads", "photos/b.jpg", cutout_png(), "image/png")
+    event = admission.UploadEvent("e", admission.FINALIZED, "uploads", "photos/b.jpg", generation, "image/png", 100)
+    admission.handle_upload(event, config(), world.deps, NOW)
+    job_id = admission.source_of(event).job_id
+    original = world.api.create
+
+    def create(*args: Any, **kwargs: Any) -> Prediction:
+        made = original(*args, **kwargs)
+        loaded = world.deps.store.load(job_id)
+        assert loaded is not None
+        world.write(jobs.superseded(loaded[0], "replaced meanwhile", NOW))  # on_delete of the overwrite
+        return made
+
+    world.api.create = create  # type: ignore[method-assign]
+    result = submit.handle_submit_task(job_id, config(), world.deps, NOW)
+    assert result.outcome is Outcome.SUPERSEDED and world.api.canceled == ["pred1"]

@@ -101,7 +101,7 @@ def test_small_upload_is_submitted_as_a_data_url_with_the_job_in_the_webhook_url
     assert result.outcome is Outcome.SUBMITTED
     job = job_of(world, ev)
     assert job.state == jobs.SUBMITTED and job.prediction_ids == ("pred1",) and job.attempts == 1
-    assert job.deadline_at == NOW + 180  # FIRST_CHECK_SECONDS
+    assert job.deadline_at == NOW + 5  # POLL_FIRST_CHECK_SECONDS: RESULT_DELIVERY=auto polls too
     created = world.api.created[0]
     assert created["image"].startswith("data:image/jpeg;base64,")
     assert created["webhook"] == f"https://hooks.example.com/webhook?job={job.job_id}"
@@ -341,16 +341,17 @@ def test_submission_schedules_its_deadline_check_on_the_deadline_queue() -> None
     result = process(ev, config(), world.deps, NOW)
     job = job_of(world, ev)
     [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
-    assert check.schedule_at == job.deadline_at == NOW + 180
+    assert check.schedule_at == job.deadline_at == NOW + 5
     assert check.body == {"kind": "deadline", "job_id": result.job_id}
 
 
-def test_first_deadline_check_is_due_after_first_check_seconds_but_never_later_than_reconcile_after() -> None:
+def test_webhook_mode_first_check_is_after_first_check_seconds_never_later_than_reconcile_after() -> None:
     for env, due in (
         ({"FIRST_CHECK_SECONDS": "120"}, 120),
         ({"FIRST_CHECK_SECONDS": "120", "RECONCILE_AFTER_SECONDS": "60"}, 60),
         ({"RECONCILE_AFTER_SECONDS": "3600"}, 180),
     ):
+        env = {**env, "RESULT_DELIVERY": "webhook"}
         world = World()
         process(event(world), config(**env), world.deps, NOW)
         [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
@@ -360,7 +361,7 @@ def test_first_deadline_check_is_due_after_first_check_seconds_but_never_later_t
 def test_lost_webhook_is_settled_by_the_first_check_within_minutes() -> None:
     world = World()
     ev = event(world)
-    cfg = config()
+    cfg = config(RESULT_DELIVERY="webhook")
     process(ev, cfg, world.deps, NOW)
     [check] = world.queue.pending(BASE_ENV["DEADLINE_QUEUE"])
     assert check.schedule_at is not None
