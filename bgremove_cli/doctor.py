@@ -36,8 +36,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from bgremove import config, outputs, signatures
-from bgremove.errors import OutputRefused, OutputUnavailable, SignatureError
+from bgremove import config, outputs, predictions, schedule, signatures
+from bgremove.errors import ApiAnswerUnknown, OutputRefused, OutputUnavailable, SignatureError
 from bgremove.predictions import TERMINAL_STATUSES, Prediction
 
 # The pipeline runs this model (README); MODEL_VERSION says which version of it.
@@ -73,7 +73,15 @@ SETTING_NAMES = (
     "OUTPUT_MAX_BYTES",
     "HTTP_TIMEOUT_SECONDS",
     "FIRST_CHECK_SECONDS",
+    "RESULT_DELIVERY",
+    "POLL_FIRST_CHECK_SECONDS",
+    "PREFER_WAIT_SECONDS",
 )
+# A create may take this much longer than the pipeline would wait, so the doctor sees how long an
+# endpoint holds one (a proxy answering with the result) instead of timing out itself.
+CREATE_GRACE_SECONDS = 60.0
+# A create answered with the result needs no webhook; one may still come, at once if at all.
+SYNCHRONOUS_WEBHOOK_WAIT = 5.0
 
 
 # --- what the doctor is told ----------------------------------------------------------------------
@@ -93,7 +101,16 @@ class Endpoint:
     output_max_bytes: int
     http_timeout_seconds: float
     first_check_seconds: int
+    result_delivery: str = schedule.AUTO  # RESULT_DELIVERY: webhook, poll or auto
+    poll_first_check_seconds: int = 5
+    prefer_wait_seconds: int = 0
     ca_bundle: str = ""  # REQUESTS_CA_BUNDLE of the target (the offline stack's CA)
+
+    @property
+    def create_timeout(self) -> float:
+        """How long the pipeline waits for a create's answer (bgremove.predictions.create)."""
+        wait = self.prefer_wait_seconds
+        return self.http_timeout_seconds + wait if wait else self.http_timeout_seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Endpoint:
@@ -111,6 +128,9 @@ class Endpoint:
             output_max_bytes=values["output_max_bytes"],
             http_timeout_seconds=values["http_timeout_seconds"],
             first_check_seconds=values["first_check_seconds"],
+            result_delivery=values["result_delivery"],
+            poll_first_check_seconds=values["poll_first_check_seconds"],
+            prefer_wait_seconds=values["prefer_wait_seconds"],
             ca_bundle=env.get("REQUESTS_CA_BUNDLE", ""),
         )
 
@@ -157,6 +177,7 @@ class Answer:
     text: str = ""  # the start of a body that is not JSON
     error: str = ""  # why there was no answer
     rate_headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0  # from the request to the answer's headers
 
     @property
     def ok(self) -> bool:
@@ -245,7 +266,19 @@ def version_verdict(answer: Answer | None, model: str, version: str, ran: bool) 
     return Check(name, FAIL, _refusal(answer), data)
 
 
-def secret_verdict(answer: Answer | None, configured: tuple[str, ...]) -> tuple[Check, list[bytes]]:
+def unusable(mode: str, misconfigured: bool = False) -> str:
+    """How bad webhooks the deployment's webhook function would refuse are, by RESULT_DELIVERY:
+    nothing when none is asked for (`poll`); fatal when results wait for them (`webhook`), or when
+    it is our own setting that is wrong (WEBHOOK_SECRETS); otherwise a warning, since with `auto`
+    polling brings the results anyway."""
+    if mode == schedule.POLL:
+        return INFO
+    return FAIL if mode == schedule.WEBHOOK or misconfigured else WARN
+
+
+def secret_verdict(
+    answer: Answer | None, configured: tuple[str, ...], mode: str = schedule.AUTO
+) -> tuple[Check, list[bytes]]:
     """The account's signing secret (`GET /webhooks/default/secret`), compared with WEBHOOK_SECRETS
     when they are set here. Returns the check and the keys a delivery is verified with. The secret
     itself is never shown."""
@@ -257,26 +290,32 @@ def secret_verdict(answer: Answer | None, configured: tuple[str, ...]) -> tuple[
     if not isinstance(key, str) or not key:
         why = answer.said() if not answer.ok else f"{answer.path} answered no key"
         if configured_keys:
-            return Check(name, WARN, f"not fetched ({why}); deliveries are verified with WEBHOOK_SECRETS"), (
-                configured_keys
-            )
-        return Check(
-            name, FAIL, f"not fetched ({why}) and WEBHOOK_SECRETS is not set: nothing can verify a webhook"
-        ), []
+            detail = f"not fetched ({why}); deliveries are verified with WEBHOOK_SECRETS"
+            return Check(name, WARN, detail), configured_keys
+        detail = f"not fetched ({why}) and WEBHOOK_SECRETS is not set: nothing can verify a webhook"
+        return Check(name, unusable(mode), detail + _polls_anyway(mode)), []
     try:
         account_key = signatures.decode_secret(key)
     except ValueError:
-        return Check(name, FAIL, f"{answer.path} answered a key that is not a whsec_ secret"), configured_keys
+        detail = f"{answer.path} answered a key that is not a whsec_ secret"
+        return Check(name, unusable(mode), detail + _polls_anyway(mode)), configured_keys
     if not configured:
         return Check(name, OK, "fetched (WEBHOOK_SECRETS is not set here, so not compared)"), [account_key]
     if account_key in configured_keys:
         return Check(name, OK, "fetched; WEBHOOK_SECRETS holds it"), [account_key]
-    return Check(
-        name,
-        FAIL,
+    detail = (
         "WEBHOOK_SECRETS does not hold the account's signing secret: the deployment's webhook would refuse "
-        "every delivery (put it in WEBHOOK_SECRETS; README, Pointing it at the real API or a proxy)",
-    ), [account_key]
+        "every delivery (put it in WEBHOOK_SECRETS; README, Pointing it at the real API or a proxy)"
+    )
+    return Check(name, unusable(mode, misconfigured=True), detail + _polls_anyway(mode)), [account_key]
+
+
+def _polls_anyway(mode: str) -> str:
+    if mode == schedule.AUTO:
+        return "; RESULT_DELIVERY=auto polls, so results still come"
+    if mode == schedule.POLL:
+        return "; not used: RESULT_DELIVERY=poll asks for no webhooks"
+    return ""
 
 
 def _keys(secrets: tuple[str, ...]) -> list[bytes]:
@@ -289,26 +328,78 @@ def _keys(secrets: tuple[str, ...]) -> list[bytes]:
     return keys
 
 
-def prediction_verdict(create: Answer, final: Prediction | None, seconds: float, how: str = ENDED) -> Check:
+@dataclass(frozen=True)
+class Created:
+    """What the create's answer means to the pipeline (`bgremove.predictions.from_create_answer`):
+    a prediction (terminal already when the answer carried the result: a synchronous answer), or
+    why the pipeline cannot read it."""
+
+    prediction: Prediction | None
+    unknown: str = ""  # the pipeline's ApiAnswerUnknown message
+
+    @classmethod
+    def of(cls, answer: Answer) -> Created:
+        try:
+            return cls(predictions.from_create_answer(answer.body))
+        except ApiAnswerUnknown as exc:
+            return cls(None, str(exc))
+        except ValueError as exc:
+            return cls(None, f"the create answer is not a prediction the pipeline can read: {exc}")
+
+    @property
+    def synchronous(self) -> bool:
+        return self.prediction is not None and self.prediction.is_terminal
+
+
+def prediction_verdict(
+    create: Answer,
+    created: Created | None,
+    final: Prediction | None,
+    seconds: float,
+    how: str = ENDED,
+    pipeline_timeout: float = 10.0,
+) -> Check:
     """`how` the wait for it ended: ENDED (a terminal status), CANCELLED (by the doctor, at its
-    timeout) or LOST (GET /predictions/{id} answered 404 before it ended)."""
+    timeout) or LOST (GET /predictions/{id} answered 404 before it ended). `pipeline_timeout`: how
+    long the pipeline waits for a create's answer; an endpoint that holds a create longer makes
+    every submission time out and be retried, a second prediction each."""
     name = "prediction"
     if not create.ok:
-        return Check(name, FAIL, f"not created: {_refusal(create)}", {"http_status": create.status})
-    if final is None:
-        shape = sorted(create.body) if isinstance(create.body, dict) else type(create.body).__name__
+        held = create.status is None and create.seconds >= pipeline_timeout
+        note = " (one may have been made)" if held else ""
+        return Check(name, FAIL, f"not created{note}: {_refusal(create)}", {"http_status": create.status})
+    if created is None or created.prediction is None:
+        unknown = created.unknown if created is not None else "no answer"
+        return Check(name, FAIL, f"{create.said()}; the pipeline would fail every job (api_answer_unknown): {unknown}")
+    if create.seconds > pipeline_timeout:
         return Check(
             name,
             FAIL,
-            f"{create.said()}, but not with a prediction the pipeline can read (no id and status; the answer "
-            f"has {shape})",
-            {"http_status": create.status},
+            f"the endpoint held the create {create.seconds:.1f} s, longer than the pipeline waits "
+            f"({pipeline_timeout:g} s: HTTP_TIMEOUT_SECONDS, + PREFER_WAIT_SECONDS when set): every submission "
+            "would time out and be retried, a second prediction each; raise HTTP_TIMEOUT_SECONDS",
+            {"create_seconds": round(create.seconds, 1)},
         )
-    data = {"prediction_id": final.id, "prediction_status": final.status, "seconds": round(seconds, 1)}
+    final = final or created.prediction
+    data = {
+        "prediction_id": final.id,
+        "prediction_status": final.status,
+        "seconds": round(seconds, 1),
+        "create_seconds": round(create.seconds, 1),
+        "synchronous": created.synchronous,
+    }
     if how == CANCELLED:
         return Check(name, FAIL, f"still {final.status} after {seconds:.0f} s: cancelled it ({final.id})", data)
     if how == LOST:
         return Check(name, FAIL, f"the endpoint forgot it while {final.status} (GET answered 404; {final.id})", data)
+    if final.status == "succeeded" and created.synchronous:
+        return Check(
+            name,
+            OK,
+            f"succeeded, in the create's answer ({create.seconds:.1f} s): the pipeline settles such answers at once, "
+            f"with no webhook and no poll ({final.id})",
+            data,
+        )
     if final.status == "succeeded":
         return Check(name, OK, f"succeeded in {seconds:.1f} s ({final.id})", data)
     error = f": {final.error}" if final.error else ""
@@ -324,6 +415,30 @@ class Delivery:
     received_at: float
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """How the deployment gets its results, for the webhook verdict's wording."""
+
+    mode: str = schedule.AUTO  # RESULT_DELIVERY
+    first_check_seconds: int = 180
+    poll_first_check_seconds: int = 5
+    synchronous: bool = False  # the create's answer carried the result
+
+    def will_poll(self) -> str:
+        if self.mode == schedule.WEBHOOK:
+            return (
+                "the deployment will poll, slowly: with RESULT_DELIVERY=webhook each job waits for its deadline "
+                f"check, FIRST_CHECK_SECONDS ({self.first_check_seconds} s) after its prediction; "
+                "RESULT_DELIVERY=auto polls at the model's pace"
+            )
+        if self.mode == schedule.POLL:
+            return "the deployment asks for none (RESULT_DELIVERY=poll) and polls"
+        return (
+            "the deployment will poll: RESULT_DELIVERY=auto checks each job from about the model's run time "
+            f"(at least POLL_FIRST_CHECK_SECONDS, {self.poll_first_check_seconds} s), so results still come"
+        )
+
+
 def webhook_verdict(
     deliveries: list[Delivery],
     prediction: Prediction | None,
@@ -331,12 +446,13 @@ def webhook_verdict(
     configured_keys: list[bytes],
     tolerance_seconds: int,
     waited: float,
-    first_check_seconds: int,
+    delivered: Delivered | None = None,
     not_here: str = "",
 ) -> Check:
     """Did the prediction's terminal webhook arrive, and does it verify? `not_here` says why no
     receiver could be reached from the endpoint (then nothing was waited for)."""
     name = "webhook"
+    how = delivered or Delivered()
     if not_here:
         return Check(name, SKIP, f"cannot test webhook delivery from here: {not_here}")
     if prediction is None:
@@ -350,13 +466,15 @@ def webhook_verdict(
         if parsed.id == prediction.id and parsed.is_terminal:
             ours.append((delivery, parsed))
     data: dict[str, Any] = {"deliveries": len(ours), "other_posts": len(deliveries) - len(ours)}
+    if not ours and how.synchronous:
+        detail = f"none arrived within {waited:.0f} s; none is needed: the create's answer carried the result"
+        return Check(name, INFO, detail, data)
     if not ours:
         return Check(
             name,
-            WARN,
+            INFO if how.mode == schedule.POLL else WARN,
             f"no webhook arrived within {waited:.0f} s of the prediction's end: the endpoint does not deliver "
-            f"webhooks (or cannot reach the receiver); the deployment will poll: each job's deadline check, "
-            f"FIRST_CHECK_SECONDS ({first_check_seconds} s) after its prediction is created, settles it without one",
+            f"webhooks (or cannot reach the receiver); {how.will_poll()}",
             {**data, "will_poll": True},
         )
     keys = account_keys or configured_keys
@@ -380,21 +498,15 @@ def webhook_verdict(
                     now=_clock(delivery.received_at),
                 )
             except SignatureError:
-                return Check(
-                    name,
-                    FAIL,
-                    "webhooks arrive and verify with the account's secret, but not with WEBHOOK_SECRETS",
-                    data,
-                )
-        return Check(
-            name,
-            OK,
-            f"webhooks arrive and verify ({_count(len(ours), 'delivery', 'deliveries')}, webhook-id {webhook_id})",
-            data,
-        )
-    if not keys:
-        return Check(name, FAIL, "a webhook arrived, but there is no secret to verify it with", data)
-    return Check(name, FAIL, f"a webhook arrived but does not verify: {reasons[0]}", data)
+                detail = "webhooks arrive and verify with the account's secret, but not with WEBHOOK_SECRETS"
+                status = unusable(how.mode, misconfigured=True)
+                return Check(name, status, detail + _polls_anyway(how.mode), {**data, "will_poll": True})
+        detail = f"webhooks arrive and verify ({_count(len(ours), 'delivery', 'deliveries')}, webhook-id {webhook_id})"
+        if how.mode == schedule.POLL:
+            detail += "; RESULT_DELIVERY=poll asks for none (auto would settle jobs as they arrive)"
+        return Check(name, OK, detail, data)
+    why = "there is no secret to verify it with" if not keys else f"it does not verify: {reasons[0]}"
+    return Check(name, unusable(how.mode), f"a webhook arrived, but {why}" + _polls_anyway(how.mode), data)
 
 
 def _clock(at: float) -> Callable[[], float]:
@@ -403,20 +515,15 @@ def _clock(at: float) -> Callable[[], float]:
 
 
 def output_verdict(
-    prediction: Prediction | None,
-    allowed_hosts: tuple[str, ...],
-    download: Callable[[str], str],
-    answered_url: str = "",
+    prediction: Prediction | None, allowed_hosts: tuple[str, ...], download: Callable[[str], str]
 ) -> Check:
     """The output URL's host is within OUTPUT_ALLOWED_HOSTS (`bgremove.outputs.check_url`, what the
     webhook applies), and the output downloads through the pipeline's own checks (`download`
-    returns its content type, or raises OutputRefused / OutputUnavailable). `answered_url`: an
-    output URL a create answer gave that was no prediction (a proxy's `data: [{url}]`)."""
+    returns its content type, or raises OutputRefused / OutputUnavailable)."""
     name = "output host"
-    succeeded = prediction is not None and prediction.status == "succeeded"
-    if not succeeded and not answered_url:
+    if prediction is None or prediction.status != "succeeded":
         return skipped(name, "no prediction succeeded")
-    url = prediction.output if prediction is not None and succeeded else answered_url
+    url = prediction.output
     if not url:
         return Check(name, FAIL, "the prediction succeeded without an output URL")
     allowed = ", ".join(allowed_hosts) or "nothing"
@@ -513,11 +620,18 @@ class Probe:
         self._sleep = sleep
         self.answers: list[Answer] = []
 
-    def call(self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> Answer:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Answer:
         tries = 1 + (GET_RETRIES if method == "GET" else 0)
         answer = Answer(method, path, None, error="not called")
         for attempt in range(tries):
-            answer = self._once(method, path, body, headers or {})
+            answer = self._once(method, path, body, headers or {}, timeout or self.timeout)
             self.answers.append(answer)
             retryable = answer.status is None and not answer.error.startswith("TLS")
             retryable = retryable or answer.status == 429 or (answer.status or 0) >= 500
@@ -527,14 +641,16 @@ class Probe:
             self._sleep(min(float(wait), 10.0) if wait.isdigit() else 0.5 * 2**attempt)
         return answer
 
-    def _once(self, method: str, path: str, body: Any, headers: Mapping[str, str]) -> Answer:
+    def _once(self, method: str, path: str, body: Any, headers: Mapping[str, str], timeout: float) -> Answer:
         sent = {"Authorization": f"Bearer {self._token}", **headers}
+        began = time.monotonic()
         try:
             response = self.session.request(
-                method, self.base_url + path, json=body, headers=sent, timeout=self.timeout, allow_redirects=False
+                method, self.base_url + path, json=body, headers=sent, timeout=timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
-            return Answer(method, path, None, error=no_answer(exc, self.timeout))
+            return Answer(method, path, None, error=no_answer(exc, timeout), seconds=time.monotonic() - began)
+        seconds = time.monotonic() - began
         rate = {
             k.lower(): v
             for k, v in response.headers.items()
@@ -545,7 +661,7 @@ class Probe:
             text = ""
         except ValueError:
             parsed, text = None, response.text[:300]
-        return Answer(method, path, response.status_code, parsed, text, rate_headers=rate)
+        return Answer(method, path, response.status_code, parsed, text, rate_headers=rate, seconds=seconds)
 
 
 def no_answer(exc: requests.RequestException, timeout: float) -> str:
@@ -716,7 +832,9 @@ def run(
         return finish(checks, "the token check failed")
     version_answer = probe.call("GET", f"/models/{model}/versions/{endpoint.model_version}")
     secret_answer = probe.call("GET", "/webhooks/default/secret")
-    checks["signing secret"], account_keys = secret_verdict(secret_answer, endpoint.webhook_secrets)
+    checks["signing secret"], account_keys = secret_verdict(
+        secret_answer, endpoint.webhook_secrets, endpoint.result_delivery
+    )
     configured_keys = _keys(endpoint.webhook_secrets)
 
     checks["model version"] = version_verdict(version_answer, model, endpoint.model_version, ran=False)
@@ -737,36 +855,45 @@ def run(
         body: dict[str, Any] = {"version": endpoint.model_version, "input": {"image": data_url(tiny_png())}}
         if webhook:
             body |= {"webhook": webhook, "webhook_events_filter": ["completed"]}
+        # The pipeline's create request (bgremove.predictions.PredictionsClient.create).
         headers = {"Cancel-After": endpoint.cancel_after} if endpoint.cancel_after else {}
+        if endpoint.prefer_wait_seconds:
+            headers["Prefer"] = f"wait={endpoint.prefer_wait_seconds}"
         say("creating one prediction …")
-        create = probe.call("POST", "/predictions", body, headers)
-        created = _parse(create.body) if create.ok else None
-        if create.ok:
-            report.spent = 1
+        create = probe.call("POST", "/predictions", body, headers, endpoint.create_timeout + CREATE_GRACE_SECONDS)
+        created = Created.of(create) if create.ok else None
+        if create.ok or create.status is None:
+            report.spent = 1  # at most: a create that got no answer may have been made
+        first = created.prediction if created is not None else None
         final, seconds, how = None, 0.0, ENDED
-        if created is not None:
-            report.prediction_id = created.id
-            say(f"waiting for prediction {created.id} …")
-            final, seconds, how = _await(probe, created, options)
-        checks["prediction"] = prediction_verdict(create, final, seconds, how)
-        ran = created is not None
-        checks["model version"] = version_verdict(version_answer, model, endpoint.model_version, ran=ran)
-        answered = answered_urls(create.body) if create.ok and created is None else []
-        checks["output host"] = output_verdict(
-            final, endpoint.output_allowed_hosts, lambda url: fetch(url, endpoint), answered[0] if answered else ""
+        if first is not None:
+            report.prediction_id = first.id
+            say(f"waiting for prediction {first.id} …")
+            final, seconds, how = _await(probe, first, options)
+        checks["prediction"] = prediction_verdict(
+            create, created, final, seconds, how, pipeline_timeout=endpoint.create_timeout
+        )
+        checks["model version"] = version_verdict(version_answer, model, endpoint.model_version, ran=first is not None)
+        checks["output host"] = output_verdict(final, endpoint.output_allowed_hosts, lambda url: fetch(url, endpoint))
+        synchronous = created is not None and created.synchronous
+        wait = (
+            min(options.webhook_wait_seconds, SYNCHRONOUS_WEBHOOK_WAIT) if synchronous else options.webhook_wait_seconds
         )
         if listening is not None and final is not None:
-            say(f"waiting up to {options.webhook_wait_seconds:.0f} s for its webhook at {webhook} …")
-            listening.wait(lambda got: _has_terminal(got, final.id), options.webhook_wait_seconds)
+            say(f"waiting up to {wait:.0f} s for its webhook at {webhook} …")
+            listening.wait(lambda got: _has_terminal(got, final.id), wait)
         deliveries = listening.deliveries() if listening is not None else []
+        delivered = Delivered(
+            endpoint.result_delivery, endpoint.first_check_seconds, endpoint.poll_first_check_seconds, synchronous
+        )
         checks["webhook"] = webhook_verdict(
             deliveries,
             final,
             account_keys,
             configured_keys,
             endpoint.webhook_tolerance_seconds,
-            options.webhook_wait_seconds,
-            endpoint.first_check_seconds,
+            wait,
+            delivered,
             "" if can_receive else not_here,
         )
     return finish(checks, "")
@@ -811,14 +938,6 @@ def _await(probe: Probe, created: Prediction, options: Options) -> tuple[Predict
         probe.call("POST", f"/predictions/{created.id}/cancel")
         raise
     return latest, _since(began), ENDED
-
-
-def answered_urls(body: Any) -> list[str]:
-    """Output URLs in a create answer that is not a prediction: a proxy's `{"data": [{"url"}]}`."""
-    items = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        return []
-    return [item["url"] for item in items if isinstance(item, dict) and isinstance(item.get("url"), str)]
 
 
 def _since(began: float) -> float:

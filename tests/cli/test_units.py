@@ -450,9 +450,9 @@ def test_doctor_secret_verdict_compares_the_accounts_secret_with_webhook_secrets
     assert unset.status == doctor.OK and "not compared" in unset.detail
     not_served, keys = doctor.secret_verdict(answer(404), (OTHER_SECRET,))
     assert not_served.status == doctor.WARN and keys == [signatures.decode_secret(OTHER_SECRET)]
-    nothing, keys = doctor.secret_verdict(answer(404), ())
+    nothing, keys = doctor.secret_verdict(answer(404), (), "webhook")
     assert nothing.status == doctor.FAIL and keys == []
-    assert doctor.secret_verdict(answer(200, {"key": "whsec_%%%"}), ())[0].status == doctor.FAIL
+    assert doctor.secret_verdict(answer(200, {"key": "whsec_%%%"}), (), "webhook")[0].status == doctor.FAIL
     for check in (held, lacking, unset):
         assert SECRET not in json.dumps(check.to_json()) and SECRET[6:] not in check.detail
 
@@ -461,8 +461,10 @@ def test_doctor_webhook_verdict_verifies_arrivals_and_says_the_deployment_will_p
     ours = {"id": "p1", "status": "succeeded", "output": "https://replicate.delivery/a/out.png"}
     key, other = signatures.decode_secret(SECRET), signatures.decode_secret(OTHER_SECRET)
 
-    def verdict(deliveries: list[doctor.Delivery], account: list[bytes], configured: list[bytes]) -> doctor.Check:
-        return doctor.webhook_verdict(deliveries, prediction(), account, configured, 300, 60.0, 180)
+    def verdict(
+        deliveries: list[doctor.Delivery], account: list[bytes], configured: list[bytes], mode: str = "webhook"
+    ) -> doctor.Check:
+        return doctor.webhook_verdict(deliveries, prediction(), account, configured, 300, 60.0, doctor.Delivered(mode))
 
     ok = verdict([signed(ours)], [key], [key])
     assert (ok.status, ok.data["webhook_id"]) == (doctor.OK, "msg_1")
@@ -471,22 +473,47 @@ def test_doctor_webhook_verdict_verifies_arrivals_and_says_the_deployment_will_p
     assert verdict([signed(ours, at=1000.0, received=1001.0)], [key], []).status == doctor.OK
     assert "too old" in verdict([signed(ours, at=1000.0, received=2000.0)], [key], []).detail
     forged = verdict([signed(ours, secret=OTHER_SECRET)], [key], [])
-    assert forged.status == doctor.FAIL and "does not verify: no signature matches" in forged.detail
+    assert forged.status == doctor.FAIL and "it does not verify: no signature matches" in forged.detail
     mismatch = verdict([signed(ours)], [key], [other])
     assert mismatch.status == doctor.FAIL and "not with WEBHOOK_SECRETS" in mismatch.detail
+    # With RESULT_DELIVERY=auto polling brings results anyway: webhooks the endpoint signs wrongly are
+    # a warning; our own WEBHOOK_SECRETS being wrong is still a failure, and poll uses none.
+    assert verdict([signed(ours, secret=OTHER_SECRET)], [key], [], "auto").status == doctor.WARN
+    ours_wrong = verdict([signed(ours)], [key], [other], "auto")
+    assert ours_wrong.status == doctor.FAIL and "auto polls" in ours_wrong.detail
+    assert verdict([signed(ours, secret=OTHER_SECRET)], [key], [], "poll").status == doctor.INFO
 
-    # None came: a warning (the deadline checks settle jobs), never a failure.
-    polls = verdict([], [key], [])
+    # None came: a warning (the deadline checks settle jobs), never a failure; its words per mode.
+    polls = verdict([], [key], [], "auto")
     assert polls.status == doctor.WARN and polls.data["will_poll"] is True
-    assert "the deployment will poll" in polls.detail and "FIRST_CHECK_SECONDS (180 s)" in polls.detail
+    assert "the deployment will poll: RESULT_DELIVERY=auto" in polls.detail
+    slow = verdict([], [key], [])
+    assert slow.status == doctor.WARN and "will poll, slowly" in slow.detail
+    assert "FIRST_CHECK_SECONDS (180 s)" in slow.detail
+    asked_none = verdict([], [key], [], "poll")
+    assert asked_none.status == doctor.INFO and "RESULT_DELIVERY=poll" in asked_none.detail
     # Only the prediction's own terminal delivery counts.
     others = [signed({**ours, "id": "p2"}), signed({**ours, "status": "processing"}), doctor.Delivery({}, b"x", 1.0)]
     stray = verdict(others, [key], [])
     assert stray.status == doctor.WARN and stray.data["other_posts"] == 3
+    # A create answered with the result needs none.
+    sync = doctor.webhook_verdict([], prediction(), [key], [], 300, 5.0, doctor.Delivered(synchronous=True))
+    assert sync.status == doctor.INFO and "the create's answer carried the result" in sync.detail
 
-    here = doctor.webhook_verdict([], prediction(), [key], [], 300, 60.0, 180, not_here="api.example is not here")
+    here = doctor.webhook_verdict([], prediction(), [key], [], 300, 60.0, not_here="api.example is not here")
     assert here.status == doctor.SKIP and here.detail.startswith("cannot test webhook delivery from here")
-    assert doctor.webhook_verdict([], None, [key], [], 300, 60.0, 180).status == doctor.SKIP
+    assert doctor.webhook_verdict([], None, [key], [], 300, 60.0).status == doctor.SKIP
+
+
+def test_doctor_secret_verdict_weighs_what_cannot_verify_by_where_results_come_from() -> None:
+    fetched = answer(200, {"key": SECRET})
+    assert doctor.secret_verdict(fetched, (OTHER_SECRET,), "webhook")[0].status == doctor.FAIL
+    auto, _ = doctor.secret_verdict(fetched, (OTHER_SECRET,), "auto")  # our setting is wrong: fix it
+    assert auto.status == doctor.FAIL and "auto polls, so results still come" in auto.detail
+    assert doctor.secret_verdict(fetched, (OTHER_SECRET,), "poll")[0].status == doctor.INFO
+    # No secret anywhere: fatal only when results wait for webhooks.
+    assert doctor.secret_verdict(answer(404), (), "webhook")[0].status == doctor.FAIL
+    assert doctor.secret_verdict(answer(404), (), "auto")[0].status == doctor.WARN
 
 
 def test_doctor_output_verdict_applies_the_pipelines_allow_list_and_download() -> None:
@@ -511,8 +538,6 @@ def test_doctor_output_verdict_applies_the_pipelines_allow_list_and_download() -
     assert "does not download: output host answered 404" in doctor.output_verdict(prediction(), allowed, gone).detail
     assert doctor.output_verdict(prediction(output=None), allowed, fine).status == doctor.FAIL
     assert doctor.output_verdict(prediction("failed", None), allowed, fine).status == doctor.SKIP
-    proxy = doctor.output_verdict(None, allowed, fine, answered_url="https://replicate.delivery/y.png")
-    assert proxy.status == doctor.OK
 
 
 def test_doctor_rate_limit_verdict_reports_the_headers_seen_or_that_none_were_sent() -> None:
@@ -528,21 +553,38 @@ def test_doctor_rate_limit_verdict_reports_the_headers_seen_or_that_none_were_se
     assert none.status == doctor.INFO and none.detail.startswith("none were sent (2 answers)")
 
 
-def test_doctor_prediction_verdict_and_the_exit_status() -> None:
+def test_doctor_prediction_verdict_judges_the_create_answer_as_the_pipeline_does() -> None:
     created = answer(201, {"id": "p1", "status": "starting"})
-    assert doctor.prediction_verdict(created, prediction(), 1.25).detail == "succeeded in 1.2 s (p1)"
-    failed = doctor.prediction_verdict(
-        created, Prediction.from_json({"id": "p1", "status": "failed", "error": "boom"}), 1
-    )
+    started = doctor.Created.of(created)
+    assert not started.synchronous
+    assert doctor.prediction_verdict(created, started, prediction(), 1.25).detail == "succeeded in 1.2 s (p1)"
+    boom = Prediction.from_json({"id": "p1", "status": "failed", "error": "boom"})
+    failed = doctor.prediction_verdict(created, started, boom, 1)
     assert failed.status == doctor.FAIL and "ended failed: boom" in failed.detail
-    late = doctor.prediction_verdict(created, prediction("processing", None), 300, doctor.CANCELLED)
+    late = doctor.prediction_verdict(created, started, prediction("processing", None), 300, doctor.CANCELLED)
     assert late.status == doctor.FAIL and "cancelled it" in late.detail
-    assert "forgot it" in doctor.prediction_verdict(created, prediction("starting", None), 3, doctor.LOST).detail
-    refused = doctor.prediction_verdict(answer(422, {"detail": "Invalid version"}), None, 0)
+    lost = doctor.prediction_verdict(created, started, prediction("starting", None), 3, doctor.LOST)
+    assert "forgot it" in lost.detail
+    refused = doctor.prediction_verdict(answer(422, {"detail": "Invalid version"}), None, None, 0)
     assert refused.status == doctor.FAIL and "not created" in refused.detail and "Invalid version" in refused.detail
-    shape = doctor.prediction_verdict(answer(200, {"created": 1, "data": []}), None, 0)
-    assert shape.status == doctor.FAIL and "not with a prediction the pipeline can read" in shape.detail
 
+    # A resale proxy's synchronous answer is a result the pipeline settles at once.
+    proxied = answer(200, {"created": 1, "data": [{"url": "https://replicate.delivery/x.png"}]})
+    result = doctor.Created.of(proxied)
+    assert result.synchronous and result.prediction is not None
+    sync = doctor.prediction_verdict(proxied, result, None, 0.0)
+    assert sync.status == doctor.OK and "in the create's answer" in sync.detail and sync.data["synchronous"]
+    # ... unless it holds the create longer than the pipeline waits: every create would be retried.
+    held = dataclasses.replace(proxied, seconds=12.0)
+    slow = doctor.prediction_verdict(held, result, None, 0.0, pipeline_timeout=10.0)
+    assert slow.status == doctor.FAIL and "12.0 s, longer than the pipeline waits (10 s" in slow.detail
+    # An answer the pipeline cannot read fails every job.
+    odd = answer(200, {"result": "ok"})
+    unknown = doctor.prediction_verdict(odd, doctor.Created.of(odd), None, 0)
+    assert unknown.status == doctor.FAIL and "api_answer_unknown" in unknown.detail and "result" in unknown.detail
+
+
+def test_doctor_exit_status_is_0_unless_a_check_failed() -> None:
     ok, warn, skip = (doctor.Check("a", s, "") for s in (doctor.OK, doctor.WARN, doctor.SKIP))
     assert doctor.exit_status([ok, warn, skip]) == 0  # "the deployment will poll" is not a failure
     assert doctor.exit_status([ok, doctor.Check("b", doctor.FAIL, "")]) == 1
@@ -561,6 +603,9 @@ def test_doctor_reads_only_the_apis_settings() -> None:
     assert endpoint.base_url == "https://api.replicate.com/v1" and endpoint.model_version == VERSION
     assert endpoint.output_allowed_hosts == ("replicate.delivery",) and endpoint.webhook_secrets == (SECRET,)
     assert endpoint.cancel_after == "15m" and endpoint.first_check_seconds == 180
+    assert (endpoint.result_delivery, endpoint.create_timeout) == ("auto", 10.0)
+    waits = doctor.Endpoint.from_env({"PREFER_WAIT_SECONDS": "30", "HTTP_TIMEOUT_SECONDS": "5"})
+    assert waits.create_timeout == 35.0  # what bgremove.predictions waits for a Prefer: wait create
     with pytest.raises(ConfigError, match="WEBHOOK_SECRETS"):
         doctor.Endpoint.from_env({"WEBHOOK_SECRETS": "nope"})
 
@@ -570,9 +615,15 @@ class FakeApi(requests.Session):
     to the URL it names unless `deliver` is False."""
 
     def __init__(
-        self, deliver: bool = True, create_status: int = 201, account_status: int = 200, base: str = FAKE_BASE
+        self,
+        deliver: bool = True,
+        create_status: int = 201,
+        account_status: int = 200,
+        base: str = FAKE_BASE,
+        create_answer: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.create_answer = create_answer
         self.base = base
         self.created: list[dict[str, Any]] = []
         self.deliver = deliver
@@ -597,6 +648,8 @@ class FakeApi(requests.Session):
             assert kwargs["headers"]["Cancel-After"] == "15m" and body["input"]["image"].startswith("data:image/png")
             if self.create_status != 201:
                 return self._answer(self.create_status, {"detail": "Invalid version or not permitted"})
+            if self.create_answer is not None:
+                return self._answer(200, self.create_answer)
             if self.deliver and "webhook" in body:
                 delivery = signed(done, at=time.time())
                 threading.Thread(
@@ -695,3 +748,13 @@ def test_doctor_against_a_remote_endpoint_without_a_webhook_url_says_it_cannot_t
     [body] = api.created
     assert "webhook" not in body and "webhook_events_filter" not in body  # no URL nobody listens at
     assert report.status == 0 and report.webhook_url == "" and report.spent == 1
+
+
+def test_doctor_run_against_a_proxy_answering_creates_with_the_result_polls_nothing_and_needs_no_webhook() -> None:
+    api = FakeApi(deliver=False, create_answer={"created": 1, "data": [{"url": "https://replicate.delivery/s.png"}]})
+    report = run_doctor(api, wait=0.5)
+    checks = {c.name: c for c in report.checks}
+    assert checks["prediction"].status == doctor.OK and checks["prediction"].data["synchronous"] is True
+    assert checks["webhook"].status == doctor.INFO and checks["output host"].status == doctor.OK
+    assert not [call for call in api.calls if call[1].startswith("/predictions/")], "nothing to poll"
+    assert report.status == 0 and report.prediction_id.startswith("sync-")
