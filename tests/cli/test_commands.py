@@ -401,13 +401,9 @@ def test_doctor_passes_against_the_offline_stack_with_the_webhook_verified_by_it
 
 
 def test_doctor_says_the_deployment_will_poll_when_the_endpoint_sends_no_webhooks(cli: Cli) -> None:
-    """`webhooks_sent_rate` 0 (the proxy branch's knob: no webhook of a prediction is ever sent, as
-    a proxy that does not forward them); until the service has it, `webhook_drop_rate` 1, which drops
-    every terminal webhook."""
-    knobs = cli.stack.api("GET", "/_admin/faults").json()
-    cli.stack.set_faults(
-        **({"webhooks_sent_rate": 0.0} if "webhooks_sent_rate" in knobs else {"webhook_drop_rate": 1.0})
-    )
+    """`webhooks_sent_rate` 0: the predictions service sends no webhook of any prediction, as a
+    proxy that forwards none (README, the predictions service's knobs)."""
+    cli.stack.set_faults(webhooks_sent_rate=0.0)
     before = cli.listed_states()
     try:
         result = cli.run("doctor", "--yes", "--json", "--webhook-wait", "3")
@@ -417,7 +413,14 @@ def test_doctor_says_the_deployment_will_poll_when_the_endpoint_sends_no_webhook
     report = json.loads(result.stdout)
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["webhook"]["status"] == "warn" and checks["webhook"]["will_poll"] is True
-    assert "the deployment will poll" in checks["webhook"]["detail"]
+    assert "no webhook arrived within 3 s" in checks["webhook"]["detail"]
+    assert "the deployment will poll: RESULT_DELIVERY=auto" in checks["webhook"]["detail"]
     assert checks["prediction"]["status"] == "ok" and checks["output host"]["status"] == "ok"
     assert report["ok"] is True and report["warnings"] == 1
+    [made] = [
+        p
+        for p in cli.stack.api("GET", "/_admin/predictions").json()["predictions"]
+        if p["id"] == report["prediction_id"]
+    ]
+    assert made["webhook"] == report["webhook_url"] and made["webhooks_sent"] is False
     assert cli.listed_states() == before, "the doctor made no pipeline job"
