@@ -118,7 +118,7 @@ class GsUri(click.ParamType[tuple[str, str, int | None], Any]):
 @click.pass_context
 def cli(ctx: click.Context, stack: Path | None, env: str | None, verbose: bool) -> None:
     """Operate the background-removal pipeline: see it, backfill a bucket, retry failures, pause
-    and resume the submission queue, show one upload's job.
+    and resume the submission queue, show one upload's job, check the predictions endpoint.
 
     Without --stack or --env the settings are the pipeline's environment variables (UPLOAD_BUCKET,
     PROCESSED_BUCKET, STATE_BUCKET, SUBMIT_QUEUE, DEADLINE_QUEUE, TASK_HANDLER_URL,
@@ -728,10 +728,11 @@ def _doctor_summary(report: doctor.Report) -> str:
     failed = [c.name for c in report.checks if c.status == doctor.FAIL]
     spent = "1 prediction spent" if report.spent else "no prediction spent"
     if failed:
-        return f"{len(failed)} check(s) failed: {', '.join(failed)} ({spent})"
+        checks = "check" if len(failed) == 1 else "checks"
+        return f"{len(failed)} {checks} failed: {', '.join(failed)} ({spent})"
     polls = any(c.data.get("will_poll") for c in report.checks)
     warnings = sum(c.status == doctor.WARN for c in report.checks)
-    more = f"; {warnings} warning(s)" if warnings else ""
+    more = f"; {warnings} warning{'s' if warnings > 1 else ''}" if warnings else ""
     return "nothing failed" + (": the deployment will poll for results" if polls else "") + f"{more} ({spent})"
 
 

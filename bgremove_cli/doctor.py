@@ -456,7 +456,7 @@ def webhook_verdict(
     if not_here:
         return Check(name, SKIP, f"cannot test webhook delivery from here: {not_here}")
     if prediction is None:
-        return skipped(name, "no prediction was created")
+        return skipped(name, "no prediction to follow")
     ours = []
     for delivery in deliveries:
         try:
