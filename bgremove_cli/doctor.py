@@ -13,7 +13,14 @@ it cannot test delivery from here. A delivery is verified with `bgremove.signatu
 the account's secret (`GET /webhooks/default/secret`) and under WEBHOOK_SECRETS when they are
 configured here, as the deployment's webhook would. No delivery within `webhook_wait` seconds of the
 prediction's end is a warning, not a failure: the pipeline's deadline checks settle every job
-without webhooks (the deployment will poll).
+without webhooks (the deployment will poll). How much a webhook that cannot verify weighs depends
+on RESULT_DELIVERY (`unusable`): it fails with `webhook`, warns with `auto` (polling brings the
+result), informs with `poll`.
+
+The create request is the pipeline's (Cancel-After, Prefer: wait), and its answer is read as the
+pipeline reads it (`bgremove.predictions.from_create_answer`): a proxy's synchronous result needs
+no poll and no webhook; a shape the pipeline cannot read, or a create held longer than the pipeline
+waits for one, is a failure.
 
 The verdicts are pure functions of what was answered (`*_verdict`), so they are unit-tested without
 an endpoint; `run` does the calls in order and never retries a create.
