@@ -14,6 +14,10 @@ client (replicate 1.0.7) calls for this model:
   (``replicate.run`` uploads an open file before it creates the prediction);
 - ``GET /webhooks/default/secret``.
 
+The create answer is Replicate's unless the ``create_answer_shape`` knob plays a resale proxy
+(faults.py): its ``{"created", "data": [{"url"}]}`` beside the prediction or alone, after waiting
+for the outcome, or a shape no client knows.
+
 Public (no token, no rate limit): ``/health``, ``/delivery/{id}/output.png`` (the output CDN) and
 ``/p/{id}`` (the prediction's web page, ``urls.web``). ``/_admin/*`` needs the token but is never
 rate limited.
@@ -33,7 +37,7 @@ from werkzeug.exceptions import HTTPException
 from .durations import parse_duration
 from .inputs import is_supported_url
 from .ratelimit import CREATE, OTHER, Decision, whole_seconds
-from .store import ALL_EVENTS, Prediction, new_prediction_id
+from .store import ALL_EVENTS, TERMINAL_STATUSES, Prediction, new_prediction_id
 
 if TYPE_CHECKING:
     from .service import Service
@@ -230,18 +234,51 @@ def create_app(service: Service) -> Flask:
             prediction.deadline = prediction.created_at + cancel_after
         return prediction, cancel_after, wait
 
+    def decide_webhooks(prediction: Prediction) -> None:
+        """The per-prediction knobs, once, before anything can be delivered."""
+        if prediction.webhook is None:
+            return
+        if not service.faults.hits("webhooks_sent_rate", prediction.id):
+            # As a proxy that does not forward the webhook: no event of it is ever sent.
+            prediction.webhooks_sent = False
+            service.stats.fault("webhooks_not_sent")
+        elif service.faults.hits("webhook_301_rate", prediction.id):
+            prediction.webhook_via = service.redirect_hop.url_for(prediction.webhook)
+            service.stats.fault("webhooks_answered_301")
+
+    def proxy_answer(shape: str, prediction: Prediction, snapshot: dict[str, Any], seconds: int) -> Response:
+        """A resale proxy's synchronous answer, once the prediction ended or ``seconds`` passed."""
+        if shape == "unknown":
+            return ok({"result": "ok"})
+        if prediction.stop.wait(seconds):
+            snapshot = service.store.snapshot(prediction.id) or snapshot
+        output = snapshot["output"] if snapshot["status"] == "succeeded" else None
+        urls = output if isinstance(output, list) else [] if output is None else [output]
+        answer = {"created": int(prediction.created_at), "data": [{"url": url} for url in urls]}
+        if shape == "prediction+data":
+            return ok({**answer, **snapshot}, status=201)
+        if snapshot["status"] not in TERMINAL_STATUSES:
+            # Nothing in this shape can name a prediction to poll: the proxy gives up.
+            return problem(504, "Gateway Timeout", f"the prediction did not finish within {seconds} s")
+        return ok(answer)
+
     def create(prefix: str, path_version: str | None = None) -> Response:
         # Injected faults answer before anything is read or created, as a front proxy would.
         fault = injected("create_429_rate", "create_5xx_rate", "create")
         if fault is not None:
             return fault
+        shape = service.faults.choice("create_answer_shape")
         try:
             prediction, cancel_after, wait = parse_create(prefix, path_version)
         except InvalidRequest as exc:
             return problem(422, "Invalid input", exc.detail)
+        decide_webhooks(prediction)
         snapshot = service.store.add(prediction)
         service.stats.prediction_created(prediction.id)
         service.runner.submit(prediction.id, cancel_after)
+        if shape != "prediction":
+            # A proxy holds every create as Prefer: wait does, up to the header's N if given.
+            return proxy_answer(shape, prediction, snapshot, MAX_WAIT_SECONDS if wait is None else wait[0])
         if wait is None:
             return ok(snapshot, status=201)
         seconds, applied = wait

@@ -1,7 +1,15 @@
-"""Fault-injection knobs, so clients can be tested against a misbehaving service."""
+"""Fault-injection knobs, so clients can be tested against a misbehaving service.
+
+Most rates are rolled afresh at each decision (seeded by ``seed``). The two that play an endpoint
+which loses a prediction's webhooks (``webhooks_sent_rate``, ``webhook_301_rate``) are decided
+once per prediction, at its create, from a hash of the knob's name and the prediction id
+(``per_prediction_draw``), so a test can tell from the id alone which predictions are hit.
+``create_answer_shape`` is not a rate but one of ``ANSWER_SHAPES``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import threading
@@ -19,10 +27,28 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "webhook_duplicate_rate": 0.0,
     "webhook_delay_seconds": 0.0,
     "webhook_reorder_rate": 0.0,
+    # Per prediction: the share whose webhooks are sent at all (1.0: every one, Replicate's own).
+    "webhooks_sent_rate": 1.0,
+    # Per prediction: the share whose webhook URL answers every delivery 301 (never followed).
+    "webhook_301_rate": 0.0,
+    "create_answer_shape": "prediction",
     "seed": None,
 }
+# How a create is answered: Replicate's prediction (201, at once unless ``Prefer: wait``); a
+# resale proxy's ``{"created", "data": [{"url"}]}`` beside the prediction fields or alone, both
+# after waiting for the outcome; or a shape no client knows, ``{"result": "ok"}``.
+ANSWER_SHAPES = ("prediction", "prediction+data", "data_only", "unknown")
+CHOICE_KNOBS: dict[str, tuple[str, ...]] = {"create_answer_shape": ANSWER_SHAPES}
 RATE_KNOBS = frozenset(name for name in DEFAULT_KNOBS if name.endswith("_rate"))
+PER_PREDICTION_KNOBS = frozenset({"webhooks_sent_rate", "webhook_301_rate"})
 SECONDS_KNOBS = frozenset(name for name in DEFAULT_KNOBS if name.endswith("_seconds"))
+
+
+def per_prediction_draw(knob: str, prediction_id: str) -> float:
+    """A number in [0, 1) fixed by the knob's name and the prediction id: a per-prediction knob
+    hits the prediction when this is below its rate. Independent of ``seed`` and of other knobs."""
+    digest = hashlib.sha256(f"{knob}:{prediction_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _validate(name: str, value: Any) -> Any:
@@ -31,6 +57,10 @@ def _validate(name: str, value: Any) -> Any:
     if name == "seed":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError("seed must be an integer or null")
+        return value
+    if name in CHOICE_KNOBS:
+        if value not in CHOICE_KNOBS[name]:
+            raise ValueError(f"{name} must be one of {list(CHOICE_KNOBS[name])}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a number")
@@ -42,7 +72,7 @@ def _validate(name: str, value: Any) -> Any:
 
 
 class Faults:
-    """Current knobs plus one random stream per rate knob.
+    """Current knobs plus one random stream per rolled rate knob.
 
     Separate streams keep each knob's sequence of decisions reproducible under a seed even when
     decisions for different knobs interleave across threads.
@@ -57,7 +87,10 @@ class Faults:
             self.update(initial)
 
     def _reseed(self, seed: int | None) -> None:
-        self._rngs = {name: random.Random(None if seed is None else f"{seed}:{name}") for name in RATE_KNOBS}
+        self._rngs = {
+            name: random.Random(None if seed is None else f"{seed}:{name}")
+            for name in RATE_KNOBS - PER_PREDICTION_KNOBS
+        }
 
     def get(self) -> dict[str, Any]:
         with self._lock:
@@ -78,6 +111,10 @@ class Faults:
             self._reseed(None)
             return dict(self._knobs)
 
+    def choice(self, name: str) -> str:
+        with self._lock:
+            return str(self._knobs[name])
+
     def seconds(self, name: str) -> float:
         with self._lock:
             return float(self._knobs[name])
@@ -91,3 +128,12 @@ class Faults:
             if rate >= 1.0:
                 return True
             return self._rngs[name].random() < rate
+
+    def hits(self, name: str, prediction_id: str) -> bool:
+        """A per-prediction knob's decision for this prediction; rates 0 and 1 are exact."""
+        assert name in PER_PREDICTION_KNOBS
+        with self._lock:
+            rate = float(self._knobs[name])
+        if rate <= 0.0:
+            return False
+        return rate >= 1.0 or per_prediction_draw(name, prediction_id) < rate

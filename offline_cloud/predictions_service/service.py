@@ -22,6 +22,7 @@ from .fleet import LABEL_VALUE, FleetExecutor
 from .model import BackgroundRemover, default_threads
 from .outputs import OutputFiles
 from .ratelimit import CREATE, OTHER, RateLimits
+from .redirect import RedirectHop
 from .runner import Executor, ModelExecutor, Runner
 from .stats import Stats
 from .store import PredictionStore
@@ -79,6 +80,8 @@ class Service:
             stats=self.stats,
             stopping=self.stopping,
         )
+        # In front of the webhook URLs of predictions ``webhook_301_rate`` picks; bound on first use.
+        self.redirect_hop = RedirectHop()
         self.store = PredictionStore(public_base="", on_event=self.webhooks.emit, echo_webhook=settings.echo_webhook)
         self.model: BackgroundRemover | None = None
         executor: Executor
@@ -167,6 +170,7 @@ class Service:
         self.stopping.set()
         self.server.server_close()
         self.runner.shutdown()
+        self.redirect_hop.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 

@@ -17,6 +17,9 @@ FAULT_COUNTERS = (
     "webhooks_duplicated",
     "webhooks_delayed",
     "webhooks_reordered",
+    # Per prediction, counted at its create (only predictions given a webhook).
+    "webhooks_not_sent",
+    "webhooks_answered_301",
 )
 THROTTLE_COUNTERS = ("create", "other")
 # Bounded so a long soak test cannot grow the process without limit.

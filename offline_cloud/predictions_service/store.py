@@ -48,10 +48,22 @@ class Prediction:
     # Set on every move to a terminal status: it wakes a worker sleeping on a canceled or aborted
     # prediction, and a ``Prefer: wait`` request waiting for the outcome.
     stop: threading.Event = field(default_factory=threading.Event)
+    # Decided at create by the per-prediction knobs (faults.py), never shown in the API's view:
+    # False when its webhooks are not sent at all (``webhooks_sent_rate``); the redirecting hop's
+    # URL its deliveries go to instead of ``webhook`` (``webhook_301_rate``).
+    webhooks_sent: bool = True
+    webhook_via: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def delivery_url(self) -> str | None:
+        """Where its webhook deliveries are posted, or None for none."""
+        if self.webhook is None or not self.webhooks_sent:
+            return None
+        return self.webhook_via or self.webhook
 
     def to_json(self, public_base: str, echo_webhook: bool = False) -> dict[str, Any]:
         """The API's view. ``webhook`` and ``webhook_events_filter`` only when ``echo_webhook``:
@@ -87,8 +99,9 @@ class Prediction:
         return body
 
 
-# (event, snapshot, webhook URL, events filter): the URL and filter travel beside the snapshot
-# because the snapshot itself may not carry them (see ``Prediction.to_json``).
+# (event, snapshot, delivery URL, events filter): the URL and filter travel beside the snapshot
+# because the snapshot itself may not carry them (see ``Prediction.to_json``). The URL is
+# ``Prediction.delivery_url``: the webhook, the 301 hop in front of it, or None (nothing is sent).
 EventListener = Callable[[str, dict[str, Any], str | None, tuple[str, ...]], None]
 
 
@@ -106,7 +119,7 @@ class PredictionStore:
     def _emit(self, event: str, prediction: Prediction) -> dict[str, Any]:
         snapshot = self._json(prediction)
         if self.on_event is not None:
-            self.on_event(event, snapshot, prediction.webhook, tuple(prediction.webhook_events_filter))
+            self.on_event(event, snapshot, prediction.delivery_url, tuple(prediction.webhook_events_filter))
         return snapshot
 
     def _json(self, prediction: Prediction) -> dict[str, Any]:
@@ -143,9 +156,20 @@ class PredictionStore:
 
     def webhooks(self) -> list[dict[str, Any]]:
         """Every prediction's id, status and the webhook URL it was created with, whatever the echo
-        setting: what the service was asked, for tests and soaks that count predictions per job."""
+        setting: what the service was asked, for tests and soaks that count predictions per job.
+        ``webhooks_sent`` (null without a webhook) and ``webhook_answered_301`` say what the
+        per-prediction knobs decided for it."""
         with self._lock:
-            return [{"id": p.id, "status": p.status, "webhook": p.webhook} for p in self._items.values()]
+            return [
+                {
+                    "id": p.id,
+                    "status": p.status,
+                    "webhook": p.webhook,
+                    "webhooks_sent": None if p.webhook is None else p.webhooks_sent,
+                    "webhook_answered_301": p.webhook_via is not None,
+                }
+                for p in self._items.values()
+            ]
 
     def start(self, prediction_id: str) -> dict[str, Any] | None:
         """starting -> processing; None when it was canceled or aborted meanwhile."""

@@ -165,6 +165,8 @@ class WebhookDispatcher:
                 "attempt": attempt,
                 "status_code": None,
                 "error": None,
+                # A redirect's Location: recorded, never followed.
+                "location": None,
             }
             began = time.monotonic()
             try:
@@ -172,6 +174,8 @@ class WebhookDispatcher:
                 response = requests.post(url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
                 response.close()
                 record["status_code"] = response.status_code
+                if response.is_redirect:
+                    record["location"] = response.headers.get("Location")
                 ok = 200 <= response.status_code < 300
             except requests.RequestException as exc:
                 record["error"] = f"{type(exc).__name__}: {exc}"
@@ -180,13 +184,14 @@ class WebhookDispatcher:
             record["duration_seconds"] = round(time.monotonic() - began, 6)
             self.stats.delivery(record)
             log.info(
-                "webhook %s (%s %s, %s) attempt %d -> %s",
+                "webhook %s (%s %s, %s) attempt %d -> %s%s",
                 webhook_id,
                 snapshot["id"],
                 event,
                 kind,
                 attempt,
                 record["status_code"] or record["error"],
+                f" (redirect to {record['location']} not followed: delivery failed)" if record["location"] else "",
             )
             if ok:
                 return True

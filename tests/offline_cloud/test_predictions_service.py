@@ -28,6 +28,7 @@ import requests
 from PIL import Image
 from standardwebhooks import Webhook
 
+from offline_cloud.predictions_service.faults import Faults, per_prediction_draw
 from offline_cloud.predictions_service.latency import parse_latency
 from offline_cloud.predictions_service.ratelimit import TokenBucket, whole_seconds
 from offline_cloud.stack import die_with_parent, free_port
@@ -211,6 +212,21 @@ class Api:
 
     def stats(self) -> dict[str, Any]:
         return json_object(self.call("GET", "/_admin/stats").json())
+
+    def admin_predictions(self) -> dict[str, dict[str, Any]]:
+        """``GET /_admin/predictions`` by prediction id."""
+        listing = self.call("GET", "/_admin/predictions").json()["predictions"]
+        return {entry["id"]: entry for entry in listing}
+
+    def deliveries_of(self, prediction_id: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The service's delivery records of one prediction, once there are ``count``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = [d for d in self.stats()["webhook_deliveries"] if d["prediction_id"] == prediction_id]
+            if len(records) >= count:
+                return records
+            assert time.monotonic() < deadline, f"{len(records)} deliveries of {prediction_id}, wanted {count}"
+            time.sleep(0.05)
 
     def download(self, url: str) -> requests.Response:
         return requests.get(url, verify=self.ca, timeout=15)
@@ -730,6 +746,202 @@ def test_faults_knobs_api(api: Api) -> None:
     assert api.call("POST", "/_admin/faults", json={"no_such_knob": 1}).status_code == 422
     assert api.call("POST", "/_admin/faults", json={"fail_rate": 2}).status_code == 422
     assert api.call("GET", "/_admin/faults").json()["fail_rate"] == 0.25
+
+
+# --- endpoints that are not Replicate: resale proxies and lost webhooks ----------------------
+
+
+def test_endpoint_knobs_default_to_replicates_behaviour_and_are_checked(api: Api) -> None:
+    knobs = api.call("GET", "/_admin/faults").json()
+    assert knobs["webhooks_sent_rate"] == 1.0
+    assert knobs["webhook_301_rate"] == 0.0
+    assert knobs["create_answer_shape"] == "prediction"
+    for bad in (
+        {"webhooks_sent_rate": 1.5},
+        {"webhooks_sent_rate": True},
+        {"webhook_301_rate": -0.1},
+        {"create_answer_shape": "xml"},
+        {"create_answer_shape": 1},
+        {"create_answer_shape": "data_only", "fail_rate": 2},  # one bad knob: nothing changes
+    ):
+        assert api.call("POST", "/_admin/faults", json=bad).status_code == 422, bad
+    assert api.call("GET", "/_admin/faults").json() == knobs
+    assert api.faults(create_answer_shape="data_only")["create_answer_shape"] == "data_only"
+    assert api.call("DELETE", "/_admin/faults").json()["create_answer_shape"] == "prediction"
+    # Settable at start as every knob is (--faults; test_a_resale_proxy_set_at_start_... starts one).
+    started = Faults({"webhooks_sent_rate": 0.5, "webhook_301_rate": 1, "create_answer_shape": "prediction+data"}).get()
+    assert (started["webhooks_sent_rate"], started["webhook_301_rate"]) == (0.5, 1.0)
+    assert started["create_answer_shape"] == "prediction+data"
+    with pytest.raises(ValueError, match="create_answer_shape"):
+        Faults({"create_answer_shape": "xml"})
+    # The default create answer is Replicate's prediction, at once: no proxy fields.
+    created = api.created()
+    assert created["status"] == "starting" and "data" not in created and "created" not in created
+
+
+def test_per_prediction_draw_is_fixed_by_the_id_and_uniform() -> None:
+    assert per_prediction_draw("webhooks_sent_rate", "abc") == per_prediction_draw("webhooks_sent_rate", "abc")
+    assert per_prediction_draw("webhooks_sent_rate", "abc") != per_prediction_draw("webhook_301_rate", "abc")
+    draws = [per_prediction_draw("webhooks_sent_rate", uuid.uuid4().hex) for _ in range(20_000)]
+    assert all(0.0 <= d < 1.0 for d in draws)
+    assert 0.48 < sum(d < 0.5 for d in draws) / len(draws) < 0.52
+    faults = Faults({"webhooks_sent_rate": 0.5, "seed": 1})
+    assert [faults.hits("webhooks_sent_rate", str(i)) for i in range(64)] == [
+        per_prediction_draw("webhooks_sent_rate", str(i)) < 0.5 for i in range(64)
+    ]
+
+
+def test_webhooks_never_sent(api: Api, receiver: Receiver) -> None:
+    api.faults(webhooks_sent_rate=0.0)
+    hook = receiver.new_hook()
+    created = api.created(webhook=receiver.url(hook))  # every event asked for
+    assert api.wait(created["id"])["status"] == "succeeded"
+    without_hook = api.created()
+    time.sleep(0.5)
+    assert receiver.at(hook) == []
+    stats = api.stats()
+    assert stats["webhook_deliveries"] == []
+    assert stats["faults"]["webhooks_not_sent"] == 1  # only predictions given a webhook count
+    listed = api.admin_predictions()
+    assert listed[created["id"]]["webhooks_sent"] is False
+    assert listed[created["id"]]["webhook"] == receiver.url(hook)  # what it was asked, kept
+    assert listed[without_hook["id"]]["webhooks_sent"] is None
+
+
+def test_webhooks_sent_for_a_share_of_predictions_decided_by_id(api: Api, receiver: Receiver) -> None:
+    # Each is canceled at once (its terminal webhook is then "canceled"): no model run is needed.
+    api.faults(webhooks_sent_rate=0.5, model_latency_seconds=30.0)
+    hooks = {}
+    for _ in range(8):
+        hook = receiver.new_hook()
+        prediction_id = api.created(webhook=receiver.url(hook), webhook_events_filter=["completed"])["id"]
+        assert api.call("POST", f"/v1/predictions/{prediction_id}/cancel").json()["status"] == "canceled"
+        hooks[prediction_id] = hook
+    expected = {p: per_prediction_draw("webhooks_sent_rate", p) < 0.5 for p in hooks}
+    for prediction_id, hook in hooks.items():
+        if expected[prediction_id]:
+            (delivery,) = receiver.wait(hook, 1)
+            assert verified(delivery)["id"] == prediction_id and delivery.json["status"] == "canceled"
+    time.sleep(0.5)
+    for prediction_id, hook in hooks.items():
+        assert len(receiver.at(hook)) == (1 if expected[prediction_id] else 0), prediction_id
+    listed = api.admin_predictions()
+    assert {p: listed[p]["webhooks_sent"] for p in hooks} == expected
+    stats = api.stats()
+    assert stats["faults"]["webhooks_not_sent"] == sum(not sent for sent in expected.values())
+    assert {d["prediction_id"] for d in stats["webhook_deliveries"]} == {p for p, sent in expected.items() if sent}
+
+
+def test_webhook_url_answering_301_loses_every_delivery(api: Api, receiver: Receiver) -> None:
+    api.faults(webhook_301_rate=1.0)
+    hook = receiver.new_hook()
+    url = receiver.url(hook) + "?job=j1"
+    created = api.created(webhook=url, webhook_events_filter=["completed"])
+    assert api.wait(created["id"])["status"] == "succeeded"
+    # The terminal webhook and its three retries (--webhook-retry-delays 0.2,0.3,0.5), each a
+    # real 301 from the hop in front of the URL, pointing at the URL and not followed.
+    attempts = api.deliveries_of(created["id"], 4)
+    assert [(d["attempt"], d["status_code"]) for d in attempts] == [(1, 301), (2, 301), (3, 301), (4, 301)]
+    assert {d["location"] for d in attempts} == {url}
+    assert len({d["webhook_id"] for d in attempts}) == 1
+    time.sleep(0.3)
+    assert receiver.at(hook + "?job=j1") == [] and receiver.at("/redirected") == []
+    assert len(api.deliveries_of(created["id"], 4)) == 4  # lost: nothing after the last retry
+    assert api.stats()["faults"]["webhooks_answered_301"] == 1
+    listed = api.admin_predictions()[created["id"]]
+    assert listed["webhook_answered_301"] is True and listed["webhooks_sent"] is True
+    assert listed["webhook"] == url
+    assert "not followed" in api.log_path.read_text()
+
+    # Off again: the next prediction's webhook reaches the receiver; the record has no location.
+    api.faults(webhook_301_rate=0.0)
+    other = receiver.new_hook()
+    again = api.created(webhook=receiver.url(other), webhook_events_filter=["completed"])
+    (delivery,) = receiver.wait(other, 1)
+    assert verified(delivery)["id"] == again["id"]
+    assert [(d["status_code"], d["location"]) for d in api.deliveries_of(again["id"], 1)] == [(200, None)]
+
+
+def assert_proxy_data(body: dict[str, Any], api: Api) -> str:
+    """``created`` (unix seconds) and ``data``: one URL to the cut-out; returns the URL."""
+    assert isinstance(body["created"], int) and abs(body["created"] - time.time()) < 60
+    (item,) = body["data"]
+    assert set(item) == {"url"}
+    output = api.download(item["url"])
+    assert output.status_code == 200
+    image = Image.open(io.BytesIO(output.content))
+    assert image.format == "PNG" and image.mode == "RGBA"
+    return str(item["url"])
+
+
+def test_create_answered_as_prediction_plus_data(api: Api) -> None:
+    api.faults(create_answer_shape="prediction+data")
+    began = time.monotonic()
+    response = api.create(prefix="/replicate/v1")  # no Prefer header: a proxy waits anyway
+    assert response.status_code == 201, response.text
+    body = json_object(response.json())
+    assert body["status"] == "succeeded" and time.monotonic() - began < 30
+    url = assert_proxy_data(body, api)
+    assert url == body["output"] == f"{api.base}/delivery/{body['id']}/output.png"
+    assert body["created"] == int(parse_time(body["created_at"]))
+    assert "Preference-Applied" not in response.headers
+    # The prediction itself is Replicate's: GET has no proxy fields.
+    got = api.call("GET", f"/replicate/v1/predictions/{body['id']}").json()
+    assert got["output"] == url and "data" not in got and "created" not in got
+
+    api.faults(fail_rate=1.0)
+    failed = api.create()
+    assert failed.status_code == 201
+    assert failed.json()["status"] == "failed" and failed.json()["data"] == []
+
+
+def test_create_answered_in_the_proxy_shape_alone(api: Api) -> None:
+    api.faults(create_answer_shape="data_only")
+    response = api.create(prefix="/replicate/v1")
+    assert response.status_code == 200, response.text
+    body = json_object(response.json())
+    assert set(body) == {"created", "data"}
+    url = assert_proxy_data(body, api)
+    # No id in the answer; the output URL names the prediction behind it.
+    prediction_id = url.removeprefix(f"{api.base}/delivery/").removesuffix("/output.png")
+    assert prediction_id in api.admin_predictions() and api.get(prediction_id)["status"] == "succeeded"
+
+    api.faults(fail_rate=1.0)
+    failed = api.create()
+    assert failed.status_code == 200 and failed.json()["data"] == []
+    api.faults(fail_rate=0.0, model_latency_seconds=3.0)
+    # Prefer: wait=N shortens the hold; past it this shape has no id to poll, so 504.
+    slow = api.create(headers={"Prefer": "wait=1"})
+    assert slow.status_code == 504 and slow.json()["status"] == 504
+    assert api.stats()["predictions_created"] == 3  # the slow one runs on, as upstream would
+
+
+def test_create_answered_in_an_unknown_shape(api: Api, receiver: Receiver) -> None:
+    api.faults(create_answer_shape="unknown")
+    hook = receiver.new_hook()
+    response = api.create(webhook=receiver.url(hook), webhook_events_filter=["completed"])
+    assert response.status_code == 200 and response.json() == {"result": "ok"}
+    # The prediction was created and runs (and is paid for) all the same.
+    (delivery,) = receiver.wait(hook, 1)
+    assert verified(delivery)["status"] == "succeeded"
+    assert api.stats()["predictions_created"] == 1
+
+
+def test_a_resale_proxy_set_at_start_answers_data_and_forwards_no_webhook(
+    tls: TlsFiles, tmp_path: Path, receiver: Receiver
+) -> None:
+    proxy = start_server(tls, tmp_path, "--faults", '{"create_answer_shape": "data_only", "webhooks_sent_rate": 0}')
+    try:
+        hook = receiver.new_hook()
+        response = proxy.create(prefix="/replicate/v1", webhook=receiver.url(hook))
+        assert response.status_code == 200, response.text
+        assert_proxy_data(json_object(response.json()), proxy)
+        time.sleep(0.5)
+        assert receiver.at(hook) == []
+        stats = proxy.stats()
+        assert stats["faults"]["webhooks_not_sent"] == 1 and stats["webhook_deliveries"] == []
+    finally:
+        stop_server(proxy)
 
 
 # --- rate limits ---------------------------------------------------------------------------------
