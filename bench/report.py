@@ -98,6 +98,8 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "variants": ("6. Billed time per output variant kind", _variants_summary),
     "bulk": ("Bulk drop: queue admission vs direct submission", lambda f: _bulk_summary(f)),
     "calls": ("Storage, API and Cloud Tasks calls per image", lambda f: _calls_summary(f)),
+    "polling": ("Results without webhooks: polling vs webhooks", lambda f: _polling_summary(f)),
+    "preferwait": ("Prefer: wait, 10 s vs not asked", lambda f: _preferwait_summary(f)),
 }
 
 
@@ -129,6 +131,13 @@ def render(results: dict[str, Any]) -> str:
             f"| load average (1, 5, 15 min) | {', '.join(map(str, load[0]))} at the start; "
             f"{', '.join(map(str, load[1]))} at the end (other work on the machine adds noise) |"
         )
+    separate: list[str] = [
+        f"{key} ({f['run']['date']}, `{f['run']['git']['commit'][:12]}`)"
+        for key, f in results["figures"].items()
+        if isinstance(f.get("run"), dict)
+    ]
+    if separate:
+        out.append("| figures run on their own (`--only`, merged into this file) | " + "; ".join(separate) + " |")
     out += [
         "",
         "## Summary",
@@ -150,6 +159,16 @@ def render(results: dict[str, Any]) -> str:
         if f is None or "error" in f:
             continue
         out += ["", f"## {title}", "", f["method"], ""]
+        if isinstance(f.get("run"), dict):
+            run = f["run"]
+            run_load = ", ".join(map(str, run.get("load_average_at_start") or []))
+            out += [
+                f"Run on its own: `{run['command']}`, {run['date']}, commit `{run['git']['commit']}`"
+                + (" (uncommitted changes)" if run["git"].get("dirty") else "")
+                + (f", load average {run_load} at its start" if run_load else "")
+                + ".",
+                "",
+            ]
         out += DETAILS[key](f)
         for note in f.get("notes", []):
             out += ["", note]
@@ -328,6 +347,8 @@ DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "variants": _variants_details,
     "bulk": lambda f: _bulk_details(f),
     "calls": lambda f: _calls_details(f),
+    "polling": lambda f: _polling_details(f),
+    "preferwait": lambda f: _preferwait_details(f),
 }
 
 
@@ -530,6 +551,8 @@ README_LINES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "throughput": _readme_throughput,
     "bulk": _readme_bulk,
     "calls": _readme_calls,
+    "polling": lambda f: _readme_polling(f),
+    "preferwait": lambda f: _readme_preferwait(f),
 }
 
 
@@ -548,3 +571,127 @@ def readme_table(results: dict[str, Any]) -> list[str]:
         target = f["target"] + ("" if met is None else ("" if met else ": missed"))
         rows.append(f"| {label} | {result} | {target} |")
     return rows
+
+
+# --- polling (results without webhooks) -------------------------------------------------------------
+
+
+def _polling_summary(f: dict[str, Any]) -> str:
+    on, off = f["modes"]["webhooks"], f["modes"]["no webhooks"]
+    return (
+        f"{f['images']} photos at once, real model, RESULT_DELIVERY=auto: p50/p95 upload → completed "
+        f"{secs(on['latency_seconds']['p50'])}/{secs(on['latency_seconds']['p95'])} with webhooks, "
+        f"{secs(off['latency_seconds']['p50'])}/{secs(off['latency_seconds']['p95'])} without; run time p95 "
+        f"{secs(off['run_seconds']['p95'])} (predict_time p50 {secs(off['predict_seconds']['p50'])}); GETs per image "
+        f"{num(on['gets_per_image'])} vs {num(off['gets_per_image'])}"
+    )
+
+
+def _polling_details(f: dict[str, Any]) -> list[str]:
+    rows = [
+        "| per image | webhooks sent | no webhooks (a proxy) |",
+        "|---|---|---|",
+    ]
+    on, off = f["modes"]["webhooks"], f["modes"]["no webhooks"]
+    spread = [
+        ("upload → completed", "latency_seconds"),
+        ("the model's run time (created_at → completed_at)", "run_seconds"),
+        ("… of which the model (metrics.predict_time)", "predict_seconds"),
+        ("upload → prediction created", "upload_to_created_seconds"),
+        ("prediction completed → cut-out written", "completed_to_written_seconds"),
+    ]
+    for label, key in spread:
+        a, b = on[key], off[key]
+        rows.append(
+            f"| {label}, p50 / p95 / max | {secs(a['p50'])} / {secs(a['p95'])} / {secs(a['max'])} | "
+            f"{secs(b['p50'])} / {secs(b['p95'])} / {secs(b['max'])} |"
+        )
+    for label, key in (
+        ("API GETs (result checks)", "gets_per_image"),
+        ("creates", "creates_per_image"),
+        ("deadline checks (on_task)", "deadline_checks_per_image"),
+    ):
+        rows.append(f"| {label} | {num(on[key])} | {num(off[key])} |")
+    rows.append(f"| most GETs of one image | {on['gets_max']} | {off['gets_max']} |")
+    rows.append(f"| completed / images | {on['completed']} / {on['images']} | {off['completed']} / {off['images']} |")
+    rows += [
+        "",
+        f"Without webhooks: p95 {secs(off['latency_seconds']['p95'])} against 2 × run time p95 + 10 s = "
+        f"{secs(f['bound_seconds'])}: {'met' if f['latency_target_met'] else '**missed**'}; against 2 × predict_time "
+        f"p50 + 10 s = {secs(f['bound_from_predict_time_seconds'])}: "
+        f"{'met' if f['latency_target_met_against_predict_time'] else 'missed'}. GETs per image "
+        f"{num(off['gets_per_image'])} (at most 4: {'met' if f['gets_target_met'] else '**missed**'}).",
+        "",
+        "| drop | mode | latency p50 | p95 | run time p95 | GETs | creates | deadline checks |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in f["drops"]:
+        lat, run = d["latency_seconds"], d["run_seconds"]
+        rows.append(
+            f"| {d['round']} | {d['mode']} | {secs(lat['p50'])} | {secs(lat['p95'])} | {secs(run['p95'])} | "
+            f"{d['gets']} | {d['creates']} | {d['deadline_checks']} |"
+        )
+    return rows
+
+
+def _readme_polling(f: dict[str, Any]) -> tuple[str, str]:
+    on, off = f["modes"]["webhooks"], f["modes"]["no webhooks"]
+    return (
+        f"results without webhooks: {f['images']} real photos at once (real model, RESULT_DELIVERY=auto), upload → "
+        "completed with webhooks never sent vs sent",
+        f"p50/p95 {secs(off['latency_seconds']['p50'])}/**{secs(off['latency_seconds']['p95'])}** vs "
+        f"{secs(on['latency_seconds']['p50'])}/{secs(on['latency_seconds']['p95'])} (**{times(f['ratio'])}** at p95); "
+        f"model run time p95 {secs(off['run_seconds']['p95'])} (bound {secs(f['bound_seconds'])}); GETs per image "
+        f"{num(off['gets_per_image'])} vs {num(on['gets_per_image'])}",
+    )
+
+
+# --- Prefer: wait ------------------------------------------------------------------------------------
+
+
+def _preferwait_summary(f: dict[str, Any]) -> str:
+    off, on = f["settings"]["0"], f["settings"]["10"]
+    return (
+        f"billed per image p50 {ms(on['billed_seconds']['p50'])} with Prefer: wait=10 vs "
+        f"{ms(off['billed_seconds']['p50'])} without; upload → completed p50 {secs(on['latency_seconds']['p50'])} vs "
+        f"{secs(off['latency_seconds']['p50'])}; model run time p50 {secs(off['run_seconds']['p50'])}"
+    )
+
+
+def _preferwait_details(f: dict[str, Any]) -> list[str]:
+    off, on = f["settings"]["0"], f["settings"]["10"]
+    rows = ["| per image | PREFER_WAIT_SECONDS=0 (default) | PREFER_WAIT_SECONDS=10 |", "|---|---|---|"]
+    for label, key in (
+        ("billed, all functions", "billed_seconds"),
+        ("… on_task's submission (the create)", "submission_seconds"),
+        ("… on_prediction_webhook", "webhook_seconds"),
+        ("… on_task's deadline checks", "deadline_check_seconds"),
+        ("upload → completed", "latency_seconds"),
+        ("the model's run time (created_at → completed_at)", "run_seconds"),
+    ):
+        a, b = off[key], on[key]
+        rows.append(f"| {label}, p50 / p95 | {dur(a['p50'])} / {dur(a['p95'])} | {dur(b['p50'])} / {dur(b['p95'])} |")
+    for label, key in (
+        ("function invocations", "invocations_per_image"),
+        ("deadline checks", "deadline_checks_per_image"),
+        ("webhook deliveries", "webhook_deliveries_per_image"),
+        ("API GETs", "gets_per_image"),
+    ):
+        rows.append(f"| {label} | {num(off[key])} | {num(on[key])} |")
+    rows += [
+        "",
+        f"Latency saved by the wait (p50): {ms(f['latency_saved_seconds_p50'])}; billed time per image "
+        f"{times(f['ratio'])} (p50).",
+    ]
+    return rows
+
+
+def _readme_preferwait(f: dict[str, Any]) -> tuple[str, str]:
+    off, on = f["settings"]["0"], f["settings"]["10"]
+    return (
+        "Prefer: wait=10 vs not asked (PREFER_WAIT_SECONDS), one real photo at a time, real model: billed function "
+        "time and latency per image",
+        f"billed {ms(on['billed_seconds']['p50'])} vs {ms(off['billed_seconds']['p50'])} (**{times(f['ratio'])}**); "
+        f"upload → completed {secs(on['latency_seconds']['p50'])} vs {secs(off['latency_seconds']['p50'])} "
+        f"({ms(f['latency_saved_seconds_p50'])} saved); model run time {secs(off['run_seconds']['p50'])} (p50)",
+    )

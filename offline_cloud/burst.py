@@ -2,8 +2,9 @@
 limits on, through the queue admission of issue 11; then a check that every image has exactly one
 outcome, and the figures that say what the drop cost.
 
-    python -m offline_cloud.burst --images 10000 [--faults] [--skip-low-credit] [--json burst-results.json]
-    make burst BURST_IMAGES=10000 BURST_FAULTS=1
+    python -m offline_cloud.burst --images 10000 [--faults] [--webhooks-off] [--skip-low-credit]
+                                  [--json burst-results.json]
+    make burst BURST_IMAGES=10000 BURST_FAULTS=1 BURST_WEBHOOKS=off
 
 The predictions service runs in its fleet mode ("fleet stand-in"): each prediction takes a sampled
 few seconds, as this model does on Replicate, and returns a cheap labelled cut-out. This 2-core
@@ -15,6 +16,10 @@ burst of 1 and the submission queue at 0.1 dispatches a second, 30 images. Every
 and none may fail for age (event_too_old), although most wait in the queue far longer than
 MAX_EVENT_AGE_SECONDS (scaled down to 120 s for this case; see LOW_CREDIT_ENV).
 
+--webhooks-off (BURST_WEBHOOKS=off) plays an endpoint that forwards no webhook (a resale proxy): the
+predictions service's `webhooks_sent_rate` is 0, so the pipeline, at its default RESULT_DELIVERY=auto,
+gets every result by polling (its deadline checks). Nothing else changes.
+
 What each figure is measured from (also written under "measured_from" in the JSON):
 
 - wall_seconds: from the first upload's start to the last job record's final write (the `updated`
@@ -23,6 +28,8 @@ What each figure is measured from (also written under "measured_from" in the JSO
 - creates: the service's predictions_created (GET /_admin/stats). throttled: the 429s the API
   answered to creates, its limiter's (stats throttled.create) plus injected create_429 faults;
   throttled_other (the limiter's 429s to other calls) is reported beside it.
+- api_gets: the service log's access lines for `GET .../predictions/{id}` (every answer, throttled
+  ones included: each is a call on the account's budget), per image; the deadline checks' polls.
 - creates_pace: the service log's access lines for `POST .../predictions` answered 201, with their
   millisecond timestamps: the most creates in any 1 s and any 60 s window.
 - function_invocations and billed_seconds (the request time as the caller saw it, as Cloud Run
@@ -115,6 +122,7 @@ class BurstSettings:
     faults: bool = False
     fleet_latency: str = FLEET_LATENCY
     function_workers: int = 1
+    webhooks: bool = True  # False: the service sends no webhook at all (webhooks_sent_rate 0)
     poll_seconds: float = 10.0
     sweep_seconds: float = 60.0
     timeout: float | None = None  # None: generous, from the ideal time
@@ -301,6 +309,9 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
 
 def stack_options(s: BurstSettings, directory: Path) -> StackOptions:
     env = {**(FAULT_FUNCTION_ENV if s.faults else {}), **s.function_env}
+    predictions_faults = dict(soak.PREDICTION_FAULTS) if s.faults else {}
+    if not s.webhooks:
+        predictions_faults["webhooks_sent_rate"] = 0.0
     return StackOptions(
         directory=directory,
         fleet_latency=s.fleet_latency,
@@ -309,7 +320,7 @@ def stack_options(s: BurstSettings, directory: Path) -> StackOptions:
         submit_rate_per_second=s.submit_rate_per_second,
         function_workers=s.function_workers,
         function_env=env,
-        predictions_faults=dict(soak.PREDICTION_FAULTS) if s.faults else {},
+        predictions_faults=predictions_faults,
         relay_faults=dict(soak.RELAY_FAULTS) if s.faults else {},
         tasks_faults=dict(TASKS_FAULTS) if s.faults else {},
         # Everything else is production's (StackOptions' defaults): the relay retries from 10 s to
@@ -327,7 +338,9 @@ def run_burst(s: BurstSettings, directory: Path) -> dict[str, Any]:
     say(
         f"starting the stack: API {s.api_creates_per_minute:g} creates/min (burst {s.api_create_burst}), "
         f"submission queue {s.submit_rate_per_second:g}/s, predictions: {FLEET_LABEL} ({s.fleet_latency}), "
-        f"{s.function_workers} worker(s) per function" + (", faults on" if s.faults else "")
+        f"{s.function_workers} worker(s) per function"
+        + (", faults on" if s.faults else "")
+        + ("" if s.webhooks else ", no webhooks sent")
     )
     stack = Stack(options)
     info = stack.start()
@@ -452,6 +465,7 @@ def _figures(
         # Some records aged out of the service's list between polls: bill the rest at the mean.
         webhook_seconds *= webhook_count / len(service.deliveries)
     sweeps = sweeper.runs
+    gets = verify.result_checks(verify.api_calls(Path(info.logs["predictions-service"]), api_prefix))
     injected_create_429 = int(stats["faults"].get("create_429", 0))
     invocations = {
         "on_upload": len(relay),
@@ -492,6 +506,7 @@ def _figures(
         "submit_queue_burst": submit_queue.get("max_burst_size"),
         "function_workers": s.function_workers,
         "faults": s.faults,
+        "webhooks": "sent" if s.webhooks else "never sent (webhooks_sent_rate 0)",
         "wall_seconds": round(wall, 1),
         "ideal_seconds": round(s.ideal_seconds, 1),
         "wall_over_ideal": round(wall / s.ideal_seconds, 3) if s.ideal_seconds else None,
@@ -520,6 +535,9 @@ def _figures(
         "invocations_per_image": round(total_invocations / max(1, s.images), 3),
         "billed_seconds": billed,
         "billed_ms_per_image": round(1000 * billed["total"] / max(1, s.images), 1),
+        "api_gets": sum(gets.values()),
+        "api_gets_per_image": round(sum(gets.values()) / max(1, s.images), 3),
+        "api_gets_max_per_prediction": max(gets.values(), default=0),
         "webhook_durations_known": f"{len(service.deliveries)} of {webhook_count}",
         "faults_injected": faults,
         "measured_from": MEASURED_FROM,
@@ -532,6 +550,7 @@ MEASURED_FROM = {
     "creates": "predictions service GET /_admin/stats predictions_created",
     "throttled": "the API's 429s to creates: /_admin/stats throttled.create + injected create_429 faults",
     "creates_pace": "predictions service log: access lines of POST <prefix>/predictions answered 201",
+    "api_gets": "predictions service log: access lines of GET <prefix>/predictions/<id>, every answer",
     "on_upload": "Eventarc relay delivery log (eventarc-deliveries.jsonl): attempt records, duration_seconds",
     "on_task": "Cloud Tasks emulator dispatch log (cloud-tasks-dispatches.jsonl), per queue, duration_seconds",
     "on_prediction_webhook": (
@@ -628,7 +647,9 @@ def text(report: dict[str, Any]) -> str:
     lines = [
         f"== {report['case']} " + "=" * 60,
         f"predictions            {report['predictions']} ({report['fleet_latency']}), not the model",
-        f"images                 {report['images']}" + ("  (faults on)" if report["faults"] else ""),
+        f"images                 {report['images']}"
+        + ("  (faults on)" if report["faults"] else "")
+        + ("" if report["webhooks"] == "sent" else "  (no webhooks sent)"),
         f"API limit              {report['api_creates_per_minute']:g} creates/min, burst {report['api_create_burst']}; "
         f"submission queue {report['submit_queue_dispatches_per_second']:g}/s, burst {report['submit_queue_burst']}",
         f"function workers       {report['function_workers']} per function",
@@ -643,6 +664,8 @@ def text(report: dict[str, Any]) -> str:
         "billed seconds         "
         + " ".join(f"{k}={v:g}" for k, v in billed.items())
         + f" ({report['billed_ms_per_image']} ms/image)",
+        f"API GETs               {report['api_gets']} ({report['api_gets_per_image']}/image, at most "
+        f"{report['api_gets_max_per_prediction']} for one prediction)",
         f"outcomes               completed={report['completed']} failed={report['failed'] or 0}",
         f"lost                   {report['lost']}",
         f"duplicate outputs      {report['duplicate_outputs']} (orphans {report['orphan_outputs']})",
@@ -677,6 +700,10 @@ def main(argv: list[str] | None = None) -> int:
         "--faults", action="store_true", default=os.environ.get("BURST_FAULTS", "") not in ("", "0"),
         help="the soak's prediction and relay faults, duplicated task dispatches, SIGKILLed workers (BURST_FAULTS=1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--webhooks-off", action="store_true", default=os.environ.get("BURST_WEBHOOKS", "") == "off",
+        help="no webhook is sent (a proxy that forwards none): results come by polling (BURST_WEBHOOKS=off)",
+    )  # fmt: skip
     parser.add_argument("--skip-low-credit", action="store_true", help="only the burst")
     parser.add_argument("--low-credit-images", type=int, default=30)
     parser.add_argument(
@@ -703,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep_seconds=args.sweep_seconds,
         timeout=args.timeout,
         kills=args.kills,
+        webhooks=not args.webhooks_off,
     )
     with tempfile.TemporaryDirectory(prefix="burst-") as tmp:
         base = args.directory or Path(tmp)
@@ -714,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
                 images=args.low_credit_images,
                 function_workers=args.workers,
                 submit_rate_per_second=args.low_credit_queue_rate,
+                webhooks=not args.webhooks_off,
             )
             print(text(low), flush=True)
             report["low_credit"] = low

@@ -650,26 +650,32 @@ def _create_queues(endpoint: str, o: StackOptions) -> None:
         return duration_pb2.Duration(seconds=int(value), nanos=int(round((value % 1) * 1e9)))
 
     client = cloud_tasks.client(endpoint)
-    for path, rate, concurrent in (
-        (SUBMIT_QUEUE, o.submit_rate_per_second, o.submit_max_concurrent),
-        (DEADLINE_QUEUE, o.deadline_rate_per_second, o.deadline_max_concurrent),
-        (NOTIFY_QUEUE, o.notify_rate_per_second, o.notify_max_concurrent),
-    ):
-        queue = tasks_v2.Queue(
-            name=path,
-            rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=rate, max_concurrent_dispatches=concurrent),
-            retry_config=tasks_v2.RetryConfig(
-                max_attempts=o.tasks_max_attempts,
-                max_retry_duration=seconds(o.tasks_max_retry_seconds),
-                min_backoff=seconds(o.tasks_min_backoff),
-                max_backoff=seconds(o.tasks_max_backoff),
-                max_doublings=o.tasks_max_doublings,
-            ),
-        )
-        try:
-            client.create_queue(parent=TASKS_LOCATION, queue=queue, timeout=10)
-        except Exception as exc:
-            raise StackError(f"cloud-tasks: could not create queue {path}: {exc}") from exc
+    try:
+        for path, rate, concurrent in (
+            (SUBMIT_QUEUE, o.submit_rate_per_second, o.submit_max_concurrent),
+            (DEADLINE_QUEUE, o.deadline_rate_per_second, o.deadline_max_concurrent),
+            (NOTIFY_QUEUE, o.notify_rate_per_second, o.notify_max_concurrent),
+        ):
+            queue = tasks_v2.Queue(
+                name=path,
+                rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=rate, max_concurrent_dispatches=concurrent),
+                retry_config=tasks_v2.RetryConfig(
+                    max_attempts=o.tasks_max_attempts,
+                    max_retry_duration=seconds(o.tasks_max_retry_seconds),
+                    min_backoff=seconds(o.tasks_min_backoff),
+                    max_backoff=seconds(o.tasks_max_backoff),
+                    max_doublings=o.tasks_max_doublings,
+                ),
+            )
+            try:
+                client.create_queue(parent=TASKS_LOCATION, queue=queue, timeout=10)
+            except Exception as exc:
+                raise StackError(f"cloud-tasks: could not create queue {path}: {exc}") from exc
+    finally:
+        # Closed now, not by the garbage collector later: the launcher forks the functions next,
+        # and a bench that started a second stack in its process once hung in that fork (the
+        # process blocked on a lock, gRPC's timer thread alive) right after the queues were made.
+        client.transport.close()
 
 
 def _create_buckets(gcs_url: str, names: tuple[str, ...]) -> None:

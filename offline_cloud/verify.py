@@ -25,16 +25,23 @@ Billed time is each function request's duration as its caller timed it, as Cloud
 instance's request time (no function code is instrumented): the Eventarc relay's delivery log for
 on_upload, the Cloud Tasks emulator's dispatch log for on_task, the predictions service's webhook
 delivery records for on_prediction_webhook.
+
+API calls are read from the predictions service's access log (`api_calls`): each line names the
+method, the path and the status the service answered, so a run's creates and its result checks
+(`GET /predictions/{id}`) can be counted per prediction.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -465,3 +472,62 @@ def billed_seconds_rounded(invocations: Iterable[Invocation], step: float = 0.1)
     """Each invocation rounded up to `step` (Cloud Run bills an instance's busy time in 100 ms
     steps): an upper bound of that effect on many short requests."""
     return sum(math.ceil(i.seconds / step - 1e-9) * step for i in invocations)
+
+
+# --- API calls ------------------------------------------------------------------------------------------
+
+# The predictions service's access lines: `<date> <time> INFO <logger>: <client> "<METHOD> <path> HTTP/x" <status>`.
+_ACCESS_LINE = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: \S+ "([A-Z]+) (\S+) HTTP/[\d.]+" (\d{3})')
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request the predictions service answered, from its access log."""
+
+    at: float  # the service's clock (unix seconds, millisecond resolution)
+    method: str
+    path: str  # without the query string, API prefix included
+    status: int
+
+    @property
+    def prediction_id(self) -> str:
+        """The prediction a `GET` or `cancel` names (`<prefix>/predictions/<id>[/cancel]`), else ''."""
+        parts = self.path.rstrip("/").split("/")
+        if "predictions" not in parts:
+            return ""
+        rest = parts[parts.index("predictions") + 1 :]
+        return rest[0] if rest else ""
+
+    @property
+    def is_result_check(self) -> bool:
+        """A `GET <prefix>/predictions/<id>`: what a deadline check (a poll) costs."""
+        return self.method == "GET" and bool(self.prediction_id) and not self.path.endswith("/cancel")
+
+    @property
+    def is_create(self) -> bool:
+        return self.method == "POST" and self.path.rstrip("/").endswith("/predictions")
+
+
+def api_calls(log: Path, api_prefix: str = "/v1") -> list[ApiCall]:
+    """Every API request (under `api_prefix`) in the predictions service's log, in log order. The
+    admin routes, output downloads and webhook deliveries are not API calls and are left out."""
+    calls: list[ApiCall] = []
+    if not log.exists():
+        return calls
+    with log.open(errors="replace") as f:
+        for line in f:
+            match = _ACCESS_LINE.match(line)
+            if not match:
+                continue
+            path = urlsplit(match.group(3)).path
+            if not path.startswith(api_prefix + "/"):
+                continue
+            at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            calls.append(ApiCall(at, match.group(2), path, int(match.group(4))))
+    return calls
+
+
+def result_checks(calls: Iterable[ApiCall]) -> Counter[str]:
+    """`GET /predictions/{id}` requests per prediction id (throttled and failed answers included:
+    each is a request the account's budget pays for)."""
+    return Counter(c.prediction_id for c in calls if c.is_result_check)

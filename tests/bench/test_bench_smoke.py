@@ -12,6 +12,7 @@ from offline_cloud.stack import ROOT, die_with_parent
 
 FIGURES: tuple[str, ...] = ("billed", "latency", "coldstart", "memory", "throughput", "variants")
 FIGURES += ("bulk", "calls")  # issue 11
+FIGURES += ("polling", "preferwait")  # results without webhooks, and whether Prefer: wait pays
 
 
 def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path: Path) -> None:
@@ -67,9 +68,17 @@ def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path
     assert calls["queue"]["total"]["api_requests"] == 1 and calls["queue"]["total"]["tasks_calls"] >= 1
     assert calls["queue"]["total"]["storage_requests"] > 0 and calls["direct"]["total"]["tasks_calls"] == 0
 
+    polling = figures["polling"]["modes"]
+    for mode in ("webhooks", "no webhooks"):
+        assert polling[mode]["completed"] == polling[mode]["images"] and polling[mode]["creates_per_image"] == 1
+    assert polling["no webhooks"]["gets_per_image"] >= 1  # every image polled at least once
+    waited = figures["preferwait"]["settings"]
+    assert waited["10"]["deadline_checks_per_image"] == 0  # settled from the create's own answer
+    assert waited["10"]["submission_seconds"]["p50"] > waited["0"]["submission_seconds"]["p50"]
+
     markdown = (tmp_path / "RESULTS.md").read_text()
     for heading in ("Billed function time", "Overhead latency", "Cold start", "Memory", "Webhook throughput"):
         assert heading in markdown
-    for heading in ("Bulk drop", "calls per image", "For the README", "Fleet stand-in"):
+    for heading in ("Bulk drop", "calls per image", "For the README", "Fleet stand-in", "Results without webhooks"):
         assert heading in markdown
     assert meta["machine"]["cpu_model"] in markdown and meta["git"]["commit"] in markdown
