@@ -11,14 +11,13 @@ HTTP status codes. Everything else lives in the `bgremove` package.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from bgremove import logs, runtime, tasks
+from bgremove import logs, runtime, tasks, times
 from bgremove.errors import ApiUnavailable, RetryLater
 from bgremove.outcomes import Outcome
 
@@ -205,17 +204,8 @@ def upload_event(cloud_event: CloudEvent) -> UploadEvent | None:
         content_type=str(data.get("contentType") or ""),
         size=size,
         metadata={str(k): str(v) for k, v in (metadata or {}).items()},
-        event_time=_timestamp(cloud_event.get("time")),
+        event_time=times.parse(cloud_event.get("time")),
         cache_control=str(data.get("cacheControl") or ""),
         content_disposition=str(data.get("contentDisposition") or ""),
         content_language=str(data.get("contentLanguage") or ""),
     )
-
-
-def _timestamp(value: object) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

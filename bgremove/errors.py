@@ -127,6 +127,28 @@ class Superseded(Exception):
         self.deleted = deleted
 
 
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow and pillow_heif raise for bad bytes (decoders have been seen raising all of
+    these), which upright.py and variants.py translate into UnsupportedImage. Pillow is imported
+    only when an image is really decoded."""
+    import struct
+
+    from PIL import Image
+
+    return (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        RuntimeError,
+        IndexError,
+        KeyError,
+        struct.error,
+        MemoryError,
+        Image.DecompressionBombError,
+    )
+
+
 class UnsupportedImage(ValueError):
     """An image that cannot be decoded or converted: an upload being prepared for the model
     (upright.py, which inputs.py turns into ImageRefused) or the model's output being rendered

@@ -26,13 +26,12 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
 
-from bgremove import errors, logs, signatures, tasks
+from bgremove import errors, logs, signatures, tasks, times
 from bgremove.config import Config
 from bgremove.jobs import Job
 
@@ -53,10 +52,6 @@ def event_type(job: Job) -> str:
 def source_of_events(cfg: Config) -> str:
     """The CloudEvents `source`: this deployment, named by its state bucket."""
     return f"//bgremove/buckets/{cfg.state_bucket}"
-
-
-def _rfc3339(when: float) -> str:
-    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_data(job: Job, cfg: Config) -> dict[str, Any]:
@@ -84,8 +79,8 @@ def event_data(job: Job, cfg: Config) -> dict[str, Any]:
         "reason": job.reason,
         "message": job.error,
         "prediction_id": job.prediction_id,
-        "created_at": _rfc3339(job.created_at),
-        "ended_at": _rfc3339(job.updated_at),
+        "created_at": times.format(job.created_at),
+        "ended_at": times.format(job.updated_at),
     }
 
 
@@ -96,7 +91,7 @@ def attributes(job: Job, cfg: Config) -> dict[str, str]:
         "ce-type": event_type(job),
         "ce-source": source_of_events(cfg),
         "ce-id": event_id(job),
-        "ce-time": _rfc3339(job.updated_at),
+        "ce-time": times.format(job.updated_at),
         "ce-subject": f"objects/{job.source.name}",
         "content-type": "application/json",
     }
@@ -109,7 +104,7 @@ def structured(job: Job, cfg: Config) -> dict[str, Any]:
         "type": event_type(job),
         "source": source_of_events(cfg),
         "id": event_id(job),
-        "time": _rfc3339(job.updated_at),
+        "time": times.format(job.updated_at),
         "subject": f"objects/{job.source.name}",
         "datacontenttype": "application/json",
         "data": event_data(job, cfg),

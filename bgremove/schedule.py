@@ -22,9 +22,9 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
-from datetime import datetime
 from typing import Any
 
+from bgremove import times
 from bgremove.config import Config
 
 WEBHOOK, POLL, AUTO = "webhook", "poll", "auto"
@@ -61,21 +61,12 @@ class RunTimes:
 
 
 def _run_time(raw: dict[str, Any]) -> float | None:
-    created, completed = _time(raw.get("created_at")), _time(raw.get("completed_at"))
+    created, completed = times.parse(raw.get("created_at")), times.parse(raw.get("completed_at"))
     if created is not None and completed is not None and completed >= created:
         return completed - created
     metrics = raw.get("metrics")
     total = metrics.get("total_time") or metrics.get("predict_time") if isinstance(metrics, dict) else None
     return float(total) if isinstance(total, int | float) and total >= 0 else None
-
-
-def _time(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def polls(cfg: Config) -> bool:

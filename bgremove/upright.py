@@ -43,10 +43,10 @@ from __future__ import annotations
 
 import functools
 import io
-import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bgremove import errors
 from bgremove.errors import UnsupportedImage
 from bgremove.images import normalise_content_type
 
@@ -148,24 +148,6 @@ def _isobmff_formats(heif: bool) -> tuple[str, ...]:
     return tuple(name for name in ("AVIF", "HEIF") if name in Image.OPEN and (heif or name == "AVIF"))
 
 
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    """What Pillow and pillow_heif raise for bad bytes: decoders have been seen raising all of these."""
-    from PIL import Image
-
-    return (
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-        RuntimeError,
-        IndexError,
-        KeyError,
-        struct.error,
-        MemoryError,
-        Image.DecompressionBombError,
-    )
-
-
 def _open(data: bytes, max_pixels: int | None) -> ImageFile.ImageFile:
     """Open lazily (header only) and refuse an image over `max_pixels` before its pixels decode."""
     from PIL import Image, UnidentifiedImageError
@@ -178,7 +160,7 @@ def _open(data: bytes, max_pixels: int | None) -> ImageFile.ImageFile:
         image: ImageFile.ImageFile = Image.open(io.BytesIO(data), formats=list(formats))
     except UnidentifiedImageError:
         raise UnsupportedImage("not a JPEG, PNG, WebP, GIF, HEIF or AVIF image") from None
-    except _decode_errors() as exc:
+    except errors.decode_errors() as exc:
         raise UnsupportedImage(f"not a readable JPEG, PNG, WebP, GIF, HEIF or AVIF image ({_describe(exc)})") from exc
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
@@ -208,7 +190,7 @@ def _orientation(image: ImageFile.ImageFile, data: bytes) -> int:
                 return _orientation_value(image.getexif().get(ORIENTATION_TAG))
             return _orientation_value(exif.get(ORIENTATION_TAG))
         return _orientation_value(image.getexif().get(ORIENTATION_TAG))
-    except _decode_errors():
+    except errors.decode_errors():
         return 1
 
 
@@ -267,7 +249,7 @@ def _convert(image: ImageFile.ImageFile, data: bytes, fmt: str, orientation: int
             image.close()  # frees the decoded original before the encoder allocates its buffers
         out = io.BytesIO()
         frame.save(out, format=out_format, **options)
-    except _decode_errors() as exc:
+    except errors.decode_errors() as exc:
         raise UnsupportedImage(f"cannot decode the {SOURCE_TYPES[fmt]} image ({_describe(exc)})") from exc
     content_type = MODEL_TYPES[out_format]
     if content_type != SOURCE_TYPES[fmt]:

@@ -83,12 +83,11 @@ import io
 import json
 import posixpath
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from bgremove import keys
+from bgremove import errors, keys
 from bgremove.errors import UnsupportedImage, VariantError
 from bgremove.naming import MAX_OBJECT_NAME_BYTES
 
@@ -602,7 +601,7 @@ def render(png: bytes, variant: Variant, max_pixels: int, *, icc_profile: bytes 
         image = Image.open(io.BytesIO(png), formats=["PNG"])
     except UnidentifiedImageError:
         raise UnsupportedImage("the model's output is not a PNG") from None
-    except _decode_errors() as exc:
+    except errors.decode_errors() as exc:
         raise UnsupportedImage(f"the model's PNG cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from exc
     width, height = image.size
     if width * height > max_pixels:
@@ -636,7 +635,7 @@ def render(png: bytes, variant: Variant, max_pixels: int, *, icc_profile: bytes 
         return _encode(out, variant, icc)
     except UnsupportedImage:
         raise
-    except _decode_errors() as exc:
+    except errors.decode_errors() as exc:
         raise UnsupportedImage(f"the model's PNG cannot be rendered ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
@@ -667,21 +666,6 @@ def _srgb_profile() -> bytes:
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    from PIL import Image
-
-    return (
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-        IndexError,
-        KeyError,
-        struct.error,
-        Image.DecompressionBombError,
-    )
 
 
 def _working_image(image: Image.Image, mask: bool) -> Image.Image:

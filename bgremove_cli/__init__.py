@@ -5,6 +5,7 @@
     bgremove ... retry [--reason R] [--older-than 1h] [--limit N] [--dry-run]
     bgremove ... pause | resume
     bgremove ... show gs://BUCKET/NAME[#GENERATION]
+    bgremove ... doctor [--yes | --no-prediction] [--webhook-url URL --listen PORT] [--json]
 
 The same code runs against the offline stack and a real project; only the endpoints and the
 credentials differ (see target.py). Admission goes through `bgremove.admission.admit`, the function

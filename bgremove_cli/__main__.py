@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bgremove_cli import admission, generations, status
+from bgremove_cli import admission, doctor, generations, status
 from bgremove_cli.failures import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError, explain
 from bgremove_cli.target import Target, from_environment, from_stack, from_terraform
 
@@ -118,7 +118,7 @@ class GsUri(click.ParamType[tuple[str, str, int | None], Any]):
 @click.pass_context
 def cli(ctx: click.Context, stack: Path | None, env: str | None, verbose: bool) -> None:
     """Operate the background-removal pipeline: see it, backfill a bucket, retry failures, pause
-    and resume the submission queue, show one upload's job.
+    and resume the submission queue, show one upload's job, check the predictions endpoint.
 
     Without --stack or --env the settings are the pipeline's environment variables (UPLOAD_BUCKET,
     PROCESSED_BUCKET, STATE_BUCKET, SUBMIT_QUEUE, DEADLINE_QUEUE, TASK_HANDLER_URL,
@@ -592,6 +592,148 @@ def _render_job(job: Any, processed_bucket: str) -> Table:
         )
     table.add_row("history", history)
     return table
+
+
+# --- doctor -------------------------------------------------------------------------------------
+
+
+@cli.command("doctor")
+@click.option("-y", "--yes", is_flag=True, help="Spend the one prediction without asking.")
+@click.option(
+    "--no-prediction",
+    is_flag=True,
+    help="Skip the checks that spend a prediction (the prediction, the webhook, the output host).",
+)
+@click.option(
+    "--webhook-url",
+    metavar="URL",
+    default="",
+    help="A public URL that forwards to --listen (a tunnel, a port-forward): the endpoint sends the test "
+    "prediction's webhook there. Without it the webhook is tested only when the endpoint runs on this machine.",
+)
+@click.option(
+    "--listen",
+    metavar="[HOST:]PORT",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="Where the doctor's own webhook receiver listens (port 0: any free port).",
+)
+@click.option(
+    "--webhook-wait",
+    type=Duration(),
+    default=doctor.WEBHOOK_WAIT_SECONDS,
+    show_default=True,
+    help="Seconds to wait for the webhook once the prediction has ended (30s, 2m).",
+)
+@click.option(
+    "--timeout",
+    type=Duration(),
+    default=doctor.PREDICTION_TIMEOUT_SECONDS,
+    show_default=True,
+    help="Seconds the prediction may take; then it is cancelled.",
+)
+@click.option(
+    "--model", default=doctor.MODEL, show_default=True, metavar="OWNER/NAME", help="The model of MODEL_VERSION."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
+@pass_settings
+def doctor_command(
+    settings: Settings,
+    yes: bool,
+    no_prediction: bool,
+    webhook_url: str,
+    listen: str,
+    webhook_wait: float,
+    timeout: float,
+    model: str,
+    as_json: bool,
+) -> int:
+    """Check the predictions endpoint before a bulk run: the token, the model version, the signing
+    secret, then (spending at most one prediction) a prediction, its webhook round trip and its output
+    host, and the rate-limit headers. Exit 0 when nothing failed."""
+    from bgremove.errors import ConfigError
+
+    if yes and no_prediction:
+        raise click.UsageError("give --yes or --no-prediction, not both")
+    if not yes and not no_prediction and not sys.stdin.isatty():
+        raise click.UsageError(
+            "doctor spends one prediction: give --yes to allow it, or --no-prediction to skip the checks that need one"
+        )
+    host, port = _listen_address(listen)
+    if webhook_url and not webhook_url.lower().startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
+    if webhook_url and port == 0:
+        raise click.BadParameter("give the port that --webhook-url forwards to", param_hint="--listen")
+    if "/" not in model.strip("/"):
+        raise click.BadParameter("must be OWNER/NAME", param_hint="--model")
+    target = settings.target()
+    try:
+        endpoint = doctor.Endpoint.from_env(target.env)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    options = doctor.Options(
+        model=model.strip("/"),
+        spend=True if yes else False if no_prediction else None,
+        webhook_url=webhook_url,
+        listen_host=host,
+        listen_port=port,
+        webhook_wait_seconds=webhook_wait,
+        timeout_seconds=timeout,
+    )
+    notice = (
+        f"bgremove doctor: {endpoint.base_url} ({target.label}). It spends at most one prediction "
+        "(a 64×64 PNG sent as a data URL, the pipeline's own create request)"
+        + ("; --no-prediction: none this time." if no_prediction else "; --no-prediction skips it.")
+    )
+    (err if as_json else out).print(escape(notice), soft_wrap=True)
+
+    def confirm(so_far: list[doctor.Check]) -> bool:
+        err.print(_doctor_table(so_far))
+        return click.confirm("Create that one prediction now?", default=False, err=True)
+
+    def say(line: str) -> None:
+        err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
+
+    report = doctor.run(endpoint, options, confirm=confirm, say=say)
+    if as_json:
+        print(json.dumps({"target": target.label, **report.to_json()}, indent=2))
+    else:
+        out.print(_doctor_table(report.checks))
+        out.print(escape(_doctor_summary(report)), soft_wrap=True)
+    return report.status
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text.strip()
+    if not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{text!r} is not [HOST:]PORT", param_hint="--listen")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _doctor_table(checks: list[doctor.Check]) -> Table:
+    colours = {doctor.OK: "green", doctor.FAIL: "red", doctor.WARN: "yellow"}
+    table = Table(show_header=False, box=None, padding=(0, 1, 0, 0))
+    table.add_column()
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for check in checks:
+        colour = colours.get(check.status, "dim")
+        table.add_row(f"[{colour}]{check.symbol}[/]", check.name, escape(check.detail))
+    return table
+
+
+def _doctor_summary(report: doctor.Report) -> str:
+    failed = [c.name for c in report.checks if c.status == doctor.FAIL]
+    spent = "1 prediction spent" if report.spent else "no prediction spent"
+    if failed:
+        checks = "check" if len(failed) == 1 else "checks"
+        return f"{len(failed)} {checks} failed: {', '.join(failed)} ({spent})"
+    polls = any(c.data.get("will_poll") for c in report.checks)
+    warnings = sum(c.status == doctor.WARN for c in report.checks)
+    more = f"; {warnings} warning{'s' if warnings > 1 else ''}" if warnings else ""
+    return "nothing failed" + (": the deployment will poll for results" if polls else "") + f"{more} ({spent})"
 
 
 # --- helpers ------------------------------------------------------------------------------------

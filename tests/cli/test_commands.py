@@ -353,3 +353,74 @@ def test_show_follows_a_replaced_name_through_its_generations_and_status_counts_
     assert figures["failures"]["total"] == expected["failed"]
     assert figures["open"] == 0 and figures["eta_seconds"] == 0.0
     assert sum(m["superseded"] + m["removed"] for m in figures["per_minute"]) >= 2
+
+
+def test_doctor_passes_against_the_offline_stack_with_the_webhook_verified_by_its_own_receiver(cli: Cli) -> None:
+    """After every test that counts jobs: the doctor's one prediction goes to the predictions API
+    directly, with its webhook at the doctor's own receiver, so it makes no pipeline job."""
+    before = cli.listed_states()
+    usage = cli.run("doctor")  # not a terminal, no --yes: it refuses before spending anything
+    assert usage.code == 2 and "--yes" in usage.one_line_error()
+
+    result = cli.run("doctor", "--yes", "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert "spends at most one prediction" in result.stderr  # said first (on stderr with --json)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert list(checks) == [
+        "token",
+        "model version",
+        "signing secret",
+        "prediction",
+        "webhook",
+        "output host",
+        "rate limits",
+    ]
+    assert {name: c["status"] for name, c in checks.items()} == dict.fromkeys(checks, "ok"), report
+    assert checks["webhook"]["detail"].startswith("webhooks arrive and verify")
+    assert checks["signing secret"]["detail"] == "fetched; WEBHOOK_SECRETS holds it"
+    assert checks["output host"]["host"] == "localhost"
+    assert "ratelimit-remaining" in checks["rate limits"]["headers"]
+    assert report["predictions_spent"] == 1 and report["ok"] is True
+
+    # The webhook went to the doctor's receiver, never to the deployment's webhook function.
+    webhook = report["webhook_url"]
+    assert webhook.startswith("http://127.0.0.1:") and webhook != cli.stack.info.webhook_url
+    made = [p for p in cli.stack.api("GET", "/_admin/predictions").json()["predictions"] if p["webhook"] == webhook]
+    assert [p["id"] for p in made] == [report["prediction_id"]]
+    deliveries = [d for d in cli.stack.stats()["webhook_deliveries"] if d["prediction_id"] == report["prediction_id"]]
+    assert [(d["event"], d["status_code"]) for d in deliveries] == [("completed", 200)]
+    assert cli.listed_states() == before, "the doctor made no pipeline job"
+
+    text = cli.run("doctor", "--no-prediction")
+    assert text.code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "spends at most one prediction" in text.stdout.split("✓")[0]
+    assert any(line.startswith("✓ token") for line in lines) and any(line.startswith("– prediction") for line in lines)
+    assert "no prediction spent" in text.stdout
+
+
+def test_doctor_says_the_deployment_will_poll_when_the_endpoint_sends_no_webhooks(cli: Cli) -> None:
+    """`webhooks_sent_rate` 0: the predictions service sends no webhook of any prediction, as a
+    proxy that forwards none (README, the predictions service's knobs)."""
+    cli.stack.set_faults(webhooks_sent_rate=0.0)
+    before = cli.listed_states()
+    try:
+        result = cli.run("doctor", "--yes", "--json", "--webhook-wait", "3")
+    finally:
+        cli.stack.api("DELETE", "/_admin/faults").raise_for_status()
+    assert result.code == 0, result.stdout + result.stderr  # a warning, not a failure
+    report = json.loads(result.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["webhook"]["status"] == "warn" and checks["webhook"]["will_poll"] is True
+    assert "no webhook arrived within 3 s" in checks["webhook"]["detail"]
+    assert "the deployment will poll: RESULT_DELIVERY=auto" in checks["webhook"]["detail"]
+    assert checks["prediction"]["status"] == "ok" and checks["output host"]["status"] == "ok"
+    assert report["ok"] is True and report["warnings"] == 1
+    [made] = [
+        p
+        for p in cli.stack.api("GET", "/_admin/predictions").json()["predictions"]
+        if p["id"] == report["prediction_id"]
+    ]
+    assert made["webhook"] == report["webhook_url"] and made["webhooks_sent"] is False
+    assert cli.listed_states() == before, "the doctor made no pipeline job"

@@ -3,19 +3,26 @@ the Terraform outputs it reads and the one-line errors. No processes."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
+import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import click
 import pytest
+import requests
 from google.api_core import exceptions as gexc
 from rich.console import Console
 
-from bgremove import jobs
+from bgremove import jobs, signatures
+from bgremove.errors import ConfigError, OutputRefused
 from bgremove.jobs import Source
-from bgremove_cli import admission, generations, status
+from bgremove.predictions import Prediction
+from bgremove_cli import admission, doctor, generations, status
 from bgremove_cli.__main__ import Duration
 from bgremove_cli.cloud import JobEntry, QueueInfo
 from bgremove_cli.failures import explain
@@ -373,3 +380,381 @@ def test_show_screen_says_which_generation_is_live() -> None:
     assert "  job          " + found[0].job_id in text  # on one line in 100 columns
     assert "live generation: none (the upload does not exist now)" in screen(None)
     assert "live generation: 3, which has no job yet (`bgremove backfill" in screen(3)
+
+
+# --- doctor ---------------------------------------------------------------------------------------
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()
+FAKE_BASE = "http://127.0.0.1:9/v1"  # FakeApi answers in process; nothing listens there
+VERSION = "95fcc2a26d3899cd6c2691c900465aaeff466285a65c14638cc5f36f34befaf1"
+
+
+def answer(status: int | None, body: Any = None, path: str = "/x", **rate: str) -> doctor.Answer:
+    error = "cannot connect (refused, or no route to the host)" if status is None else ""
+    return doctor.Answer("GET", path, status, body, error=error, rate_headers=dict(rate))
+
+
+def signed(body: dict[str, Any], secret: str = SECRET, at: float = 1000.0, received: float = 1000.0) -> doctor.Delivery:
+    raw = json.dumps(body).encode()
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(at)),
+        "webhook-signature": signatures.sign(signatures.decode_secret(secret), "msg_1", int(at), raw),
+    }
+    return doctor.Delivery(headers, raw, received)
+
+
+def prediction(status: str = "succeeded", output: str | None = "https://replicate.delivery/a/out.png") -> Prediction:
+    return Prediction.from_json({"id": "p1", "status": status, "output": output})
+
+
+def test_doctor_token_verdict_prefers_account_and_falls_back_to_the_model_route_where_account_is_not_served() -> None:
+    ok = doctor.token_verdict("t", answer(200, {"type": "organization", "username": "acme"}, "/account"), None)
+    assert (ok.status, ok.detail) == (doctor.OK, "accepted (GET /account: organization acme)")
+    refused = doctor.token_verdict("t", answer(401, {"detail": "Invalid token"}, "/account"), None)
+    assert refused.status == doctor.FAIL and "401" in refused.detail and "PREDICTIONS_API_TOKEN" in refused.detail
+    fallback = doctor.token_verdict("t", answer(404, path="/account"), answer(200, {}, "/models/lucataco/remove-bg"))
+    assert fallback.status == doctor.OK and "does not serve /account" in fallback.detail
+    via_model = doctor.token_verdict("t", answer(404, path="/account"), answer(401, {"detail": "no"}, "/models/o/n"))
+    assert via_model.status == doctor.FAIL and "/models/o/n answered 401" in via_model.detail
+    neither = doctor.token_verdict("t", answer(404, path="/account"), answer(404, path="/models/o/n"))
+    assert neither.status == doctor.WARN and "not confirmed" in neither.detail
+    assert doctor.token_verdict("", None, None).status == doctor.FAIL
+    assert "cannot reach" in doctor.token_verdict("t", answer(None, path="/account"), None).detail
+    assert "billing" in doctor.token_verdict("t", answer(402, path="/account"), None).detail
+
+
+def test_doctor_version_verdict_a_404_route_is_forgiven_only_when_the_version_then_ran() -> None:
+    assert doctor.version_verdict(answer(200, {"id": VERSION}), "o/n", VERSION, ran=False).status == doctor.OK
+    wrong = doctor.version_verdict(answer(200, {"id": "abc"}), "o/n", VERSION, ran=False)
+    assert wrong.status == doctor.FAIL and "not MODEL_VERSION" in wrong.detail
+    missing = doctor.version_verdict(answer(404, {"detail": "not found"}), "o/n", VERSION, ran=False)
+    assert (
+        missing.status == doctor.FAIL
+        and "check MODEL_VERSION" in missing.detail
+        and "o/n:95fcc2a26d38…" in missing.detail
+    )
+    assert doctor.version_verdict(answer(404), "o/n", VERSION, ran=True).status == doctor.OK
+    assert doctor.version_verdict(None, "o/n", VERSION, ran=False).status == doctor.SKIP
+
+
+def test_doctor_secret_verdict_compares_the_accounts_secret_with_webhook_secrets_and_never_shows_it() -> None:
+    fetched = answer(200, {"key": SECRET})
+    held, keys = doctor.secret_verdict(fetched, (OTHER_SECRET, SECRET))
+    assert held.status == doctor.OK and keys == [signatures.decode_secret(SECRET)]
+    lacking, keys = doctor.secret_verdict(fetched, (OTHER_SECRET,))
+    assert lacking.status == doctor.FAIL and "WEBHOOK_SECRETS does not hold" in lacking.detail
+    assert keys == [signatures.decode_secret(SECRET)]  # deliveries are still judged by the account's
+    unset, _ = doctor.secret_verdict(fetched, ())
+    assert unset.status == doctor.OK and "not compared" in unset.detail
+    not_served, keys = doctor.secret_verdict(answer(404), (OTHER_SECRET,))
+    assert not_served.status == doctor.WARN and keys == [signatures.decode_secret(OTHER_SECRET)]
+    nothing, keys = doctor.secret_verdict(answer(404), (), "webhook")
+    assert nothing.status == doctor.FAIL and keys == []
+    assert doctor.secret_verdict(answer(200, {"key": "whsec_%%%"}), (), "webhook")[0].status == doctor.FAIL
+    for check in (held, lacking, unset):
+        assert SECRET not in json.dumps(check.to_json()) and SECRET[6:] not in check.detail
+
+
+def test_doctor_webhook_verdict_verifies_arrivals_and_says_the_deployment_will_poll_when_none_came() -> None:
+    ours = {"id": "p1", "status": "succeeded", "output": "https://replicate.delivery/a/out.png"}
+    key, other = signatures.decode_secret(SECRET), signatures.decode_secret(OTHER_SECRET)
+
+    def verdict(
+        deliveries: list[doctor.Delivery], account: list[bytes], configured: list[bytes], mode: str = "webhook"
+    ) -> doctor.Check:
+        return doctor.webhook_verdict(deliveries, prediction(), account, configured, 300, 60.0, doctor.Delivered(mode))
+
+    ok = verdict([signed(ours)], [key], [key])
+    assert (ok.status, ok.data["webhook_id"]) == (doctor.OK, "msg_1")
+    assert ok.detail.startswith("webhooks arrive and verify (1 delivery")
+    # Judged at its arrival: a wait longer than the tolerance does not make it stale.
+    assert verdict([signed(ours, at=1000.0, received=1001.0)], [key], []).status == doctor.OK
+    assert "too old" in verdict([signed(ours, at=1000.0, received=2000.0)], [key], []).detail
+    forged = verdict([signed(ours, secret=OTHER_SECRET)], [key], [])
+    assert forged.status == doctor.FAIL and "it does not verify: no signature matches" in forged.detail
+    mismatch = verdict([signed(ours)], [key], [other])
+    assert mismatch.status == doctor.FAIL and "not with WEBHOOK_SECRETS" in mismatch.detail
+    # With RESULT_DELIVERY=auto polling brings results anyway: webhooks the endpoint signs wrongly are
+    # a warning; our own WEBHOOK_SECRETS being wrong is still a failure, and poll uses none.
+    assert verdict([signed(ours, secret=OTHER_SECRET)], [key], [], "auto").status == doctor.WARN
+    ours_wrong = verdict([signed(ours)], [key], [other], "auto")
+    assert ours_wrong.status == doctor.FAIL and "auto polls" in ours_wrong.detail
+    assert verdict([signed(ours, secret=OTHER_SECRET)], [key], [], "poll").status == doctor.INFO
+
+    # None came: a warning (the deadline checks settle jobs), never a failure; its words per mode.
+    polls = verdict([], [key], [], "auto")
+    assert polls.status == doctor.WARN and polls.data["will_poll"] is True
+    assert "the deployment will poll: RESULT_DELIVERY=auto" in polls.detail
+    slow = verdict([], [key], [])
+    assert slow.status == doctor.WARN and "will poll, slowly" in slow.detail
+    assert "FIRST_CHECK_SECONDS (180 s)" in slow.detail
+    asked_none = verdict([], [key], [], "poll")
+    assert asked_none.status == doctor.INFO and "RESULT_DELIVERY=poll" in asked_none.detail
+    # Only the prediction's own terminal delivery counts.
+    others = [signed({**ours, "id": "p2"}), signed({**ours, "status": "processing"}), doctor.Delivery({}, b"x", 1.0)]
+    stray = verdict(others, [key], [])
+    assert stray.status == doctor.WARN and stray.data["other_posts"] == 3
+    # A create answered with the result needs none.
+    sync = doctor.webhook_verdict([], prediction(), [key], [], 300, 5.0, doctor.Delivered(synchronous=True))
+    assert sync.status == doctor.INFO and "the create's answer carried the result" in sync.detail
+
+    here = doctor.webhook_verdict([], prediction(), [key], [], 300, 60.0, not_here="api.example is not here")
+    assert here.status == doctor.SKIP and here.detail.startswith("cannot test webhook delivery from here")
+    assert doctor.webhook_verdict([], None, [key], [], 300, 60.0).status == doctor.SKIP
+
+
+def test_doctor_secret_verdict_weighs_what_cannot_verify_by_where_results_come_from() -> None:
+    fetched = answer(200, {"key": SECRET})
+    assert doctor.secret_verdict(fetched, (OTHER_SECRET,), "webhook")[0].status == doctor.FAIL
+    auto, _ = doctor.secret_verdict(fetched, (OTHER_SECRET,), "auto")  # our setting is wrong: fix it
+    assert auto.status == doctor.FAIL and "auto polls, so results still come" in auto.detail
+    assert doctor.secret_verdict(fetched, (OTHER_SECRET,), "poll")[0].status == doctor.INFO
+    # No secret anywhere: fatal only when results wait for webhooks.
+    assert doctor.secret_verdict(answer(404), (), "webhook")[0].status == doctor.FAIL
+    assert doctor.secret_verdict(answer(404), (), "auto")[0].status == doctor.WARN
+
+
+def test_doctor_output_verdict_applies_the_pipelines_allow_list_and_download() -> None:
+    allowed = ("replicate.delivery",)
+
+    def fine(url: str) -> str:
+        return "image/png"
+
+    ok = doctor.output_verdict(prediction(), allowed, fine)
+    assert ok.status == doctor.OK and "replicate.delivery is within OUTPUT_ALLOWED_HOSTS" in ok.detail
+    sub = prediction(output="https://eu.replicate.delivery/x.png")
+    assert doctor.output_verdict(sub, allowed, fine).data["host"] == "eu.replicate.delivery"
+    other = doctor.output_verdict(prediction(output="https://cdn.proxy.example/x.png"), allowed, fine)
+    assert other.status == doctor.FAIL and "'cdn.proxy.example' is not allowed" in other.detail
+    assert "OUTPUT_ALLOWED_HOSTS: replicate.delivery" in other.detail
+    plain = doctor.output_verdict(prediction(output="http://replicate.delivery/x.png"), allowed, fine)
+    assert plain.status == doctor.FAIL and "not https" in plain.detail
+
+    def gone(url: str) -> str:
+        raise OutputRefused("output host answered 404")
+
+    assert "does not download: output host answered 404" in doctor.output_verdict(prediction(), allowed, gone).detail
+    assert doctor.output_verdict(prediction(output=None), allowed, fine).status == doctor.FAIL
+    assert doctor.output_verdict(prediction("failed", None), allowed, fine).status == doctor.SKIP
+
+
+def test_doctor_rate_limit_verdict_reports_the_headers_seen_or_that_none_were_sent() -> None:
+    seen = doctor.rate_limit_verdict([answer(200, **{"ratelimit-remaining": "9"}), answer(200), answer(None)])
+    assert (seen.status, seen.detail) == (doctor.OK, "ratelimit-remaining: 9 (on 1 of 2 answers)")
+    throttled = doctor.rate_limit_verdict([answer(429, **{"retry-after": "30"}), answer(200)])
+    assert (
+        throttled.status == doctor.WARN
+        and "throttled 1 time;" in throttled.detail
+        and "retry-after: 30" in throttled.detail
+    )
+    none = doctor.rate_limit_verdict([answer(200), answer(201)])
+    assert none.status == doctor.INFO and none.detail.startswith("none were sent (2 answers)")
+
+
+def test_doctor_prediction_verdict_judges_the_create_answer_as_the_pipeline_does() -> None:
+    created = answer(201, {"id": "p1", "status": "starting"})
+    started = doctor.Created.of(created)
+    assert not started.synchronous
+    assert doctor.prediction_verdict(created, started, prediction(), 1.25).detail == "succeeded in 1.2 s (p1)"
+    boom = Prediction.from_json({"id": "p1", "status": "failed", "error": "boom"})
+    failed = doctor.prediction_verdict(created, started, boom, 1)
+    assert failed.status == doctor.FAIL and "ended failed: boom" in failed.detail
+    late = doctor.prediction_verdict(created, started, prediction("processing", None), 300, doctor.CANCELLED)
+    assert late.status == doctor.FAIL and "cancelled it" in late.detail
+    lost = doctor.prediction_verdict(created, started, prediction("starting", None), 3, doctor.LOST)
+    assert "forgot it" in lost.detail
+    refused = doctor.prediction_verdict(answer(422, {"detail": "Invalid version"}), None, None, 0)
+    assert refused.status == doctor.FAIL and "not created" in refused.detail and "Invalid version" in refused.detail
+
+    # A resale proxy's synchronous answer is a result the pipeline settles at once.
+    proxied = answer(200, {"created": 1, "data": [{"url": "https://replicate.delivery/x.png"}]})
+    result = doctor.Created.of(proxied)
+    assert result.synchronous and result.prediction is not None
+    sync = doctor.prediction_verdict(proxied, result, None, 0.0)
+    assert sync.status == doctor.OK and "in the create's answer" in sync.detail and sync.data["synchronous"]
+    # ... unless it holds the create longer than the pipeline waits: every create would be retried.
+    held = dataclasses.replace(proxied, seconds=12.0)
+    slow = doctor.prediction_verdict(held, result, None, 0.0, pipeline_timeout=10.0)
+    assert slow.status == doctor.FAIL and "12.0 s, longer than the pipeline waits (10 s" in slow.detail
+    # An answer the pipeline cannot read fails every job.
+    odd = answer(200, {"result": "ok"})
+    unknown = doctor.prediction_verdict(odd, doctor.Created.of(odd), None, 0)
+    assert unknown.status == doctor.FAIL and "api_answer_unknown" in unknown.detail and "result" in unknown.detail
+
+
+def test_doctor_exit_status_is_0_unless_a_check_failed() -> None:
+    ok, warn, skip = (doctor.Check("a", s, "") for s in (doctor.OK, doctor.WARN, doctor.SKIP))
+    assert doctor.exit_status([ok, warn, skip]) == 0  # "the deployment will poll" is not a failure
+    assert doctor.exit_status([ok, doctor.Check("b", doctor.FAIL, "")]) == 1
+
+
+def test_doctor_runs_a_receiver_only_where_the_endpoint_can_reach_it() -> None:
+    for base in ("http://127.0.0.1:8080/v1", "https://localhost:9/v1", "http://[::1]:5/v1"):
+        assert doctor.receiver_plan(base, "") == (True, ""), base
+    can, why = doctor.receiver_plan("https://api.replicate.com/v1", "")
+    assert not can and "api.replicate.com is not on this machine" in why and "--webhook-url" in why
+    assert doctor.receiver_plan("https://api.replicate.com/v1", "https://tunnel.example/hook") == (True, "")
+
+
+def test_doctor_reads_only_the_apis_settings() -> None:
+    endpoint = doctor.Endpoint.from_env({"PREDICTIONS_API_TOKEN": "t", "WEBHOOK_SECRETS": SECRET})
+    assert endpoint.base_url == "https://api.replicate.com/v1" and endpoint.model_version == VERSION
+    assert endpoint.output_allowed_hosts == ("replicate.delivery",) and endpoint.webhook_secrets == (SECRET,)
+    assert endpoint.cancel_after == "15m" and endpoint.first_check_seconds == 180
+    assert (endpoint.result_delivery, endpoint.create_timeout) == ("auto", 10.0)
+    waits = doctor.Endpoint.from_env({"PREFER_WAIT_SECONDS": "30", "HTTP_TIMEOUT_SECONDS": "5"})
+    assert waits.create_timeout == 35.0  # what bgremove.predictions waits for a Prefer: wait create
+    with pytest.raises(ConfigError, match="WEBHOOK_SECRETS"):
+        doctor.Endpoint.from_env({"WEBHOOK_SECRETS": "nope"})
+
+
+class FakeApi(requests.Session):
+    """The predictions API in process: answers by route; a create's webhook is delivered (signed)
+    to the URL it names unless `deliver` is False."""
+
+    def __init__(
+        self,
+        deliver: bool = True,
+        create_status: int = 201,
+        account_status: int = 200,
+        base: str = FAKE_BASE,
+        create_answer: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.create_answer = create_answer
+        self.base = base
+        self.created: list[dict[str, Any]] = []
+        self.deliver = deliver
+        self.create_status = create_status
+        self.account_status = account_status
+        self.calls: list[tuple[str, str]] = []
+        self.polls = 0
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        path = str(url).removeprefix(self.base)
+        self.calls.append((str(method), path))
+        done = {"id": "p1", "status": "succeeded", "output": "https://replicate.delivery/p1/out.png"}
+        if path == "/account":
+            return self._answer(self.account_status, {"type": "user", "username": "me"})
+        if path.startswith("/models/"):
+            return self._answer(200, {"id": VERSION})
+        if path == "/webhooks/default/secret":
+            return self._answer(200, {"key": SECRET})
+        if method == "POST" and path == "/predictions":
+            body = kwargs["json"]
+            self.created.append(body)
+            assert kwargs["headers"]["Cancel-After"] == "15m" and body["input"]["image"].startswith("data:image/png")
+            if self.create_status != 201:
+                return self._answer(self.create_status, {"detail": "Invalid version or not permitted"})
+            if self.create_answer is not None:
+                return self._answer(200, self.create_answer)
+            if self.deliver and "webhook" in body:
+                delivery = signed(done, at=time.time())
+                threading.Thread(
+                    target=requests.post,
+                    args=(body["webhook"],),
+                    kwargs={"data": delivery.body, "headers": delivery.headers},
+                ).start()
+            return self._answer(201, {"id": "p1", "status": "starting"})
+        if path == "/predictions/p1":
+            self.polls += 1
+            return self._answer(200, done if self.polls > 1 else {"id": "p1", "status": "processing"})
+        return self._answer(404, {"detail": "not found"})
+
+    @staticmethod
+    def _answer(status: int, body: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = status
+        response._content = json.dumps(body).encode()
+        response.headers["ratelimit-remaining"] = "100"
+        return response
+
+
+def run_doctor(api: FakeApi, spend: bool | None = True, confirm: bool = False, wait: float = 5.0) -> doctor.Report:
+    endpoint = dataclasses.replace(
+        doctor.Endpoint.from_env({"PREDICTIONS_API_TOKEN": "t", "WEBHOOK_SECRETS": SECRET}),
+        base_url=api.base,  # FAKE_BASE is on this machine: the doctor runs its own receiver
+    )
+    options = doctor.Options(spend=spend, webhook_wait_seconds=wait, poll_seconds=0.05)
+    probe = doctor.Probe(endpoint.base_url, endpoint.token, 5.0, session=api, sleep=lambda _: None)
+    return doctor.run(
+        endpoint, options, lambda so_far: confirm, probe=probe, download=lambda url, endpoint: "image/png"
+    )
+
+
+def test_doctor_run_spends_one_prediction_and_verifies_its_webhook_through_its_own_receiver() -> None:
+    api = FakeApi()
+    report = run_doctor(api, wait=10.0)
+    statuses = {c.name: c.status for c in report.checks}
+    assert statuses == dict.fromkeys(doctor.CHECK_NAMES, doctor.OK), report.to_json()
+    assert [c.name for c in report.checks] == list(doctor.CHECK_NAMES)
+    assert report.status == 0 and report.spent == 1 and report.prediction_id == "p1"
+    assert api.calls.count(("POST", "/predictions")) == 1
+
+
+def test_doctor_run_without_webhooks_warns_that_the_deployment_will_poll_and_exits_0() -> None:
+    report = run_doctor(FakeApi(deliver=False), wait=0.3)
+    webhook = next(c for c in report.checks if c.name == "webhook")
+    assert webhook.status == doctor.WARN and webhook.data["will_poll"] is True
+    assert report.status == 0 and report.to_json()["warnings"] == 1
+
+
+def test_doctor_run_spends_nothing_unless_allowed_and_stops_at_a_refused_token() -> None:
+    for spend, confirm in ((False, True), (None, False)):
+        api = FakeApi()
+        report = run_doctor(api, spend=spend, confirm=confirm)
+        assert ("POST", "/predictions") not in api.calls and report.spent == 0
+        skipped = {c.name for c in report.checks if c.status == doctor.SKIP}
+        assert skipped == {"prediction", "webhook", "output host"} and report.status == 0
+
+    api = FakeApi(account_status=401)
+    report = run_doctor(api)
+    assert report.status == 1 and report.checks[0].status == doctor.FAIL
+    assert api.calls == [("GET", "/account")], "nothing else is asked with a refused token"
+
+    api = FakeApi(create_status=422)
+    report = run_doctor(api)
+    assert report.status == 1 and report.spent == 0
+    assert api.calls.count(("POST", "/predictions")) == 1, "a create is never retried"
+    assert {c.name: c.status for c in report.checks}["prediction"] == doctor.FAIL
+
+
+def test_doctor_asks_before_spending_with_the_free_checks_in_view() -> None:
+    asked: list[list[str]] = []
+
+    def confirm(so_far: list[doctor.Check]) -> bool:
+        asked.append([f"{c.symbol} {c.name}" for c in so_far])
+        return True
+
+    endpoint = dataclasses.replace(
+        doctor.Endpoint.from_env({"PREDICTIONS_API_TOKEN": "t", "WEBHOOK_SECRETS": SECRET}), base_url=FAKE_BASE
+    )
+    api = FakeApi()
+    probe = doctor.Probe(endpoint.base_url, endpoint.token, 5.0, session=api, sleep=lambda _: None)
+    options = doctor.Options(spend=None, webhook_wait_seconds=5.0, poll_seconds=0.05)
+    report = doctor.run(endpoint, options, confirm, probe=probe, download=lambda url, endpoint: "image/png")
+    assert asked == [["✓ token", "✓ model version", "✓ signing secret"]]
+    assert report.spent == 1 and report.status == 0
+
+
+def test_doctor_against_a_remote_endpoint_without_a_webhook_url_says_it_cannot_test_delivery_from_here() -> None:
+    api = FakeApi(base="https://api.example/v1")
+    report = run_doctor(api)
+    webhook = next(c for c in report.checks if c.name == "webhook")
+    assert webhook.status == doctor.SKIP and "cannot test webhook delivery from here" in webhook.detail
+    assert "api.example is not on this machine" in webhook.detail and "--webhook-url" in webhook.detail
+    [body] = api.created
+    assert "webhook" not in body and "webhook_events_filter" not in body  # no URL nobody listens at
+    assert report.status == 0 and report.webhook_url == "" and report.spent == 1
+
+
+def test_doctor_run_against_a_proxy_answering_creates_with_the_result_polls_nothing_and_needs_no_webhook() -> None:
+    api = FakeApi(deliver=False, create_answer={"created": 1, "data": [{"url": "https://replicate.delivery/s.png"}]})
+    report = run_doctor(api, wait=0.5)
+    checks = {c.name: c for c in report.checks}
+    assert checks["prediction"].status == doctor.OK and checks["prediction"].data["synchronous"] is True
+    assert checks["webhook"].status == doctor.INFO and checks["output host"].status == doctor.OK
+    assert not [call for call in api.calls if call[1].startswith("/predictions/")], "nothing to poll"
+    assert report.status == 0 and report.prediction_id.startswith("sync-")

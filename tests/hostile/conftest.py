@@ -14,7 +14,13 @@ from tests.support import StackClient
 
 # The second stack: outputs under a prefix, two excluded prefixes, and small size caps. A 32x24
 # photo's cut-out (about 2.5 KB) fits under OUTPUT_MAX_BYTES; a 160x120 one (about 43 KB) does not.
+# Both stacks hold real jobs `submitted` with their webhooks dropped, to aim deliveries at them
+# (JobPool); polling for results (RESULT_DELIVERY=auto, the default) would settle those jobs within
+# seconds, so these stacks take results from webhooks alone: the first check comes after
+# FIRST_CHECK_SECONDS (180 s), as in RESULT_DELIVERY=webhook deployments.
+WEBHOOK_ONLY = {"RESULT_DELIVERY": "webhook"}
 LIMITS_ENV = {
+    **WEBHOOK_ONLY,
     "OUTPUT_PREFIX": "cutouts",
     "EXCLUDE_PREFIXES": "private/, tmp/",
     "MAX_UPLOAD_BYTES": "20000",
@@ -30,10 +36,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def main_stack(stack: StackClient) -> StackClient:
-    if stack.info not in STACKS:
-        STACKS.append(stack.info)
-    return stack
+def main_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
+    running = start_stack(tmp_path_factory.mktemp("hostile-stack"), function_env=WEBHOOK_ONLY)
+    try:
+        assert running.info is not None
+        STACKS.append(running.info)
+        yield StackClient(running.info)
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="session")

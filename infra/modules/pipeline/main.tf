@@ -43,6 +43,9 @@ locals {
     DELETE_OUTPUTS            = var.delete_outputs
     OUTPUT_URL_BASE           = var.output_url_base
     NOTIFY_URL                = var.notify_url
+    RESULT_DELIVERY           = var.result_delivery
+    POLL_FIRST_CHECK_SECONDS  = var.poll_first_check_seconds
+    PREFER_WAIT_SECONDS       = var.prefer_wait_seconds
   }
 
   # The task handler (entry point on_task) is named here because its URL must be known

@@ -727,6 +727,39 @@ variable "first_check_seconds" {
   }
 }
 
+variable "result_delivery" {
+  description = "RESULT_DELIVERY: where results come from: auto (a webhook, and polling at the model's pace anyway), webhook (the webhook; checks after first_check_seconds), poll (no webhook URL sent)."
+  type        = string
+  default     = "auto"
+
+  validation {
+    condition     = contains(["auto", "webhook", "poll"], var.result_delivery)
+    error_message = "result_delivery must be auto, webhook or poll."
+  }
+}
+
+variable "poll_first_check_seconds" {
+  description = "POLL_FIRST_CHECK_SECONDS: the earliest first poll after a prediction is created (auto, poll); polling starts at the model's learned pace, backing off x2."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.poll_first_check_seconds >= 1
+    error_message = "poll_first_check_seconds must be at least 1."
+  }
+}
+
+variable "prefer_wait_seconds" {
+  description = "PREFER_WAIT_SECONDS: ask for a synchronous create answer (Prefer: wait=N), settled at once; 0 never."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.prefer_wait_seconds >= 0 && var.prefer_wait_seconds <= 60
+    error_message = "prefer_wait_seconds must be from 0 to 60."
+  }
+}
+
 variable "reconcile_batch_size" {
   description = "RECONCILE_BATCH_SIZE: records handled per reconcile run."
   type        = number
