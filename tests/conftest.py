@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -35,15 +36,22 @@ def start_stack(directory: Path, retries: Mapping[str, object] = FAST_RETRIES, *
     return stack
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
-    """One offline stack for the session, with FAST_RETRIES; tests reset any fault they set."""
-    running = start_stack(tmp_path_factory.mktemp("stack"), retries=FAST_RETRIES)
+@contextlib.contextmanager
+def serving(directory: Path, retries: Mapping[str, object] = FAST_RETRIES, **options: object) -> Iterator[StackClient]:
+    """A started stack (as `start_stack`) for the length of the block: what a stack fixture yields."""
+    running = start_stack(directory, retries, **options)
     try:
         assert running.info is not None
         yield StackClient(running.info)
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
+    """One offline stack for the session, with FAST_RETRIES; tests reset any fault they set."""
+    with serving(tmp_path_factory.mktemp("stack")) as client:
+        yield client
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_stack
+from tests.conftest import serving
 from tests.hostile.support import STACKS, HostileHost, JobPool
 from tests.support import StackClient
 
@@ -37,24 +37,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def main_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
-    running = start_stack(tmp_path_factory.mktemp("hostile-stack"), function_env=WEBHOOK_ONLY)
-    try:
-        assert running.info is not None
-        STACKS.append(running.info)
-        yield StackClient(running.info)
-    finally:
-        running.stop()
+    with serving(tmp_path_factory.mktemp("hostile-stack"), function_env=WEBHOOK_ONLY) as client:
+        STACKS.append(client.info)
+        yield client
 
 
 @pytest.fixture(scope="session")
 def limits_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
-    running = start_stack(tmp_path_factory.mktemp("limits-stack"), function_env=LIMITS_ENV)
-    try:
-        assert running.info is not None
-        STACKS.append(running.info)
-        yield StackClient(running.info)
-    finally:
-        running.stop()
+    with serving(tmp_path_factory.mktemp("limits-stack"), function_env=LIMITS_ENV) as client:
+        STACKS.append(client.info)
+        yield client
 
 
 @pytest.fixture(scope="session")

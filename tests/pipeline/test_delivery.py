@@ -35,7 +35,7 @@ import pytest
 from bgremove import keys, naming
 from bgremove.jobs import Job
 from offline_cloud import cloud_tasks, verify
-from tests.conftest import start_stack
+from tests.conftest import serving
 from tests.support import StackClient, photo, wait_for
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -46,12 +46,8 @@ FINAL_TIMEOUT = 180.0
 @pytest.fixture(scope="module")
 def dstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
     """A stack with production's timings (retries={}: StackOptions' defaults) and the real model."""
-    running = start_stack(tmp_path_factory.mktemp("delivery-stack"), retries={})
-    try:
-        assert running.info is not None
-        yield StackClient(running.info)
-    finally:
-        running.stop()
+    with serving(tmp_path_factory.mktemp("delivery-stack"), retries={}) as client:
+        yield client
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import start_stack
+from tests.conftest import serving
 from tests.support import StackClient, photo_near, twelve_megapixel_photo
 
 KIB, MIB = 1024, 1024 * 1024
@@ -51,12 +51,8 @@ def _assert_cut_out(png: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClient]:
-    running = start_stack(tmp_path_factory.mktemp("webhook-stack"), function_env={"RESULT_DELIVERY": "webhook"})
-    try:
-        assert running.info is not None
-        yield StackClient(running.info)
-    finally:
-        running.stop()
+    with serving(tmp_path_factory.mktemp("webhook-stack"), function_env={"RESULT_DELIVERY": "webhook"}) as client:
+        yield client
 
 
 def _photo(target: int, fmt: str) -> bytes:
