@@ -96,6 +96,9 @@ class Config:
     result_delivery: str
     poll_first_check_seconds: int
     prefer_wait_seconds: int
+    daily_prediction_budget: int
+    monthly_prediction_budget: int
+    budget_utc_offset_hours: int
 
 
 Kind = Literal[
@@ -232,6 +235,12 @@ SETTINGS: tuple[Setting, ...] = (
             "the earliest first poll after a prediction is created (polling learns the model's pace)", minimum=1),
     Setting("PREFER_WAIT_SECONDS", "prefer_wait_seconds", "whole", 0,
             "ask for a synchronous create answer, waiting up to this long (0: never)", minimum=0, maximum=60),
+    Setting("DAILY_PREDICTION_BUDGET", "daily_prediction_budget", "whole", 0,
+            "predictions created per budget day at most; then submissions are held (0: no limit)", minimum=0),
+    Setting("MONTHLY_PREDICTION_BUDGET", "monthly_prediction_budget", "whole", 0,
+            "predictions created per budget month at most; then submissions are held (0: no limit)", minimum=0),
+    Setting("BUDGET_UTC_OFFSET_HOURS", "budget_utc_offset_hours", "whole", 0,
+            "the budget's days and months begin at midnight in this UTC offset (0: UTC)", minimum=-12, maximum=14),
 )
 # fmt: on
 

@@ -46,6 +46,9 @@ locals {
     RESULT_DELIVERY           = var.result_delivery
     POLL_FIRST_CHECK_SECONDS  = var.poll_first_check_seconds
     PREFER_WAIT_SECONDS       = var.prefer_wait_seconds
+    DAILY_PREDICTION_BUDGET   = var.daily_prediction_budget
+    MONTHLY_PREDICTION_BUDGET = var.monthly_prediction_budget
+    BUDGET_UTC_OFFSET_HOURS   = var.budget_utc_offset_hours
   }
 
   # The task handler (entry point on_task) is named here because its URL must be known

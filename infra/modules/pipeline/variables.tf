@@ -760,6 +760,39 @@ variable "prefer_wait_seconds" {
   }
 }
 
+variable "daily_prediction_budget" {
+  description = "DAILY_PREDICTION_BUDGET: predictions created per budget day at most; when spent, submissions are held in the submissions queue (not failed) until the day turns or the budget is raised. 0 = no limit."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.daily_prediction_budget >= 0 && floor(var.daily_prediction_budget) == var.daily_prediction_budget
+    error_message = "daily_prediction_budget must be a whole number, at least 0."
+  }
+}
+
+variable "monthly_prediction_budget" {
+  description = "MONTHLY_PREDICTION_BUDGET: predictions created per budget month at most; held as for the daily budget. 0 = no limit."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.monthly_prediction_budget >= 0 && floor(var.monthly_prediction_budget) == var.monthly_prediction_budget
+    error_message = "monthly_prediction_budget must be a whole number, at least 0."
+  }
+}
+
+variable "budget_utc_offset_hours" {
+  description = "BUDGET_UTC_OFFSET_HOURS: the budget's days and months begin at midnight in this UTC offset; 0 = UTC."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.budget_utc_offset_hours >= -12 && var.budget_utc_offset_hours <= 14 && floor(var.budget_utc_offset_hours) == var.budget_utc_offset_hours
+    error_message = "budget_utc_offset_hours must be a whole number from -12 to 14."
+  }
+}
+
 variable "reconcile_batch_size" {
   description = "RECONCILE_BATCH_SIZE: records handled per reconcile run."
   type        = number
