@@ -18,7 +18,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from bgremove import logs, runtime, tasks, times
-from bgremove.errors import ApiUnavailable, RetryLater
+from bgremove.errors import ApiUnavailable, BudgetSpent, RetryLater
 from bgremove.outcomes import Outcome
 
 if TYPE_CHECKING:
@@ -117,7 +117,8 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
         if payload.kind is tasks.Kind.SUBMIT:
             from bgremove import submit
 
-            outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time()).outcome
+            deps, now = runtime.deps(), time.time()
+            outcome = submit.handle_submit_task(job_id, CONFIG, deps, now, payload.queued_at).outcome
         elif payload.kind is tasks.Kind.NOTIFY and payload.event is not None:
             from bgremove import events
 
@@ -129,6 +130,10 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
             from bgremove import reconcile as reconciler
 
             outcome = reconciler.handle_deadline_task(job_id, CONFIG, runtime.deps(), time.time())
+    except BudgetSpent as exc:
+        # Held, not failed (the core logged it): the queue keeps the task and retries it with its
+        # backoff, which Retry-After stretches to the window's turn (capped by max_backoff).
+        return _answer(429, "held: budget", {"Retry-After": str(int(exc.retry_after))})
     except RetryLater as exc:
         throttled = isinstance(exc, ApiUnavailable) and exc.status == 429
         logs.warning(

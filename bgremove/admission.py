@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgremove import errors, images, jobs, keys, lifecycle, logs, outcomes, variants
+from bgremove import errors, images, jobs, keys, lifecycle, logs, metrics, outcomes, variants
 from bgremove.config import Config
 from bgremove.deps import Deps
 from bgremove.jobs import Decision, Job, Source
@@ -189,6 +189,7 @@ def admit(admission: Admission, cfg: Config, deps: Deps, now: float, fields: dic
         return Result(Outcome.FAILED, new.reason, source.job_id)
     if done.result is Outcome.QUEUED:
         lifecycle.enqueue_submission(new, cfg, deps)
+        metrics.emit(metrics.Event.JOB_ADMITTED, "INFO", "upload admitted", **fields)
         return _log(Result(Outcome.QUEUED, "submission task enqueued", source.job_id), fields)
     assert done.job is not None  # a duplicate was decided over an existing record
     if done.job.state != jobs.QUEUED:

@@ -65,6 +65,17 @@ class ApiRefused(Exception):
         self.status = status
 
 
+class BudgetSpent(RetryLater):
+    """A spend budget window (DAILY_ or MONTHLY_PREDICTION_BUDGET) is spent: the submission is
+    held, not failed. The task handler answers 429 with `retry_after` (seconds until the window
+    turns), so the queue keeps the task and retries it with its backoff."""
+
+    def __init__(self, message: str, period: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.period = period
+        self.retry_after = retry_after
+
+
 class Contended(RetryLater):
     """A job record kept changing under every attempt of a compare-and-swap (jobs.JobStore.update)."""
 

@@ -115,6 +115,13 @@ class Job:
     outputs: tuple[dict[str, Any], ...] = ()
     enqueues: int = 0  # submission tasks created for this job; names the next one
     check_interval: float = 0.0  # seconds between the last check (or the creation) and the next one
+    # Held by a spend budget (budget.py): "budget" while a queued job waits for its window to turn
+    # (or the budget to be raised), since `held_at`; cleared when its prediction is counted.
+    hold: str = ""
+    held_at: float = 0.0
+    # The budget shards this job's prediction is counted in (budget.py), one per window: where a
+    # retry looks first, so a job is counted once per window however often its task runs.
+    budget_marks: tuple[str, ...] = ()
 
     @property
     def submit_task_name(self) -> str:
@@ -148,6 +155,7 @@ class Job:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["prediction_ids"] = list(self.prediction_ids)
+        data["budget_marks"] = list(self.budget_marks)
         data["history"] = list(self.history)
         data["outputs"] = [dict(entry) for entry in self.outputs]
         return data
@@ -159,6 +167,7 @@ class Job:
         values["source"] = Source(**{k: v for k, v in values["source"].items() if k in source_fields})
         values["state"] = State(values["state"])
         values["prediction_ids"] = tuple(values.get("prediction_ids", ()))
+        values["budget_marks"] = tuple(values.get("budget_marks", ()))
         values["history"] = tuple(values.get("history", ()))
         values["outputs"] = tuple(dict(o) for o in values.get("outputs") or () if isinstance(o, dict))
         known = {f.name for f in dataclasses.fields(cls)}
@@ -240,6 +249,24 @@ def new_claim(source: Source, model_version: str, now: float, lease_seconds: int
 def release(job: Job, now: float, why: str, check_seconds: float = 0.0) -> Job:
     """Give a claim back after a transient failure: the task's retry takes it again."""
     return _move(job, QUEUED, now, why, lease_expires_at=0.0, deadline_at=now + check_seconds)
+
+
+def held(job: Job, now: float, why: str, check_seconds: float) -> Job:
+    """Queued and held by a spend budget (a claim given back, or a queued job marked): the task
+    stays in the queue and its retries ask again. `held_at` keeps the start of the hold."""
+    since = job.held_at if job.hold else now
+    if job.state == QUEUED:
+        return dataclasses.replace(job, hold="budget", held_at=since, updated_at=now)
+    return dataclasses.replace(
+        _move(job, QUEUED, now, why, lease_expires_at=0.0, deadline_at=now + check_seconds),
+        hold="budget",
+        held_at=since,
+    )
+
+
+def counted(job: Job, marks: tuple[str, ...], now: float) -> Job:
+    """The budget shards the claimed job's prediction is counted in; a hold ends here."""
+    return dataclasses.replace(job, budget_marks=marks, hold="", held_at=0.0, updated_at=now)
 
 
 def submitted(job: Job, prediction_id: str, now: float, deadline_seconds: float) -> Job:
@@ -385,6 +412,7 @@ class JobStore:
                 current = self.load(job_id)
                 continue
             if ends:
+                _log_end(new)
                 self.ended(new)
             return Updated(decision.result, new, written, True)
         raise errors.Contended(f"job record {job_id} kept changing over {UPDATE_ATTEMPTS} attempts")
@@ -427,6 +455,8 @@ class JobStore:
         # Listing metadata: `bgremove status` counts states and `bgremove show` finds a name's
         # generations from the listing alone, without reading records.
         summary = {"state": job.state, "due_at": f"{job.due_at:.3f}", "source": job.source.uri}
+        if job.hold and job.state == QUEUED:
+            summary["hold"] = job.hold
         try:
             written = self.objects.write_json(self.bucket, name, job.to_json(), generation, summary)
         except errors.PreconditionFailed as exc:
@@ -466,6 +496,23 @@ class JobStore:
                 if len(due) >= limit:
                     break
         return due
+
+
+def _log_end(job: Job) -> None:
+    """The one line per job end that the failure and completion metrics count."""
+    from bgremove import metrics
+
+    metrics.emit(
+        metrics.Event.JOB_ENDED,
+        "WARNING" if job.state == FAILED else "INFO",
+        f"job ended: {job.state.value}" + (f" ({job.reason})" if job.state == FAILED else ""),
+        job_id=job.job_id,
+        object=job.source.object_uri,
+        generation=job.source.generation,
+        state=job.state.value,
+        reason=job.reason if job.state == FAILED and job.reason else job.state.value,
+        prediction_id=job.prediction_id or None,
+    )
 
 
 def now() -> float:

@@ -17,7 +17,7 @@ from bgremove.jobs import Decision, Job, Source, Updated
 
 def enqueue_submission(job: Job, cfg: Config, deps: Deps) -> bool:
     """The job's current submission task; False when it exists already (a duplicate)."""
-    return deps.queue().enqueue(tasks.submit_task(job.job_id, job.submit_task_name, cfg))
+    return deps.queue().enqueue(tasks.submit_task(job.job_id, job.submit_task_name, cfg, queued_at=job.updated_at))
 
 
 def schedule_deadline(job: Job, cfg: Config, deps: Deps) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 
+from bgremove import metrics
 from bgremove.errors import ApiAnswerUnknown, ApiRefused, ApiUnavailable
 
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled", "aborted")
@@ -188,6 +189,16 @@ class PredictionsClient:
                     status = response.status_code
                     last = f"{method} {path} answered {status}: {_detail(response)}"
                     retry_after = _retry_after(response)
+                    if status == 429:
+                        metrics.emit(
+                            metrics.Event.API_THROTTLED,
+                            "WARNING",
+                            f"predictions API throttled {method} {_path_kind(path)}",
+                            status=status,
+                            method=method,
+                            path=_path_kind(path),
+                            retry_after=retry_after,
+                        )
                 else:
                     raise ApiRefused(
                         f"{method} {path} answered {response.status_code}: {_detail(response)}",
@@ -202,6 +213,12 @@ class PredictionsClient:
             return min(retry_after, self.backoff_max_seconds * 4)
         cap = min(self.backoff_max_seconds, self.backoff_seconds * 2 ** (attempt - 1))
         return random.uniform(0, cap)
+
+
+def _path_kind(path: str) -> str:
+    """The path without ids, so the line groups by operation ("/predictions/{id}")."""
+    parts = path.split("/")
+    return "/".join(p if i < 2 or p in ("cancel",) else "{id}" for i, p in enumerate(parts))
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from bgremove import complete, errors, images, inputs, jobs, lifecycle, logs, outcomes, schedule
+from bgremove import budget, complete, errors, images, inputs, jobs, lifecycle, logs, metrics, outcomes, schedule
 from bgremove.config import Config
 from bgremove.deps import Deps, PredictionsApi
 from bgremove.errors import RetryLater
@@ -26,9 +26,16 @@ def webhook_url_for(base: str, job_id: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}{urlencode({'job': job_id})}"
 
 
-def handle_submit_task(job_id: str, cfg: Config, deps: Deps, now: float) -> Result:
-    """The submission task: claim the queued job and create its prediction (one API call)."""
+def handle_submit_task(job_id: str, cfg: Config, deps: Deps, now: float, queued_at: float | None = None) -> Result:
+    """The submission task: claim the queued job and create its prediction (one API call).
+
+    A spent budget window holds it first (errors.BudgetSpent, a RetryLater: the task is retried)."""
     fields: dict[str, Any] = {"job_id": job_id}
+    age = round(max(0.0, now - queued_at), 3) if queued_at is not None else None
+    metrics.emit(
+        metrics.Event.SUBMISSION_DISPATCHED, "INFO", "submission task dispatched", job_id=job_id, queue_age_seconds=age
+    )
+    budget.hold_if_spent(job_id, cfg, deps, now)
     taken = lifecycle.claim(job_id, cfg, deps, now)
     if taken.job is None:
         return _log(Result(Outcome.IGNORED, "no such job", job_id), fields)
@@ -65,6 +72,9 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         image = inputs.image_reference(source, sniffed, cfg, deps.objects, head)
         client: PredictionsApi = deps.predictions()
         webhook = "" if cfg.result_delivery == schedule.POLL else webhook_url_for(cfg.webhook_url, job.job_id)
+        # Counted against the spend budget last, after every check that can fail the upload, so
+        # only a prediction about to be created is counted.
+        job, generation = budget.count(job, generation, cfg, deps, now)
         prediction = client.create(cfg.model_version, image, webhook, cfg.cancel_after, cfg.prefer_wait_seconds)
     except errors.Superseded as exc:
         lifecycle.end_superseded(job.job_id, exc, deps, now, read=(job, generation))
@@ -73,16 +83,21 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
     except errors.NotFound:
         return fail("source_gone", "the upload generation no longer exists")
     except errors.ApiRefused as exc:
+        budget.withdraw(job, cfg, deps, now)  # nothing was created, nothing is billed
         return fail(f"api_{exc.status}", str(exc))
     except errors.ImageRefused as exc:
         return fail(exc.reason, str(exc))
     except errors.ApiAnswerUnknown as exc:
         return fail(exc.reason, str(exc))
+    except errors.BudgetSpent as exc:
+        budget.hold_claimed(job, generation, exc, cfg, deps, now)
+        raise
     except RetryLater as exc:
         _release(job, generation, f"{type(exc).__name__}: {exc}", cfg, deps, now)
         logs.warning("submission not possible now; it will be retried", error=str(exc), **fields)
         raise
     fields["prediction_id"] = prediction.id
+    metrics.emit(metrics.Event.PREDICTION_CREATED, "INFO", "prediction created", **fields)
 
     # The first check (schedule.py): at about the model's pace when polling, or soon after the
     # webhook should have arrived; a prediction still running then is checked again, backing off.

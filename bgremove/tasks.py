@@ -60,11 +60,15 @@ class Payload:
     kind: Kind
     job_id: str
     event: dict[str, Any] | None = None
+    # A submission: when its job was queued (unix seconds), for the queue-age metric.
+    queued_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"kind": self.kind.value, "job_id": self.job_id}
         if self.event is not None:
             body["event"] = self.event
+        if self.queued_at is not None:
+            body["queued_at"] = self.queued_at
         return body
 
 
@@ -77,12 +81,16 @@ def parse_payload(body: object) -> Payload | None:
         return None
     if (kind == Kind.NOTIFY) != isinstance(event, dict):
         return None  # a notification carries its event; nothing else does
-    return Payload(Kind(kind), job_id, event if isinstance(event, dict) else None)
+    queued_at = body.get("queued_at")
+    if not isinstance(queued_at, int | float) or isinstance(queued_at, bool):
+        queued_at = None  # optional, and only informative: a task without it is still one
+    return Payload(Kind(kind), job_id, event if isinstance(event, dict) else None, queued_at)
 
 
-def submit_task(job_id: str, name: str, cfg: Config) -> Task:
+def submit_task(job_id: str, name: str, cfg: Config, queued_at: float | None = None) -> Task:
     """A job's submission task, named `name` (jobs.Job.submit_task_name) on the submissions queue."""
-    return Task(cfg.submit_queue, name, cfg.task_handler_url, Payload(Kind.SUBMIT, job_id).to_json())
+    body = Payload(Kind.SUBMIT, job_id, queued_at=queued_at).to_json()
+    return Task(cfg.submit_queue, name, cfg.task_handler_url, body)
 
 
 def deadline_task(job_id: str, name: str, due_at: float, cfg: Config) -> Task:

@@ -24,6 +24,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bgremove import budget
+from bgremove.config import Config
 from bgremove_cli import admission, doctor, generations, status
 from bgremove_cli.failures import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, CliError, explain
 from bgremove_cli.target import Target, from_environment, from_stack, from_terraform
@@ -229,7 +231,8 @@ def backfill_command(
         if dry_run:
             queue = cloud.queue_info()
             admit = plan.admissible if limit is None else min(limit, plan.admissible)
-            _dry_run_summary(plan, admit, queue, price_per_prediction, label, as_json)
+            spend = budget.standings(cloud.cfg, cloud.objects, time.time())
+            _dry_run_summary(plan, admit, queue, price_per_prediction, label, as_json, cloud.cfg, spend)
             return 0
         with _progress("admitting", len(plan.candidates)) as advance:
             result = admission.run_backfill(cloud, plan, limit, concurrency, stop, advance)
@@ -240,11 +243,22 @@ def backfill_command(
 
 
 def _dry_run_summary(
-    plan: admission.BackfillPlan, admit: int, queue: Any, price: float, label: str, as_json: bool
+    plan: admission.BackfillPlan,
+    admit: int,
+    queue: Any,
+    price: float,
+    label: str,
+    as_json: bool,
+    cfg: Config,
+    spend: list[budget.Standing],
 ) -> None:
     waiting = queue.depth
     seconds = (waiting + admit) / queue.rate_per_second if queue.rate_per_second > 0 else None
     refuse = sum(1 for c in plan.new if c.refused)
+    # A daily budget paces the backfill too: what the queue waiting and this admission need, with
+    # what today's window has left counted first.
+    today = next((s for s in spend if s.window.period is budget.Period.DAY), None)
+    days = budget.days_needed(admit + waiting, cfg, today.spent if today else 0)
     data = {
         "dry_run": True,
         "uri": label,
@@ -258,6 +272,8 @@ def _dry_run_summary(
         "estimated_seconds": None if seconds is None else round(seconds, 1),
         "price_per_prediction_usd": price,
         "estimated_cost_usd": round(admit * price, 4),
+        "budget": budget.to_json(spend),
+        "budget_days": days,
     }
     if as_json:
         print(json.dumps(data, indent=2))
@@ -275,6 +291,13 @@ def _dry_run_summary(
     when = "—" if seconds is None else status.duration(seconds)
     state = " — the queue is PAUSED: nothing runs until `bgremove resume`" if queue.paused else ""
     table.add_row("time at the queue's rate", f"{when} ({admit:,} + {waiting:,} waiting, at {rate}){state}")
+    if days is not None:
+        left = cfg.daily_prediction_budget - (today.spent if today else 0)
+        table.add_row(
+            "days at the daily budget",
+            f"{days:,} budget day{'s' if days != 1 else ''} ({cfg.daily_prediction_budget:,} a day; "
+            f"{max(0, left):,} left today)",
+        )
     table.add_row(
         "estimated cost",
         f"{_usd(admit * price)} at {price:g} USD per prediction (predictions only; --price-per-prediction)",

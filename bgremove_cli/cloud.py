@@ -62,6 +62,8 @@ class JobEntry:
     # The upload the record is about, `gs://bucket/name#generation`, when the record's listing
     # metadata carries it (SOURCE_METADATA; records written before it do not, then "").
     source: str = ""
+    # Why a queued job waits besides its turn: "budget" while a spend budget holds it.
+    hold: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,7 @@ class Cloud:
                         created=_seconds(blob.time_created),
                         updated=_seconds(blob.updated),
                         source=metadata.get(SOURCE_METADATA, ""),
+                        hold=metadata.get("hold", ""),
                     )
                 )
                 if stop():

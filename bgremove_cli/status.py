@@ -26,7 +26,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from bgremove import jobs
+from bgremove import budget, jobs
 from bgremove.jobs import Job
 from bgremove_cli.cloud import Cloud, JobEntry, QueueInfo
 
@@ -69,6 +69,7 @@ def collect(cloud: Cloud, options: StatusOptions, cache: dict[str, tuple[int, Jo
     queue = cloud.queue_info(depth_limit=options.depth_limit) if cloud.cfg.submit_queue else None
     deadline = cloud.queue_info(cloud.cfg.deadline_queue, options.depth_limit) if cloud.cfg.deadline_queue else None
     figures = compute(entries, failed, queue, now, options.window_minutes)
+    figures["budget"] = budget.to_json(budget.standings(cloud.cfg, cloud.objects, now))
     figures["deadline_queue"] = deadline.to_json() if deadline else None
     figures["target"] = cloud.target.label
     figures["state_bucket"] = cloud.cfg.state_bucket
@@ -143,6 +144,7 @@ def compute(
             for reason, group in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0]))
         ],
     }
+    held = Counter(e.hold for e in entries if e.state == jobs.QUEUED and e.hold)
     known: dict[str, int] = {str(s): counts[s] for s in STATES}
     unknown = sum(n for s, n in counts.items() if s not in STATES)
     if unknown:
@@ -161,6 +163,9 @@ def compute(
         "eta_basis": basis,
         "queue": queue.to_json() if queue else None,
         "failures": failures,
+        # Queued jobs held, by why (a spend budget: "budget"); they are among `counts.queued`.
+        "held": {"budget": held["budget"], **{k: n for k, n in held.items() if k != "budget"}},
+        "budget": [],  # each budgeted window's spent / budget (collect fills it in)
     }
 
 
@@ -225,6 +230,18 @@ def render(fig: Mapping[str, Any]) -> RenderableType:
     )  # fmt: skip
 
     parts: list[RenderableType] = [head, Text(""), side, Text(""), bar, pace, queue_line]
+    held = fig.get("held", {}).get("budget", 0)
+    for window in fig.get("budget") or []:
+        spent_all = window["spent"] >= window["budget"]
+        parts.append(
+            Text.assemble(
+                f"budget ({window['window']} {window['key']}): ",
+                (f"{window['spent']:,} / {window['budget']:,} spent", "bold red" if spent_all else "bold"),
+                f", turns in {duration(window['ends_at'] - time.time())}",
+            )
+        )
+    if held:
+        parts.append(Text(f"held: budget  {held:,} queued jobs wait for the budget", style="yellow"))
     failures = fig["failures"]
     if failures["total"]:
         table = Table(

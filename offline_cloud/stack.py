@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,8 @@ class Stack:
         self.options = options or StackOptions()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.info: StackInfo | None = None
+        # Each function process's command, environment and port, for restart_function.
+        self._functions: dict[str, tuple[list[str], dict[str, str], int]] = {}
 
     def __enter__(self) -> StackInfo:
         return self.start()
@@ -408,13 +411,10 @@ class Stack:
             **event_functions,
         }
         for name, (target, port) in functions.items():
-            self._spawn(
-                name,
-                [ff, "--target", target, "--source", str(ROOT / "main.py"), "--host", "127.0.0.1", "--port", str(port)],
-                logs_dir,
-                env={**platform_env, **function_env},
-                cwd=ROOT,
-            )
+            argv = [ff, "--target", target, "--source", str(ROOT / "main.py"), "--host", "127.0.0.1"]
+            argv += ["--port", str(port)]
+            self._functions[name] = (argv, {**platform_env, **function_env}, port)
+            self._spawn(name, argv, logs_dir, env={**platform_env, **function_env}, cwd=ROOT)
         self._wait("predictions-service", predictions_url + "/health", verify=str(certs.ca_cert), timeout=120)
         for name, (_, port) in functions.items():
             self._wait(name, f"http://127.0.0.1:{port}/", method="GET")
@@ -463,10 +463,35 @@ class Stack:
         os.replace(partial, stack_json)
         return self.info
 
+    def restart_function(self, name: str, env: Mapping[str, str], grace_seconds: float = 5.0) -> None:
+        """Stop one function process (`function-task-handler`, ...) and start it again on the same
+        port with `env` over its settings, as a redeployment with new settings would. Its log is
+        kept and appended to. Requests meanwhile fail to connect, and their senders retry."""
+        argv, current, port = self._functions[name]
+        proc = self.processes[name]
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        merged = {**current, **env}
+        self._functions[name] = (argv, merged, port)
+        self._spawn(name, argv, self.options.directory / "logs", env=merged, cwd=ROOT, append=True)
+        self._wait(name, f"http://127.0.0.1:{port}/", method="GET")
+        if self.info is not None:
+            self.info.pids[name] = self.processes[name].pid
+
     def _spawn(
-        self, name: str, argv: list[str], logs_dir: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        name: str,
+        argv: list[str],
+        logs_dir: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        append: bool = False,
     ) -> None:
-        log = (logs_dir / f"{name}.log").open("wb")
+        log = (logs_dir / f"{name}.log").open("ab" if append else "wb")
         child_env = {**os.environ, **(env or {})}
         child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), child_env.get("PYTHONPATH", "")]))
         try:

@@ -247,7 +247,7 @@ def test_upload_is_admitted_as_a_queued_job_with_one_named_task_and_no_api_call(
     job = job_of(world, ev)
     assert job.state == jobs.QUEUED and job.deadline_at == NOW + 3600
     [task] = world.queue.pending(BASE_ENV["SUBMIT_QUEUE"])
-    assert task.name == f"{job.job_id}-s1" and task.body == {"kind": "submit", "job_id": job.job_id}
+    assert task.name == f"{job.job_id}-s1" and task.body == {"kind": "submit", "job_id": job.job_id, "queued_at": NOW}
     assert task.url == BASE_ENV["TASK_HANDLER_URL"]
     assert world.api.created == []
     assert world.objects.get("state", f"open/{job.job_id}") is not None  # listed as open
