@@ -89,7 +89,8 @@ def test_a_spent_daily_budget_holds_two_of_five_photos_until_the_window_turns(
     assert client.stats()["predictions_created"] == BUDGET
     # Each held task was answered 429 (held: budget) at every attempt, and is still in the queue.
     held_ids = {r["job_id"] for r in found if r["state"] == "queued"}
-    attempts = [d for d in client.tasks_log(client.info.submit_queue) if d["task"].rsplit("/", 1)[-1].rsplit("-", 1)[0] in held_ids]
+    log = client.tasks_log(client.info.submit_queue)
+    attempts = [d for d in log if d["task"].rsplit("/", 1)[-1].rsplit("-", 1)[0] in held_ids]
     assert len(attempts) >= 2 * 2 and {d["status"] for d in attempts} == {429}
 
     figures = cli_status(stack)
