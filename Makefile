@@ -16,7 +16,7 @@ help:
 	@echo "make lint     ruff check, format check and mypy"
 	@echo "make unit-coverage  the unit tier's line coverage of the core"
 	@echo "make soak     the fault-injected soak, 500 images (SOAK_IMAGES=N to change)"
-	@echo "make burst    10,000 photos at once with the API's limits on, then the low-credit case (BURST_IMAGES=N, BURST_FAULTS=1, BURST_WEBHOOKS=off: none sent, results by polling); writes burst-results.json"
+	@echo "make burst    10,000 photos at once with the API's limits on, then the low-credit case (BURST_IMAGES=N, BURST_FAULTS=1, BURST_WEBHOOKS=off: none sent, results by polling; BURST_BUDGET=N: DAILY_PREDICTION_BUDGET, the rest held); writes burst-results.json"
 	@echo "make fuzz     the webhook fuzz run with new random cases (FUZZ_EXAMPLES=5000)"
 	@echo "make reconcile  run one reconciler pass against the running 'make stack'"
 	@echo "make bench    benchmarks, written to bench/results.json and bench/RESULTS.md"
@@ -63,7 +63,7 @@ soak: venv
 # The predictions service runs as a labelled fleet stand-in here (see offline_cloud/burst.py).
 # BURST_WEBHOOKS=off: the service sends no webhook (a proxy that forwards none); results by polling.
 burst: venv
-	BURST_IMAGES=$(or $(BURST_IMAGES),10000) BURST_FAULTS=$(BURST_FAULTS) BURST_WEBHOOKS=$(BURST_WEBHOOKS) $(PY) -m offline_cloud.burst --json burst-results.json
+	BURST_IMAGES=$(or $(BURST_IMAGES),10000) BURST_FAULTS=$(BURST_FAULTS) BURST_WEBHOOKS=$(BURST_WEBHOOKS) BURST_BUDGET=$(BURST_BUDGET) $(PY) -m offline_cloud.burst --json burst-results.json
 
 bench: venv
 	$(PY) -m bench

@@ -69,7 +69,12 @@ def collect(cloud: Cloud, options: StatusOptions, cache: dict[str, tuple[int, Jo
     queue = cloud.queue_info(depth_limit=options.depth_limit) if cloud.cfg.submit_queue else None
     deadline = cloud.queue_info(cloud.cfg.deadline_queue, options.depth_limit) if cloud.cfg.deadline_queue else None
     figures = compute(entries, failed, queue, now, options.window_minutes)
-    figures["budget"] = budget.to_json(budget.standings(cloud.cfg, cloud.objects, now))
+    spend = budget.standings(cloud.cfg, cloud.objects, now)
+    figures["budget"] = budget.to_json(spend)
+    if any(s.full for s in spend):
+        # Every queued job waits for the budget now: each is marked held at its task's next
+        # dispatch (the 429s slow the queue, so the marks lag), and counted so already.
+        figures["held"]["budget"] = figures["counts"][str(jobs.QUEUED)]
     figures["deadline_queue"] = deadline.to_json() if deadline else None
     figures["target"] = cloud.target.label
     figures["state_bucket"] = cloud.cfg.state_bucket
@@ -163,8 +168,9 @@ def compute(
         "eta_basis": basis,
         "queue": queue.to_json() if queue else None,
         "failures": failures,
-        # Queued jobs held, by why (a spend budget: "budget"); they are among `counts.queued`.
-        "held": {"budget": held["budget"], **{k: n for k, n in held.items() if k != "budget"}},
+        # Queued jobs held by a spend budget (among `counts.queued`): `marked` carry the mark of a
+        # held dispatch; `budget` counts every queued job while a window is spent (collect).
+        "held": {"budget": held["budget"], "marked": held["budget"]},
         "budget": [],  # each budgeted window's spent / budget (collect fills it in)
     }
 

@@ -130,6 +130,8 @@ class BurstSettings:
     seed: int = 11
     kills: int | None = None  # faults mode: function workers to SIGKILL (default: a few)
     function_env: dict[str, str] = field(default_factory=dict)
+    # DAILY_PREDICTION_BUDGET for the run (0: none): that many predictions, the rest held.
+    daily_budget: int = 0
     label: str = "burst"
     quiet: bool = False
 
@@ -309,6 +311,8 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
 
 def stack_options(s: BurstSettings, directory: Path) -> StackOptions:
     env = {**(FAULT_FUNCTION_ENV if s.faults else {}), **s.function_env}
+    if s.daily_budget:
+        env["DAILY_PREDICTION_BUDGET"] = str(s.daily_budget)
     predictions_faults = dict(soak.PREDICTION_FAULTS) if s.faults else {}
     if not s.webhooks:
         predictions_faults["webhooks_sent_rate"] = 0.0
@@ -398,15 +402,18 @@ def _drive(
     deadline = started + s.deadline_seconds()
     last_outcome = started
     final: dict[str, str] = {}
+    settled_polls = 0
     while True:
         states: Counter[str] = Counter()
         final = {}
+        held = 0
         try:
             for blob in gcs.list_blobs(info.state_bucket, prefix=naming.JOBS_PREFIX):
                 if blob.name not in wanted:
                     continue
                 state = (blob.metadata or {}).get("state", "")
                 states[state] += 1
+                held += (blob.metadata or {}).get("hold") == "budget"
                 if state in jobs.FINAL_STATES:
                     final[blob.name] = state
                     if blob.updated is not None:
@@ -423,8 +430,18 @@ def _drive(
             f"t={elapsed:7.1f}s  final {len(final)}/{s.images}  "
             + " ".join(f"{k or 'none'}={v}" for k, v in sorted(states.items()))
             + f"  creates={stats['predictions_created']} throttled={stats['throttled']}"
+            + (f" held={held}" if s.daily_budget else "")
         )
         if len(final) == len(wanted) or time.time() > deadline:
+            break
+        # Under a budget the run ends when the budget is spent and every other job is final or
+        # waits queued (held at its next dispatch: the 429s slow the queue, so marking them all
+        # takes a while), twice in a row; the held ones stay queued until the window turns.
+        waiting = states.get("queued", 0)
+        settled = stats["predictions_created"] >= min(s.daily_budget, s.images) and len(final) + waiting == len(wanted)
+        settled_polls = settled_polls + 1 if s.daily_budget and settled else 0
+        if settled_polls >= 2:
+            last_outcome = time.time()
             break
         time.sleep(s.poll_seconds)
     if len(final) < len(wanted):
@@ -572,6 +589,7 @@ def _verify(s: BurstSettings, info: StackInfo, gcs: storage.Client, generations:
         verify.predictions_per_job(info),
         MAX_PREDICTION_ATTEMPTS,
         soak.EXPECTED_FAILURES if s.faults else (),
+        holds_expected=bool(s.daily_budget),
     )
     max_event_age = float(s.function_env.get("MAX_EVENT_AGE_SECONDS", 6 * 3600))
     return {
@@ -584,6 +602,8 @@ def _verify(s: BurstSettings, info: StackInfo, gcs: storage.Client, generations:
         "predictions_per_image": {"mean": outcomes.predictions_mean, "max": outcomes.predictions_max},
         "queued_longer_than_max_event_age": verify.waited_longer_than(uploads, max_event_age),
         "max_event_age_seconds": max_event_age,
+        "held": outcomes.held,
+        "daily_budget": s.daily_budget,
         "problems": outcomes.problems,
     }
 
@@ -602,6 +622,13 @@ def _judge(s: BurstSettings, report: dict[str, Any]) -> None:
         ("lost == 0", report["lost"], 0, True),
         ("duplicate_outputs == 0", report["duplicate_outputs"], 0, True),
     ]
+    if s.daily_budget:
+        # The shard count is exact (bgremove/budget.py): the documented overshoot is 0.
+        budgeted = min(s.images, s.daily_budget)
+        checks += [
+            ("every creates == DAILY_PREDICTION_BUDGET (overshoot 0)", report["creates"], budgeted, True),
+            ("every other image held by the budget", report["held"], s.images - budgeted, True),
+        ]
     if low_credit:
         checks += [
             ("every image completed", report["completed"], s.images, True),
@@ -611,6 +638,8 @@ def _judge(s: BurstSettings, report: dict[str, Any]) -> None:
     for name, value, limit, applies in checks:
         passed = value == limit if name.startswith("every") else value <= limit
         report["acceptance"][name] = {"value": value, "limit": round(limit, 1), "pass": passed, "asked": applies}
+        if not passed and "BUDGET" in name.upper():
+            report["problems"].append(f"budget: {name} is {value}, not {limit}")
     report["ok"] = not report["problems"]
 
 
@@ -666,7 +695,12 @@ def text(report: dict[str, Any]) -> str:
         + f" ({report['billed_ms_per_image']} ms/image)",
         f"API GETs               {report['api_gets']} ({report['api_gets_per_image']}/image, at most "
         f"{report['api_gets_max_per_prediction']} for one prediction)",
-        f"outcomes               completed={report['completed']} failed={report['failed'] or 0}",
+        f"outcomes               completed={report['completed']} failed={report['failed'] or 0}"
+        + (
+            f" held={report['held']} (DAILY_PREDICTION_BUDGET={report['daily_budget']})"
+            if report["daily_budget"]
+            else ""
+        ),
         f"lost                   {report['lost']}",
         f"duplicate outputs      {report['duplicate_outputs']} (orphans {report['orphan_outputs']})",
         f"predictions per image  mean {report['predictions_per_image']['mean']}, "
@@ -704,6 +738,10 @@ def main(argv: list[str] | None = None) -> int:
         "--webhooks-off", action="store_true", default=os.environ.get("BURST_WEBHOOKS", "") == "off",
         help="no webhook is sent (a proxy that forwards none): results come by polling (BURST_WEBHOOKS=off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--daily-budget", type=int, default=int(os.environ.get("BURST_BUDGET") or 0),
+        help="DAILY_PREDICTION_BUDGET of the run: that many predictions, the rest held (BURST_BUDGET=N)",
+    )  # fmt: skip
     parser.add_argument("--skip-low-credit", action="store_true", help="only the burst")
     parser.add_argument("--low-credit-images", type=int, default=30)
     parser.add_argument(
@@ -731,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         kills=args.kills,
         webhooks=not args.webhooks_off,
+        daily_budget=args.daily_budget,
     )
     with tempfile.TemporaryDirectory(prefix="burst-") as tmp:
         base = args.directory or Path(tmp)

@@ -95,6 +95,7 @@ class Outcomes:
     superseded_unsubmitted: int = 0  # generations that ended superseded/removed before any recorded prediction
     superseded_unsubmitted_predictions: int = 0  # predictions created for those (must be 0)
     older_outputs_kept: int = 0  # names whose newest generation failed, keeping an older one's outputs
+    held: int = 0  # generations queued with no prediction, waiting for a spent budget (`holds_expected`)
 
     @property
     def predictions_mean(self) -> float:
@@ -190,6 +191,7 @@ class _Tally:
     unsubmitted: int = 0
     unsubmitted_predictions: int = 0
     older_kept: int = 0
+    held: int = 0
 
 
 def check(
@@ -201,6 +203,7 @@ def check(
     expected_outputs: Callable[[str], Sequence[str]] | None = None,
     deleted: Collection[str] = (),
     delete_outputs: bool = True,
+    holds_expected: bool = False,
 ) -> Outcomes:
     """One outcome per upload generation, the newest live generation's outputs in place and made
     from it, nothing left of superseded generations or deleted names, each output written once by
@@ -210,7 +213,9 @@ def check(
 
     `expected_outputs` gives the objects a name's completed job writes (default: the one default
     variant, `output_names()`); `deleted` names the uploads deleted during the run, whose outputs
-    must be gone when `delete_outputs` (DELETE_OUTPUTS) is on."""
+    must be gone when `delete_outputs` (DELETE_OUTPUTS) is on. With `holds_expected` (a run under a
+    spend budget), a generation still queued and held by the budget, with no prediction made, is
+    `held`: waiting, not lost."""
     expected_outputs = expected_outputs or output_names()
     every = list(uploads)
     by_name: dict[str, list[Upload]] = {}
@@ -231,6 +236,12 @@ def check(
         label = f"{name}#{upload.generation}"
         made = predictions.get(job_id, 0)
         counts.append(made)
+        if holds_expected and job is not None and job.state == jobs.QUEUED and not job.prediction_ids:
+            # Waiting for the budget: marked held at its last dispatch, or not dispatched since.
+            t.held += 1
+            if made:
+                t.problems.append(f"{label}: waits for the budget, yet {made} predictions were created")
+            continue
         if job is None or not job.is_final:
             t.lost += 1
             t.problems.append(f"{label}: no outcome ({job and job.state})")
@@ -281,6 +292,7 @@ def check(
         superseded_unsubmitted=t.unsubmitted,
         superseded_unsubmitted_predictions=t.unsubmitted_predictions,
         older_outputs_kept=t.older_kept,
+        held=t.held,
     )
 
 

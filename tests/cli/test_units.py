@@ -758,3 +758,18 @@ def test_doctor_run_against_a_proxy_answering_creates_with_the_result_polls_noth
     assert checks["webhook"].status == doctor.INFO and checks["output host"].status == doctor.OK
     assert not [call for call in api.calls if call[1].startswith("/predictions/")], "nothing to poll"
     assert report.status == 0 and report.prediction_id.startswith("sync-")
+
+
+def test_status_counts_queued_jobs_a_spent_budget_holds_and_shows_spent_against_budget() -> None:
+    now = 1000.0
+    entries = [entry("completed", 900.0, 950.0, i) for i in range(3)] + [
+        dataclasses.replace(entry("queued", 900.0, 990.0, 10 + i), hold="budget") for i in range(2)
+    ]
+    fig = status.compute(entries, {}, QUEUE, now)
+    assert fig["held"] == {"budget": 2, "marked": 2} and fig["counts"]["queued"] == 2
+    fig["budget"] = [{"window": "day", "key": "2026-12-04", "spent": 3, "budget": 3, "ends_at": time.time() + 3600}]
+    buf = io.StringIO()
+    Console(file=buf, width=120).print(status.render(fig))
+    screen = buf.getvalue()
+    assert "budget (day 2026-12-04): 3 / 3 spent" in screen
+    assert "held: budget  2 queued jobs wait for the budget" in screen

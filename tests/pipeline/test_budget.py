@@ -94,7 +94,7 @@ def test_a_spent_daily_budget_holds_two_of_five_photos_until_the_window_turns(
     assert len(attempts) >= 2 * 2 and {d["status"] for d in attempts} == {429}
 
     figures = cli_status(stack)
-    assert figures["held"]["budget"] == 2 and figures["counts"]["queued"] == 2
+    assert figures["held"] == {"budget": 2, "marked": 2} and figures["counts"]["queued"] == 2
     assert figures["counts"]["failed"] == 0
     [day] = figures["budget"]
     assert (day["window"], day["spent"], day["budget"]) == ("day", 3, 3)

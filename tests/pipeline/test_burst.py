@@ -81,3 +81,26 @@ def test_a_low_credit_account_completes_every_image_and_none_fails_for_age(tmp_p
     assert report["completed"] == 10 and report["failed"] == {}
     assert report["lost"] == 0 and report["duplicate_outputs"] == 0
     assert report["queued_longer_than_max_event_age"] > 0
+
+
+def test_a_burst_past_the_daily_budget_creates_exactly_the_budget_and_holds_the_rest(tmp_path: Path) -> None:
+    # 240 images against DAILY_PREDICTION_BUDGET=120, the API and queue raised as above: exactly
+    # 120 predictions (the shard count's overshoot is 0), the other 120 queued and waiting, none
+    # failed, lost or written twice. `make burst BURST_IMAGES=1200 BURST_BUDGET=600` is the full one.
+    settings = burst.BurstSettings(
+        images=240,
+        api_creates_per_minute=3000.0,
+        api_create_burst=3000,
+        submit_rate_per_second=50.0,
+        poll_seconds=2.0,
+        sweep_seconds=10.0,
+        timeout=240.0,
+        daily_budget=120,
+    )
+    report = burst.run_burst(settings, tmp_path)
+    print(burst.text(report))
+
+    assert report["problems"] == []
+    assert report["creates"] == 120 and report["completed"] == 120 and report["held"] == 120
+    assert report["lost"] == 0 and report["failed"] == {}
+    assert report["duplicate_outputs"] == 0 and report["orphan_outputs"] == 0
