@@ -373,3 +373,10 @@ def test_environments_pass_the_lifecycle_variables(roots: dict[str, dict[str, di
         (call,) = [b for body in roots[root].values() for e in body.get("module", []) for b in e.values()]
         for name in ("delete_outputs", "cache_control", "output_url_base", "notify_url"):
             assert unwrap(call[name]) == f"var.{name}", (root, name)
+
+
+def test_environments_pass_the_budget_and_alert_variables(roots: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for root in ("infra/envs/dev", "infra/envs/prod"):
+        (call,) = [b for body in roots[root].values() for e in body.get("module", []) for b in e.values()]
+        for name in ("daily_prediction_budget", "monthly_prediction_budget", "alert_notification_channels"):
+            assert unwrap(call[name]) == f"var.{name}", (root, name)
