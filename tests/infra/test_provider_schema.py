@@ -49,6 +49,28 @@ def test_schema_knows_the_cloud_tasks_resources(schemas: dict[str, dict[str, Any
     assert schemas["data"]["google_cloud_run_v2_service"]["args"]["name"]["required"]
 
 
+def test_schema_knows_the_monitoring_resources(schemas: dict[str, dict[str, Any]]) -> None:
+    """The names monitoring.tf relies on, as the hashicorp/google 6.50 schema spells them."""
+    metric = schemas["resource"]["google_logging_metric"]["args"]
+    assert metric["name"]["required"] and metric["filter"]["required"]
+    assert {"label_extractors", "value_extractor", "metric_descriptor", "bucket_options"} <= set(metric)
+    assert metric["label_extractors"]["block"] is None  # a map argument, not a block
+    descriptor = metric["metric_descriptor"]["block"]
+    assert {"metric_kind", "value_type"} <= {n for n, a in descriptor["args"].items() if a["required"]}
+    assert descriptor["args"]["labels"]["block"]["list"] is True
+    assert metric["bucket_options"]["block"]["args"]["explicit_buckets"]["block"]["args"]["bounds"]["required"]
+    policy = schemas["resource"]["google_monitoring_alert_policy"]["args"]
+    assert {n for n, a in policy.items() if a["required"]} == {"combiner", "conditions", "display_name"}
+    threshold = policy["conditions"]["block"]["args"]["condition_threshold"]["block"]["args"]
+    # The failure-share alert is a ratio: filter over denominator_filter, each with its aggregations.
+    assert {"denominator_filter", "denominator_aggregations", "aggregations", "threshold_value"} <= set(threshold)
+    assert {"comparison", "duration"} <= {n for n, a in threshold.items() if a["required"]}
+    assert {"content", "mime_type", "subject"} <= set(policy["documentation"]["block"]["args"])
+    assert {"notification_channels", "enabled", "severity", "user_labels", "alert_strategy"} <= set(policy)
+    dashboard = schemas["resource"]["google_monitoring_dashboard"]["args"]
+    assert dashboard["dashboard_json"]["required"]
+
+
 def test_blocks_use_known_and_required_arguments(
     tf: dict[str, dict[str, Any]], schemas: dict[str, dict[str, Any]]
 ) -> None:

@@ -96,6 +96,7 @@ def test_apis_enabled(module: dict[str, dict[str, Any]]) -> None:
         "cloudresourcemanager",
         "cloudtasks",
         "logging",
+        "monitoring",
     ]
     wanted = {f"{api}.googleapis.com" for api in apis}
     services = [

@@ -12,7 +12,7 @@ import pytest
 
 from bgremove import config, tasks
 from bgremove.config import Setting
-from infra.checks import access, code_facts, environment, events, packaging, queues, tf_model
+from infra.checks import access, code_facts, environment, events, monitoring, packaging, queues, tf_model
 from infra.checks.tfparse import REPO_ROOT, locals_of, single, top_blocks, unwrap
 from tests.infra import expectations
 
@@ -373,3 +373,22 @@ def test_environments_pass_the_lifecycle_variables(roots: dict[str, dict[str, di
         (call,) = [b for body in roots[root].values() for e in body.get("module", []) for b in e.values()]
         for name in ("delete_outputs", "cache_control", "output_url_base", "notify_url"):
             assert unwrap(call[name]) == f"var.{name}", (root, name)
+
+
+def test_environments_pass_the_budget_and_alert_variables(roots: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for root in ("infra/envs/dev", "infra/envs/prod"):
+        (call,) = [b for body in roots[root].values() for e in body.get("module", []) for b in e.values()]
+        for name in ("daily_prediction_budget", "monthly_prediction_budget", "alert_notification_channels"):
+            assert unwrap(call[name]) == f"var.{name}", (root, name)
+
+
+def test_monitoring_is_wired(module: dict[str, dict[str, Any]]) -> None:
+    assert monitoring.check_monitoring(module) == []
+    alerts = {b.name for b in top_blocks(module, "resource") if b.type == monitoring.ALERT_TYPE}
+    assert alerts == set(monitoring.ALERTS)
+    dashboards = [b for b in top_blocks(module, "resource") if b.type == monitoring.DASHBOARD_TYPE]
+    assert len(dashboards) == 1
+    charted = " ".join(text for where, text in monitoring.monitoring_filters(module) if "dashboard" in where)
+    for metric in ("jobs_admitted", "jobs_ended", "api_throttled", "predictions_created", "budget_held"):
+        assert f"google_logging_metric.{metric}.name" in charted, metric
+    assert "cloudtasks.googleapis.com/queue/depth" in charted

@@ -11,7 +11,7 @@ import pytest
 
 from bgremove import tasks
 from bgremove.config import Setting
-from infra.checks import access, code_facts, environment, events, packaging, queues, tf_model
+from infra.checks import access, code_facts, environment, events, monitoring, packaging, queues, tf_model
 from infra.checks.provider_schema import check_blocks
 from infra.checks.tfparse import REPO_ROOT, single
 from tests.infra import expectations
@@ -1117,3 +1117,115 @@ def test_notify_queue_without_the_oidc_account_is_caught(mod: Module) -> None:
     )
     routes = queues.check_task_routes(tf_model.tf_functions(mod), code_facts.task_routes())
     assert "delete: sets NOTIFY_QUEUE but not TASKS_SERVICE_ACCOUNT, which its notify tasks need" in routes, routes
+
+
+# ---------------------------------------------------------------------------
+# Monitoring (infra/checks/monitoring.py)
+# ---------------------------------------------------------------------------
+
+
+def test_the_real_module_passes_the_monitoring_checks(module: Module) -> None:
+    assert monitoring.check_monitoring(module) == []
+
+
+def alert_condition(module: Module, alert: str, index: int = 0) -> dict[str, Any]:
+    conditions = find(module, "resource", "google_monitoring_alert_policy", alert)["conditions"]
+    return one_block(conditions[index], "condition_threshold")
+
+
+def test_alert_on_a_log_metric_by_literal_name_is_caught(mod: Module) -> None:
+    condition = alert_condition(mod, "queue_age")
+    condition["filter"] = condition["filter"].replace("${google_logging_metric.queue_age.name}", "bgr-dev-queue-age")
+    assert any("queue_age" in p and "is not named as" in p for p in monitoring.check_metric_references(mod))
+
+
+def test_alert_on_an_undeclared_metric_is_caught(mod: Module) -> None:
+    condition = alert_condition(mod, "budget_held")
+    condition["filter"] = condition["filter"].replace(
+        "google_logging_metric.budget_held.", "google_logging_metric.held."
+    )
+    assert any("google_logging_metric.held is not declared" in p for p in monitoring.check_metric_references(mod))
+
+
+def test_alert_on_a_label_the_metric_lacks_is_caught(mod: Module) -> None:
+    condition = alert_condition(mod, "failure_share")
+    condition["filter"] = condition["filter"].replace("metric.labels.state", "metric.labels.status")
+    problems = monitoring.check_metric_references(mod)
+    assert any("jobs_ended has no label 'status'" in p for p in problems), problems
+
+
+def test_dashboard_chart_on_an_undeclared_metric_is_caught(mod: Module) -> None:
+    for body in mod.values():
+        for block in body.get("locals", []):
+            if "dashboard" in block:
+                tiles = block["dashboard"]["mosaicLayout"]["tiles"]
+                query = tiles[3]["widget"]["xyChart"]["dataSets"][0]["timeSeriesQuery"]["timeSeriesFilter"]
+                query["filter"] = query["filter"].replace("api_throttled.name", "api_429.name")
+    problems = monitoring.check_metric_references(mod)
+    assert any("dashboard" in p and "google_logging_metric.api_429 is not declared" in p for p in problems), problems
+
+
+def test_5xx_alert_over_every_service_in_the_project_is_caught(mod: Module) -> None:
+    for body in mod.values():
+        for block in body.get("locals", []):
+            if "monitoring_scope" in block:
+                block["monitoring_scope"] = 'resource.type="cloud_run_revision"'
+    problems = monitoring.check_builtin_metrics_scoped(mod)
+    assert any("function_errors" in p and "not restricted" in p for p in problems), problems
+
+
+def test_queue_depth_of_every_queue_is_caught(mod: Module) -> None:
+    for body in mod.values():
+        for block in body.get("locals", []):
+            if "dashboard" in block:
+                tiles = block["dashboard"]["mosaicLayout"]["tiles"]
+                query = tiles[2]["widget"]["xyChart"]["dataSets"][0]["timeSeriesQuery"]["timeSeriesFilter"]
+                query["filter"] = 'metric.type="cloudtasks.googleapis.com/queue/depth"'
+    problems = monitoring.check_builtin_metrics_scoped(mod)
+    assert any("Cloud Tasks metric not restricted" in p for p in problems), problems
+
+
+def test_alert_without_channels_documentation_or_switch_is_caught(mod: Module) -> None:
+    policy = find(mod, "resource", "google_monitoring_alert_policy", "webhooks_unauthorized")
+    policy["notification_channels"] = []
+    del policy["documentation"]
+    policy["enabled"] = True
+    problems = monitoring.check_alert_policies(mod)
+    for wanted in ("notification_channels is not", "no documentation", "enabled is not var.alerts_enabled"):
+        assert any("webhooks_unauthorized" in p and wanted in p for p in problems), (wanted, problems)
+
+
+def test_hard_coded_alert_threshold_is_caught(mod: Module) -> None:
+    alert_condition(mod, "function_errors")["threshold_value"] = 10
+    problems = monitoring.check_alert_policies(mod)
+    assert any("function_errors" in p and "var.alert_5xx_per_5m" in p for p in problems), problems
+
+
+def test_dropped_alert_is_caught(mod: Module) -> None:
+    for body in mod.values():
+        for entry in body.get("resource", []):
+            entry.get("google_monitoring_alert_policy", {}).pop("queue_age", None)
+    assert "google_monitoring_alert_policy.queue_age is missing" in monitoring.check_alert_policies(mod)
+
+
+def test_monthly_budget_without_its_preconditions_is_caught(mod: Module) -> None:
+    submit = find(mod, "resource", "google_cloud_tasks_queue", "submit")
+    lifecycle = one_block(submit, "lifecycle")
+    lifecycle["precondition"] = [
+        p for p in lifecycle["precondition"] if "monthly_prediction_budget" not in str(p["condition"])
+    ]
+    state = find(mod, "resource", "google_storage_bucket", "state")
+    del state["lifecycle"]
+    state["lifecycle_rule"] = [r for r in state["lifecycle_rule"] if "budget/" not in str(r)]
+    problems = monitoring.check_budget_fits(mod)
+    assert len(problems) == 3, problems
+    assert any("submit" in p and "31 days" in p for p in problems)
+    assert any("state_retention_days >= 32" in p for p in problems)
+    assert any("budget/" in p for p in problems)
+
+
+def test_a_week_long_retry_duration_is_not_enough_for_a_month(mod: Module) -> None:
+    lifecycle = one_block(find(mod, "resource", "google_cloud_tasks_queue", "submit"), "lifecycle")
+    for precondition in lifecycle["precondition"]:
+        precondition["condition"] = str(precondition["condition"]).replace("2678400", "604800")
+    assert any("submit" in p for p in monitoring.check_budget_fits(mod))

@@ -51,6 +51,11 @@ module "pipeline" {
   output_url_base = var.output_url_base
   notify_url      = var.notify_url
 
+  # Spend budget and alerts (variables.tf).
+  daily_prediction_budget     = var.daily_prediction_budget
+  monthly_prediction_budget   = var.monthly_prediction_budget
+  alert_notification_channels = var.alert_notification_channels
+
   # A throw-away environment: easy to tear down, verbose logs, small scale.
   force_destroy         = true
   deletion_protection   = false

@@ -10,3 +10,10 @@ name_prefix = "bgr-dev"
 # Completion events to a customer endpoint as well (add the notify secret's value first,
 # infra/README.md): uncomment.
 # notify_url = "https://customer.example.com/bgremove-events"
+
+# A spend guard and where alerts go: uncomment and set. A monthly budget needs the submission
+# task to outlive the month (submit_queue_max_retry_duration_seconds = 0) and the budget
+# counters to outlive it (state_retention_days in main.tf: 7 now, at least 32): the plan says so.
+# daily_prediction_budget     = 5000
+# monthly_prediction_budget   = 100000
+# alert_notification_channels = ["projects/PROJECT_ID/notificationChannels/1234567890"]

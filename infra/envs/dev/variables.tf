@@ -81,3 +81,23 @@ variable "notify_url" {
   type        = string
   default     = ""
 }
+
+# Spend budget and alerts (see the module's variables; README, "Alerts and dashboard").
+
+variable "daily_prediction_budget" {
+  description = "Predictions created per budget day at most, then submissions are held (the module's daily_prediction_budget, DAILY_PREDICTION_BUDGET); 0 = no limit."
+  type        = number
+  default     = 0
+}
+
+variable "monthly_prediction_budget" {
+  description = "Predictions created per budget month at most (the module's monthly_prediction_budget, MONTHLY_PREDICTION_BUDGET); 0 = no limit. Needs submit_queue_max_retry_duration_seconds 0 or at least 2678400, and state_retention_days at least 32."
+  type        = number
+  default     = 0
+}
+
+variable "alert_notification_channels" {
+  description = "Existing notification channel ids (projects/P/notificationChannels/N) the alert policies notify (the module's alert_notification_channels); empty: incidents in the console only."
+  type        = list(string)
+  default     = []
+}

@@ -139,6 +139,19 @@ resource "google_storage_bucket" "state" {
     }
   }
 
+  # Spend budget counters (bgremove's budget, many small objects per budget day): a month's
+  # window needs its days for at most 31 days, so 40 keeps every open window with a margin.
+  lifecycle_rule {
+    condition {
+      age            = var.budget_counter_retention_days
+      matches_prefix = ["budget/"]
+      with_state     = "LIVE"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   lifecycle_rule {
     condition {
       days_since_noncurrent_time = 1
@@ -153,6 +166,20 @@ resource "google_storage_bucket" "state" {
   logging {
     log_bucket        = google_storage_bucket.access_logs.name
     log_object_prefix = "state/"
+  }
+
+  # The first rule deletes every live object after state_retention_days, budget counters
+  # included (a lifecycle condition cannot exclude a prefix): a counter deleted while its
+  # window is open would free its slots, and the window would spend more than its budget.
+  lifecycle {
+    precondition {
+      condition     = var.monthly_prediction_budget == 0 || var.state_retention_days >= 32
+      error_message = "With monthly_prediction_budget set, state_retention_days must be at least 32: the budget counters (budget/ in the state bucket) must outlive their month."
+    }
+    precondition {
+      condition     = var.daily_prediction_budget == 0 || var.state_retention_days >= 2
+      error_message = "With daily_prediction_budget set, state_retention_days must be at least 2: the budget counters (budget/ in the state bucket) must outlive their day."
+    }
   }
 
   depends_on = [google_project_service.enabled]

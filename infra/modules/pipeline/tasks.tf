@@ -46,6 +46,13 @@ resource "google_cloud_tasks_queue" "submit" {
       condition     = var.submit_queue_min_backoff_seconds <= var.submit_queue_max_backoff_seconds
       error_message = "submit_queue_min_backoff_seconds must not exceed submit_queue_max_backoff_seconds."
     }
+    # A submission held by a spent budget waits by being retried (on_task answers 429) with
+    # this queue's backoff; a monthly hold can last until the month turns, so its task must
+    # not run out first. 0 = unlimited (Cloud Tasks' 31-day retention bounds it).
+    precondition {
+      condition     = var.monthly_prediction_budget == 0 || var.submit_queue_max_retry_duration_seconds == 0 || var.submit_queue_max_retry_duration_seconds >= 2678400
+      error_message = "With monthly_prediction_budget set, submit_queue_max_retry_duration_seconds must be 0 (unlimited; Cloud Tasks keeps a task 31 days at most) or at least 2678400 (31 days): a submission held until the month turns is retried that long."
+    }
   }
 
   depends_on = [google_project_service.enabled]

@@ -860,3 +860,90 @@ variable "notify_url" {
     error_message = "notify_url must be empty or an http(s) URL."
   }
 }
+
+# ---------------------------------------------------------------------------
+# Budget counters and monitoring (monitoring.tf; README, "Alerts and dashboard")
+# ---------------------------------------------------------------------------
+
+variable "budget_counter_retention_days" {
+  description = "Days after which the spend budget's counters (budget/ in the state bucket) are deleted; at least 32, so a month's counters outlive their month. The state_retention_days rule deletes them too, when it is shorter."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.budget_counter_retention_days >= 32 && floor(var.budget_counter_retention_days) == var.budget_counter_retention_days
+    error_message = "budget_counter_retention_days must be a whole number, at least 32."
+  }
+}
+
+variable "alert_notification_channels" {
+  description = "Existing Cloud Monitoring notification channels (ids: projects/P/notificationChannels/N) every alert policy notifies; empty: the alerts open incidents in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for channel in var.alert_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", channel))])
+    error_message = "alert_notification_channels must be ids of the form projects/PROJECT/notificationChannels/ID."
+  }
+}
+
+variable "alerts_enabled" {
+  description = "Whether the alert policies are switched on (false keeps them, disabled)."
+  type        = bool
+  default     = true
+}
+
+variable "alert_failure_share" {
+  description = "Alert when more than this share of the jobs that ended in 15 minutes failed (0.1 = 10%)."
+  type        = number
+  default     = 0.1
+
+  validation {
+    condition     = var.alert_failure_share > 0 && var.alert_failure_share < 1
+    error_message = "alert_failure_share must be between 0 and 1 (exclusive)."
+  }
+}
+
+variable "alert_failure_min_jobs" {
+  description = "The failure-share alert also needs at least this many failed jobs in the 15 minutes (one failure of two jobs is no incident)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.alert_failure_min_jobs >= 1 && floor(var.alert_failure_min_jobs) == var.alert_failure_min_jobs
+    error_message = "alert_failure_min_jobs must be a whole number, at least 1."
+  }
+}
+
+variable "alert_queue_age_seconds" {
+  description = "Alert when submissions dispatched in 5 minutes had waited longer than this since admission (99th percentile). Exact on a bound of the queue-age buckets (monitoring.tf)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.alert_queue_age_seconds >= 60
+    error_message = "alert_queue_age_seconds must be at least 60."
+  }
+}
+
+variable "alert_unauthorized_webhooks_per_5m" {
+  description = "Alert when more webhook deliveries than this fail signature verification in 5 minutes."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.alert_unauthorized_webhooks_per_5m >= 0 && floor(var.alert_unauthorized_webhooks_per_5m) == var.alert_unauthorized_webhooks_per_5m
+    error_message = "alert_unauthorized_webhooks_per_5m must be a whole number, at least 0."
+  }
+}
+
+variable "alert_5xx_per_5m" {
+  description = "Alert when one function answers more requests than this with a 5xx in 5 minutes (Cloud Run's request count)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.alert_5xx_per_5m >= 0 && floor(var.alert_5xx_per_5m) == var.alert_5xx_per_5m
+    error_message = "alert_5xx_per_5m must be a whole number, at least 0."
+  }
+}
