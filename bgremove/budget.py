@@ -163,7 +163,8 @@ def hold_if_spent(job_id: str, cfg: Config, deps: Deps, now: float) -> None:
                 return Decision(None)  # for the claim to decide (no job, moved on, or counted already)
             if current.hold:
                 return Decision(current)
-            return Decision(current, jobs.held(current, now, f"held: {found.window.period} budget spent", 0))
+            why = f"held: {found.window.period} budget spent"
+            return Decision(current, jobs.held(current, now, why, 0, found.window.period.value))
 
         done = deps.store.update(job_id, hold)
         if done.result is None:
@@ -175,7 +176,7 @@ def hold_if_spent(job_id: str, cfg: Config, deps: Deps, now: float) -> None:
 def count(job: Job, generation: int, cfg: Config, deps: Deps, now: float) -> tuple[Job, int]:
     """Count the claimed job's prediction in every budgeted window, once (a retry finds its id
     counted). Raises errors.BudgetSpent when a window has no room; returns the record as written."""
-    was_held = (job.hold, job.held_at)
+    was_held = (job.hold, job.held_at, job.held_window)
     for window in windows(cfg, now):
         job, generation = _count_in(window, job, generation, cfg, deps, now)
     if was_held[0]:
@@ -185,6 +186,7 @@ def count(job: Job, generation: int, cfg: Config, deps: Deps, now: float) -> tup
             "budget: held submission released",
             job_id=job.job_id,
             object=job.source.object_uri,
+            window=was_held[2] or None,
             held_seconds=round(now - was_held[1], 3),
         )
     if job.hold:
@@ -292,7 +294,7 @@ def hold_claimed(job: Job, generation: int, spent: errors.BudgetSpent, cfg: Conf
     def give_back(current: Job | None) -> Decision[Job | None]:
         if current is None or current.state != jobs.CLAIMED or current.lease_expires_at != job.lease_expires_at:
             return Decision(None)
-        return Decision(current, jobs.held(current, now, f"held: {spent}", cfg.queued_check_seconds))
+        return Decision(current, jobs.held(current, now, f"held: {spent}", cfg.queued_check_seconds, spent.period))
 
     done = deps.store.update(job.job_id, give_back, read=(job, generation))
     if done.result is not None and done.job is not None:

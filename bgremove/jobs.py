@@ -119,6 +119,7 @@ class Job:
     # (or the budget to be raised), since `held_at`; cleared when its prediction is counted.
     hold: str = ""
     held_at: float = 0.0
+    held_window: str = ""  # the budget window that held it: "day" or "month"
     # The budget shards this job's prediction is counted in (budget.py), one per window: where a
     # retry looks first, so a job is counted once per window however often its task runs.
     budget_marks: tuple[str, ...] = ()
@@ -251,22 +252,23 @@ def release(job: Job, now: float, why: str, check_seconds: float = 0.0) -> Job:
     return _move(job, QUEUED, now, why, lease_expires_at=0.0, deadline_at=now + check_seconds)
 
 
-def held(job: Job, now: float, why: str, check_seconds: float) -> Job:
-    """Queued and held by a spend budget (a claim given back, or a queued job marked): the task
-    stays in the queue and its retries ask again. `held_at` keeps the start of the hold."""
+def held(job: Job, now: float, why: str, check_seconds: float, window: str) -> Job:
+    """Queued and held by a spend budget's `window` (a claim given back, or a queued job marked):
+    the task stays in the queue and its retries ask again. `held_at` keeps the start of the hold."""
     since = job.held_at if job.hold else now
     if job.state == QUEUED:
-        return dataclasses.replace(job, hold="budget", held_at=since, updated_at=now)
+        return dataclasses.replace(job, hold="budget", held_at=since, held_window=window, updated_at=now)
     return dataclasses.replace(
         _move(job, QUEUED, now, why, lease_expires_at=0.0, deadline_at=now + check_seconds),
         hold="budget",
         held_at=since,
+        held_window=window,
     )
 
 
 def counted(job: Job, marks: tuple[str, ...], now: float) -> Job:
     """The budget shards the claimed job's prediction is counted in; a hold ends here."""
-    return dataclasses.replace(job, budget_marks=marks, hold="", held_at=0.0, updated_at=now)
+    return dataclasses.replace(job, budget_marks=marks, hold="", held_at=0.0, held_window="", updated_at=now)
 
 
 def submitted(job: Job, prediction_id: str, now: float, deadline_seconds: float) -> Job:

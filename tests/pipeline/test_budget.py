@@ -235,5 +235,15 @@ def test_every_alert_metric_filter_matches_the_lines_a_run_writes(budget_stack: 
     from infra.checks import log_filters
 
     entries = log_filters.entries_from_stack_logs(stack.info.logs)
-    problems = log_filters.problems(log_filters.metrics_from_terraform("dev"), entries)
-    assert problems == []
+    metrics = log_filters.metrics_from_terraform("dev")
+    assert {m.resource for m in metrics} >= {"jobs_ended", "budget_held", "webhooks_unauthorized", "api_throttled"}
+    assert log_filters.problems(metrics, entries) == []
+    # The breakage: the same lines against a filter naming a field no function logs, and an
+    # extractor of a field that is not there, must fail the check.
+    ended = next(m for m in metrics if m.resource == "jobs_ended")
+    misspelt = dataclasses.replace(ended, filter=ended.filter.replace("jsonPayload.event", "jsonPayload.evnt"))
+    assert log_filters.problems([misspelt], entries) != []
+    extractor = dataclasses.replace(
+        ended, label_extractors={**ended.label_extractors, "reason": "EXTRACT(jsonPayload.why)"}
+    )
+    assert log_filters.problems([extractor], entries) != []
