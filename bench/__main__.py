@@ -14,7 +14,8 @@ API and Cloud Tasks calls per image, counted in-process on the real emulators).
 
 polling: results without webhooks — 20 real photos at once, webhooks sent vs never sent, with the
 real model (latency, the model's run time, API GETs per image). preferwait: PREFER_WAIT_SECONDS=10
-against 0, billed function time and latency per image, one real photo at a time.
+against 0, billed function time and latency per image, one real photo at a time. budget: on_task's
+time per submission with DAILY_PREDICTION_BUDGET set vs unset, and a held dispatch's.
 
 --quick is a smoke run with tiny sizes (well under a minute): its numbers mean nothing.
 
@@ -41,6 +42,7 @@ from typing import Any
 
 from bench import (
     billed,
+    budget,
     bulk,
     calls,
     coldstart,
@@ -65,6 +67,7 @@ FIGURES: dict[str, Callable[[common.Context], dict[str, Any]]] = {
     "calls": calls.run,
     "polling": polling.run,
     "preferwait": preferwait.run,
+    "budget": budget.run,
 }
 
 

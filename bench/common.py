@@ -131,6 +131,17 @@ def warm_up(info: StackInfo) -> None:
         raise RuntimeError(f"the warm-up image failed: {job.reason} {job.error}")
 
 
+def upload_completed(info: StackInfo, name: str, payload: bytes, timeout: float = 180) -> tuple[Any, Job]:
+    """Upload one JPEG and wait for its job to complete: the blob (its `timeCreated`) and the job."""
+    client = gcs(info)
+    blob = client.bucket(info.upload_bucket).blob(name)
+    blob.upload_from_string(payload, content_type="image/jpeg")
+    job = wait_job(info, client, name, int(blob.generation), timeout)
+    if job.state != jobs.COMPLETED:
+        raise RuntimeError(f"{name}: job {job.state}: {job.reason} {job.error}")
+    return blob, job
+
+
 def rfc3339(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 

@@ -28,7 +28,6 @@ from typing import Any
 import requests
 
 from bench import common, polling
-from bgremove import jobs
 from offline_cloud import verify
 from offline_cloud.stack import Stack
 
@@ -81,15 +80,10 @@ def run(ctx: common.Context) -> dict[str, Any]:
 
 
 def _one(info: common.StackInfo, payload: bytes, index: int) -> dict[str, Any]:
-    client = common.gcs(info)
     name = f"bench/preferwait/{index:02d}-{uuid.uuid4().hex[:8]}.jpg"
-    blob = client.bucket(info.upload_bucket).blob(name)
-    blob.upload_from_string(payload, content_type="image/jpeg")
-    job = common.wait_job(info, client, name, int(blob.generation), 180)
-    if job.state != jobs.COMPLETED:
-        raise RuntimeError(f"{name}: job {job.state}: {job.reason} {job.error}")
+    blob, job = common.upload_completed(info, name, payload)
     uploaded = common.rfc3339(blob._properties["timeCreated"])
-    written = polling.written_at(client, info, job)
+    written = polling.written_at(common.gcs(info), info, job)
     return {
         "name": name,
         "job_id": job.job_id,

@@ -100,6 +100,10 @@ SUMMARIES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "calls": ("Storage, API and Cloud Tasks calls per image", lambda f: _calls_summary(f)),
     "polling": ("Results without webhooks: polling vs webhooks", lambda f: _polling_summary(f)),
     "preferwait": ("Prefer: wait, 10 s vs not asked", lambda f: _preferwait_summary(f)),
+    "budget": (
+        "Spend budget: a submission's cost with DAILY_PREDICTION_BUDGET set vs unset",
+        lambda f: _budget_summary(f),
+    ),
 }
 
 
@@ -349,6 +353,7 @@ DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "calls": lambda f: _calls_details(f),
     "polling": lambda f: _polling_details(f),
     "preferwait": lambda f: _preferwait_details(f),
+    "budget": lambda f: _budget_details(f),
 }
 
 
@@ -553,6 +558,7 @@ README_LINES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "calls": _readme_calls,
     "polling": lambda f: _readme_polling(f),
     "preferwait": lambda f: _readme_preferwait(f),
+    "budget": lambda f: _readme_budget(f),
 }
 
 
@@ -694,4 +700,44 @@ def _readme_preferwait(f: dict[str, Any]) -> tuple[str, str]:
         f"billed {ms(on['billed_seconds']['p50'])} vs {ms(off['billed_seconds']['p50'])} (**{times(f['ratio'])}**); "
         f"upload → completed {secs(on['latency_seconds']['p50'])} vs {secs(off['latency_seconds']['p50'])} "
         f"({ms(f['latency_saved_seconds_p50'])} saved); model run time {secs(off['run_seconds']['p50'])} (p50)",
+    )
+
+
+# --- spend budget ------------------------------------------------------------------------------------
+
+
+def _budget_held(f: dict[str, Any]) -> str:
+    held = f["submission_seconds"]["held_dispatch"]
+    return f"a held dispatch p50 {ms(held['p50'])}" if held else "no held dispatch recorded"
+
+
+def _budget_summary(f: dict[str, Any]) -> str:
+    s = f["submission_seconds"]
+    return (
+        f"on_task per submission p50 {ms(s['on']['p50'])} with a budget vs {ms(s['off']['p50'])} without "
+        f"({times(f['ratio'])}); {_budget_held(f)}"
+    )
+
+
+def _budget_details(f: dict[str, Any]) -> list[str]:
+    s = f["submission_seconds"]
+    rows = ["| on_task, per submission dispatch | p50 | p95 | n |", "|---|---|---|---|"]
+    for label, key in (
+        ("no budget", "off"),
+        ("DAILY_PREDICTION_BUDGET set, counted", "on"),
+        ("held (429)", "held_dispatch"),
+    ):
+        v = s[key]
+        if v:
+            rows.append(f"| {label} | {dur(v['p50'])} | {dur(v['p95'])} | {v['n']} |")
+    return rows
+
+
+def _readme_budget(f: dict[str, Any]) -> tuple[str, str]:
+    s = f["submission_seconds"]
+    return (
+        "spend budget: on_task billed time per submission with DAILY_PREDICTION_BUDGET set vs unset (real model, "
+        "one photo at a time), and a held dispatch",
+        f"{ms(s['on']['p50'])} vs {ms(s['off']['p50'])} (**{times(f['ratio'])}**, three more storage requests); "
+        f"{_budget_held(f)}",
     )

@@ -13,6 +13,7 @@ from offline_cloud.stack import ROOT, die_with_parent
 FIGURES: tuple[str, ...] = ("billed", "latency", "coldstart", "memory", "throughput", "variants")
 FIGURES += ("bulk", "calls")  # issue 11
 FIGURES += ("polling", "preferwait")  # results without webhooks, and whether Prefer: wait pays
+FIGURES += ("budget",)  # what the spend guard costs a submission
 
 
 def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path: Path) -> None:
@@ -21,7 +22,7 @@ def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=480,
         preexec_fn=die_with_parent,  # if the test run is killed, the bench and its stacks go too
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -75,10 +76,19 @@ def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path
     waited = figures["preferwait"]["settings"]
     assert waited["10"]["deadline_checks_per_image"] == 0  # settled from the create's own answer
     assert waited["10"]["submission_seconds"]["p50"] > waited["0"]["submission_seconds"]["p50"]
+    spend = figures["budget"]["submission_seconds"]
+    assert spend["off"]["n"] == spend["on"]["n"] == 2 and spend["held_dispatch"]["n"] >= 1
 
     markdown = (tmp_path / "RESULTS.md").read_text()
     for heading in ("Billed function time", "Overhead latency", "Cold start", "Memory", "Webhook throughput"):
         assert heading in markdown
-    for heading in ("Bulk drop", "calls per image", "For the README", "Fleet stand-in", "Results without webhooks"):
+    for heading in (
+        "Bulk drop",
+        "calls per image",
+        "For the README",
+        "Fleet stand-in",
+        "Results without webhooks",
+        "Spend budget",
+    ):
         assert heading in markdown
     assert meta["machine"]["cpu_model"] in markdown and meta["git"]["commit"] in markdown
