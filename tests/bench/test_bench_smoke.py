@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from offline_cloud.stack import ROOT, die_with_parent
 
 FIGURES: tuple[str, ...] = ("billed", "latency", "coldstart", "memory", "throughput", "variants")
@@ -16,6 +18,7 @@ FIGURES += ("polling", "preferwait")  # results without webhooks, and whether Pr
 FIGURES += ("budget",)  # what the spend guard costs a submission
 
 
+@pytest.mark.timeout(540)  # eleven figures, each starting its own stacks: over the suite's 300 s default
 def test_quick_bench_writes_results_json_and_markdown_with_every_figure(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out-dir", str(tmp_path)],

@@ -41,6 +41,18 @@ def test_backfill_of_1000_existing_objects_gives_each_exactly_one_outcome_and_a_
     assert plan["estimated_cost_usd"] == 1.0
     assert plan["estimated_seconds"] == (1000 + plan["queue"]["depth"]) / 100.0  # the queue's 100/s
     assert not set(ids.values()) & set(cli.listed_states()), "a dry run writes nothing"
+    # With a daily budget the dry run also says how many budget days the backfill takes.
+    budgeted = cli.stack_json.with_name("stack-budget.json")
+    data = json.loads(cli.stack_json.read_text())
+    data["function_env"]["DAILY_PREDICTION_BUDGET"] = "300"
+    budgeted.write_text(json.dumps(data))
+    argv = [sys.executable, "-m", "bgremove_cli", "--stack", str(budgeted), "backfill", "gs://uploads/catalogue/"]
+    paced = run([*argv, "--dry-run", "--json"])
+    assert paced.code == 0, paced.stderr
+    days = json.loads(paced.stdout)
+    assert days["budget"][0]["budget"] == 300 and days["budget"][0]["spent"] == 0
+    assert days["budget_days"] == 1 + -(-(1000 + days["queue"]["depth"] - 300) // 300)  # 300 today, then 300 a day
+    assert f"{days['budget_days']} budget days (300 a day; 300 left today)" in run([*argv, "--dry-run"]).stdout
 
     started = time.monotonic()
     first = cli.json("backfill", "gs://uploads/catalogue/")
