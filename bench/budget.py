@@ -2,7 +2,8 @@
 unset, side by side, and what a held dispatch costs.
 
 With a budget, each submission lists its window's shards, marks its job record and adds its id to
-one shard before the create (bgremove/budget.py): three more storage requests. Two stacks of this
+one shard before the create (bgremove/budget.py): four more storage requests per budgeted window
+(the listing, the mark's record write, the shard's read and write). Two stacks of this
 figure's own run, the same in everything (the real u2netp model, production timings) but the
 budget; one small real photo at a time goes to each in turn (the order swapped every round). The
 budgeted stack's budget is the figure's image count, so once those are through, `held` more images
@@ -74,7 +75,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "images": count,
         "held_images": held,
         "submission_seconds": result,
-        "target": "none (a cost: three more storage requests per submission)",
+        "target": "none (a cost: four more storage requests per submission and budgeted window)",
         "no_target": True,
         "target_met": None,
         "ratio": ratio,

@@ -738,6 +738,6 @@ def _readme_budget(f: dict[str, Any]) -> tuple[str, str]:
     return (
         "spend budget: on_task billed time per submission with DAILY_PREDICTION_BUDGET set vs unset (real model, "
         "one photo at a time), and a held dispatch",
-        f"{ms(s['on']['p50'])} vs {ms(s['off']['p50'])} (**{times(f['ratio'])}**, three more storage requests); "
+        f"{ms(s['on']['p50'])} vs {ms(s['off']['p50'])} (**{times(f['ratio'])}**, four more storage requests); "
         f"{_budget_held(f)}",
     )

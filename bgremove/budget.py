@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -149,12 +150,14 @@ def _mark(job: Job, window: Window) -> str | None:
     return next((m for m in job.budget_marks if m.startswith(window.prefix)), None)
 
 
-def hold_if_spent(job_id: str, cfg: Config, deps: Deps, now: float) -> None:
+def hold_if_spent(job_id: str, cfg: Config, deps: Deps, now: float) -> dict[str, Standing]:
     """Raise errors.BudgetSpent when a spent window holds this job (it is not counted there yet);
     marks the queued job held on its first hold (one write) and logs each hold. Called before
-    any claim, so a held dispatch writes nothing after the first."""
+    any claim, so a held dispatch writes nothing after the first. Returns what the listings found
+    (by window prefix), for `count` to start from."""
+    seen: dict[str, Standing] = {}
     for window in windows(cfg, now):
-        found = standing(window, deps.objects, cfg.state_bucket)
+        found = seen[window.prefix] = standing(window, deps.objects, cfg.state_bucket)
         if not found.full:
             continue
 
@@ -171,14 +174,18 @@ def hold_if_spent(job_id: str, cfg: Config, deps: Deps, now: float) -> None:
             continue
         _log_hold(done.result, found, now)
         raise _spent(found, now)
+    return seen
 
 
-def count(job: Job, generation: int, cfg: Config, deps: Deps, now: float) -> tuple[Job, int]:
+def count(
+    job: Job, generation: int, cfg: Config, deps: Deps, now: float, seen: Mapping[str, Standing] | None = None
+) -> tuple[Job, int]:
     """Count the claimed job's prediction in every budgeted window, once (a retry finds its id
-    counted). Raises errors.BudgetSpent when a window has no room; returns the record as written."""
+    counted). Raises errors.BudgetSpent when a window has no room; returns the record as written.
+    `seen`: listings just made (hold_if_spent's), which the first choice of a shard uses."""
     was_held = (job.hold, job.held_at, job.held_window)
     for window in windows(cfg, now):
-        job, generation = _count_in(window, job, generation, cfg, deps, now)
+        job, generation = _count_in(window, job, generation, cfg, deps, now, (seen or {}).get(window.prefix))
     if was_held[0]:
         metrics.emit(
             metrics.Event.BUDGET_RELEASED,
@@ -194,12 +201,15 @@ def count(job: Job, generation: int, cfg: Config, deps: Deps, now: float) -> tup
     return job, generation
 
 
-def _count_in(window: Window, job: Job, generation: int, cfg: Config, deps: Deps, now: float) -> tuple[Job, int]:
+def _count_in(
+    window: Window, job: Job, generation: int, cfg: Config, deps: Deps, now: float, seen: Standing | None
+) -> tuple[Job, int]:
     objects, bucket = deps.objects, cfg.state_bucket
     for _ in range(WRITE_ATTEMPTS):
         name = _mark(job, window)
         if name is None:
-            found = standing(window, objects, bucket)
+            found = seen if seen is not None and seen.window == window else standing(window, objects, bucket)
+            seen = None  # a second choice lists again
             free = found.free_shards()
             if not free:
                 raise _spent(found, now)

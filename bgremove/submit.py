@@ -9,6 +9,7 @@ into the task's retry.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,7 +36,7 @@ def handle_submit_task(job_id: str, cfg: Config, deps: Deps, now: float, queued_
     metrics.emit(
         metrics.Event.SUBMISSION_DISPATCHED, "INFO", "submission task dispatched", job_id=job_id, queue_age_seconds=age
     )
-    budget.hold_if_spent(job_id, cfg, deps, now)
+    seen = budget.hold_if_spent(job_id, cfg, deps, now)
     taken = lifecycle.claim(job_id, cfg, deps, now)
     if taken.job is None:
         return _log(Result(Outcome.IGNORED, "no such job", job_id), fields)
@@ -43,10 +44,18 @@ def handle_submit_task(job_id: str, cfg: Config, deps: Deps, now: float, queued_
     fields.update(object=f"gs://{job.source.bucket}/{job.source.name}", generation=job.source.generation)
     if taken.result is lifecycle.Claimed.DUPLICATE:
         return _log(Result(Outcome.DUPLICATE, f"job is already {job.state}", job_id, job.prediction_id), fields)
-    return submit_job(job, taken.generation, cfg, deps, now, fields)
+    return submit_job(job, taken.generation, cfg, deps, now, fields, seen)
 
 
-def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, fields: dict[str, Any]) -> Result:
+def submit_job(
+    job: Job,
+    generation: int,
+    cfg: Config,
+    deps: Deps,
+    now: float,
+    fields: dict[str, Any],
+    seen: Mapping[str, budget.Standing] | None = None,
+) -> Result:
     """Create a prediction for a claimed job, record it and schedule its deadline check.
 
     On anything worth retrying the claim is given back at once (the job is `queued` again, so the
@@ -74,7 +83,7 @@ def submit_job(job: Job, generation: int, cfg: Config, deps: Deps, now: float, f
         webhook = "" if cfg.result_delivery == schedule.POLL else webhook_url_for(cfg.webhook_url, job.job_id)
         # Counted against the spend budget last, after every check that can fail the upload, so
         # only a prediction about to be created is counted.
-        job, generation = budget.count(job, generation, cfg, deps, now)
+        job, generation = budget.count(job, generation, cfg, deps, now, seen)
         prediction = client.create(cfg.model_version, image, webhook, cfg.cancel_after, cfg.prefer_wait_seconds)
     except errors.Superseded as exc:
         lifecycle.end_superseded(job.job_id, exc, deps, now, read=(job, generation))
