@@ -14,8 +14,10 @@ never hold more than the budget however many writers race: each shard's write is
 generation read, and a full shard is never written. The count is **exact**: no overshoot from
 concurrency (a lowered budget is the one exception, see `Standing.free_shards`).
 
-**Once per job.** A job is counted in a shard by its id, so a retried task (after a 429 from the API,
-or a crash at any point) finds its id there and is not counted twice. The shard chosen is written on
+**Once per prediction.** A submission is counted in a shard by its job id and the number of
+predictions its job had before it, so a retried task (after a 429 from the API, or a crash at any
+point) finds itself there and is not counted twice, while a resubmission (a lost or expired
+prediction, an operator's retry) is a new prediction and is counted again. The shard chosen is written on
 the job record (`budget_marks`) before the shard itself, so a retry knows where to look; a crash
 between the two leaves a mark whose shard lacks the id, and the retry adds it then. A create the
 API refused (4xx: nothing was made, nothing is billed) is withdrawn from its shards.
@@ -217,7 +219,7 @@ def _count_in(
             marks = tuple(m for m in job.budget_marks if not m.startswith(PREFIX + window.period.value + "/"))
             job, generation = _write_marks(job, generation, (*marks, name), deps, now)
         shard = int(name.rsplit("/", 1)[1])
-        if _add(objects, bucket, name, job.job_id, window.cap(shard) if shard < window.shards else 0):
+        if _add(objects, bucket, name, _member(job), window.cap(shard) if shard < window.shards else 0):
             return job, generation
         # That shard filled up since the listing (or the budget was lowered): choose again.
         job, generation = _write_marks(job, generation, tuple(m for m in job.budget_marks if m != name), deps, now)
@@ -232,11 +234,18 @@ def withdraw(job: Job, cfg: Config, deps: Deps, now: float) -> None:
         if name is None:
             continue
         try:
-            _remove(deps.objects, cfg.state_bucket, name, job.job_id)
+            _remove(deps.objects, cfg.state_bucket, name, _member(job))
         except errors.RetryLater as exc:
             from bgremove import logs
 
             logs.warning("budget: a refused create stays counted", job_id=job.job_id, shard=name, error=str(exc))
+
+
+def _member(job: Job) -> str:
+    """What a shard lists for this submission: the job and how many predictions it had before it.
+    A retry of the same submission (nothing created yet) finds itself; a resubmission after a lost
+    or expired prediction, or an operator's retry, is a new prediction and is counted again."""
+    return f"{job.job_id}#{len(job.prediction_ids)}"
 
 
 def _write_marks(job: Job, generation: int, marks: tuple[str, ...], deps: Deps, now: float) -> tuple[Job, int]:

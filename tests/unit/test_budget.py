@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from PIL import Image
 
-from bgremove import admission, budget, errors, jobs, naming, submit
+from bgremove import admission, budget, errors, jobs, lifecycle, naming, submit
 from bgremove.admission import UploadEvent
 from tests.unit.fakes import BASE_ENV, World, config
 
@@ -116,6 +116,20 @@ def test_a_retried_task_is_counted_once() -> None:
     assert spent(world, cfg) == [1] and job(world, job_id).state == jobs.QUEUED
     assert dispatch(world, job_id, cfg, NOW + 10) == "submitted"
     assert spent(world, cfg) == [1]
+
+
+def test_a_resubmission_after_a_lost_prediction_is_counted_as_the_new_prediction_it_is() -> None:
+    world, cfg = World(), config(DAILY_PREDICTION_BUDGET="2")
+    job_id = upload(world, "p.jpg")
+    assert dispatch(world, job_id, cfg, NOW) == "submitted"
+    loaded = world.deps.store.load(job_id)
+    assert loaded is not None
+    # Its prediction was lost: the deadline check puts it back in the queue, and it is predicted again.
+    assert lifecycle.resubmit(loaded[0], loaded[1], "prediction lost", cfg, world.deps, NOW + 60).value == "requeued"
+    assert dispatch(world, job_id, cfg, NOW + 61) == "submitted"
+    assert len(world.api.created) == 2 and spent(world, cfg) == [2]
+    # The budget of 2 is spent by those two predictions: another upload is held.
+    assert dispatch(world, upload(world, "q.jpg"), cfg, NOW + 62) == "held"
 
 
 def test_a_crash_between_the_mark_and_the_shard_write_is_counted_by_the_retry() -> None:
