@@ -47,8 +47,10 @@ def scrub_urls(text: str) -> str:
     return _SECRET_PARAM.sub(r"\1=<redacted>", _URL.sub(lambda m: redact_url(m.group(0)), text))
 
 
-def log(severity: str, message: str, **fields: Any) -> None:
-    if _LEVELS.get(severity, 20) < _state["level"]:
+def log(severity: str, message: str, always: bool = False, **fields: Any) -> None:
+    """One line at `severity`, unless LOG_LEVEL is above it; `always` lines are written at any
+    LOG_LEVEL (those the log-based metrics count: a quieter log must not blind an alert)."""
+    if not always and _LEVELS.get(severity, 20) < _state["level"]:
         return
     entry: dict[str, Any] = {"severity": severity, "message": message, "time": _now()}
     entry.update({key: value for key, value in fields.items() if value is not None})

@@ -27,3 +27,16 @@ def test_urls_in_free_text_lose_their_query() -> None:
 def test_error_fields_are_scrubbed_when_logged(capsys: pytest.CaptureFixture[str]) -> None:
     logs.warning("failed", error="fetch https://h/o?token=s3cret failed")
     assert "s3cret" not in capsys.readouterr().out
+
+
+def test_metric_events_are_written_at_any_log_level(capsys: pytest.CaptureFixture[str]) -> None:
+    from bgremove import metrics
+
+    logs.set_level("WARNING")
+    try:
+        logs.info("quiet")
+        metrics.emit(metrics.Event.JOB_ADMITTED, "INFO", "upload admitted", job_id="j1")
+    finally:
+        logs.set_level("INFO")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["message"], line.get("event")) for line in lines] == [("upload admitted", "job_admitted")]
