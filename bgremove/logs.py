@@ -15,11 +15,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
-_state = {"level": 20}
+_state = {"level": 20, "events": True}
 
 
 def set_level(level: str) -> None:
     _state["level"] = _LEVELS.get(level.upper(), 20)
+
+
+def set_events(on: bool) -> None:
+    """Whether `always` lines are written below LOG_LEVEL (yes in the functions, where the metrics
+    read them; the operators' command turns them off unless --verbose)."""
+    _state["events"] = on
 
 
 def redact_url(url: str) -> str:
@@ -50,7 +56,7 @@ def scrub_urls(text: str) -> str:
 def log(severity: str, message: str, always: bool = False, **fields: Any) -> None:
     """One line at `severity`, unless LOG_LEVEL is above it; `always` lines are written at any
     LOG_LEVEL (those the log-based metrics count: a quieter log must not blind an alert)."""
-    if not always and _LEVELS.get(severity, 20) < _state["level"]:
+    if _LEVELS.get(severity, 20) < _state["level"] and not (always and _state["events"]):
         return
     entry: dict[str, Any] = {"severity": severity, "message": message, "time": _now()}
     entry.update({key: value for key, value in fields.items() if value is not None})

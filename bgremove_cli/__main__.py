@@ -60,6 +60,7 @@ class Settings:
 
             # The pipeline's own JSON log lines (stdout) only when asked: the summary says the rest.
             logs.set_level("INFO" if self.verbose else "ERROR")
+            logs.set_events(self.verbose)  # the metrics' lines are the functions', not the command's
             self._cloud = Cloud(self.target())
             self._cloud.preflight()
         return self._cloud
