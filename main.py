@@ -117,8 +117,7 @@ def on_task(request: flask.Request) -> flask.typing.ResponseReturnValue:
         if payload.kind is tasks.Kind.SUBMIT:
             from bgremove import submit
 
-            deps, now = runtime.deps(), time.time()
-            outcome = submit.handle_submit_task(job_id, CONFIG, deps, now, payload.queued_at).outcome
+            outcome = submit.handle_submit_task(job_id, CONFIG, runtime.deps(), time.time(), payload.queued_at).outcome
         elif payload.kind is tasks.Kind.NOTIFY and payload.event is not None:
             from bgremove import events
 

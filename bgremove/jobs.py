@@ -120,8 +120,8 @@ class Job:
     hold: str = ""
     held_at: float = 0.0
     held_window: str = ""  # the budget window that held it: "day" or "month"
-    # The budget shards this job's prediction is counted in (budget.py), one per window: where a
-    # retry looks first, so a job is counted once per window however often its task runs.
+    # The budget shard chosen in each window (budget.py): where a retried task looks for its count
+    # first, so a submission is counted once however often its task runs.
     budget_marks: tuple[str, ...] = ()
 
     @property
