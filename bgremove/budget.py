@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -270,34 +270,33 @@ def _read(objects: Objects, bucket: str, name: str) -> tuple[list[str], int]:
     return ([str(m) for m in members] if isinstance(members, list) else []), found[1]
 
 
-def _add(objects: Objects, bucket: str, name: str, job_id: str, cap: int) -> bool:
-    """Add `job_id` to a shard unless it is there (True) or the shard is full (False)."""
+def _edit(objects: Objects, bucket: str, name: str, change: Callable[[list[str]], list[str] | None]) -> list[str]:
+    """A shard's ids after `change` (the ids read -> the ids to write, or None: leave them), written
+    conditionally on the generation read and decided again on a race; returns the ids it ends with."""
     for _ in range(WRITE_ATTEMPTS):
         ids, generation = _read(objects, bucket, name)
-        if job_id in ids:
-            return True
-        if len(ids) >= cap:
-            return False
+        new = change(ids)
+        if new is None:
+            return ids
         try:
-            objects.write_json(bucket, name, {"ids": [*ids, job_id]}, generation, {"count": str(len(ids) + 1)})
+            objects.write_json(bucket, name, {"ids": new}, generation, {"count": str(len(new))})
         except errors.PreconditionFailed:
             continue
-        return True
+        return new
     raise errors.Contended(f"budget shard {name} kept changing over {WRITE_ATTEMPTS} attempts")
 
 
-def _remove(objects: Objects, bucket: str, name: str, job_id: str) -> None:
-    for _ in range(WRITE_ATTEMPTS):
-        ids, generation = _read(objects, bucket, name)
-        if job_id not in ids:
-            return
-        kept = [i for i in ids if i != job_id]
-        try:
-            objects.write_json(bucket, name, {"ids": kept}, generation, {"count": str(len(kept))})
-        except errors.PreconditionFailed:
-            continue
-        return
-    raise errors.Contended(f"budget shard {name} kept changing over {WRITE_ATTEMPTS} attempts")
+def _add(objects: Objects, bucket: str, name: str, member: str, cap: int) -> bool:
+    """Add `member` to a shard unless it is there (True) or the shard is full (False)."""
+
+    def add(ids: list[str]) -> list[str] | None:
+        return None if member in ids or len(ids) >= cap else [*ids, member]
+
+    return member in _edit(objects, bucket, name, add)
+
+
+def _remove(objects: Objects, bucket: str, name: str, member: str) -> None:
+    _edit(objects, bucket, name, lambda ids: [i for i in ids if i != member] if member in ids else None)
 
 
 def _spent(found: Standing, now: float) -> errors.BudgetSpent:
