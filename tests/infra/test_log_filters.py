@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -318,14 +319,20 @@ def test_spend_counts_only_the_task_handler(dev: tuple[list[lf.Metric], dict[str
     assert not matches(parse_filter(spend.filter), contract_entries(services, {"function-reconciler": [line]})[0])
 
 
-def test_a_misspelt_field_is_reported(dev: tuple[list[lf.Metric], dict[str, list[str]]]) -> None:
-    metrics, services = dev
-    broken = [
-        dataclasses.replace(m, filter=m.filter.replace("jsonPayload.event=", "jsonPayload.evnt="))
-        if m.resource == "jobs_admitted"
-        else m
+def changed(metrics: list[lf.Metric], resource: str, **changes: Callable[[lf.Metric], Any]) -> list[lf.Metric]:
+    """The metrics with one of them (by Terraform resource name) changed, each field to what its
+    function makes of the metric: a breakage for the check to catch."""
+    return [
+        dataclasses.replace(m, **{k: make(m) for k, make in changes.items()}) if m.resource == resource else m
         for m in metrics
     ]
+
+
+def test_a_misspelt_field_is_reported(dev: tuple[list[lf.Metric], dict[str, list[str]]]) -> None:
+    metrics, services = dev
+    broken = changed(
+        metrics, "jobs_admitted", filter=lambda m: m.filter.replace("jsonPayload.event=", "jsonPayload.evnt=")
+    )
     found = lf.problems(broken, contract_entries(services))
     assert any("jobs_admitted" in p and "names jsonPayload.evnt" in p for p in found), found
     assert any("jobs_admitted" in p and "matches none" in p for p in found), found
@@ -333,12 +340,11 @@ def test_a_misspelt_field_is_reported(dev: tuple[list[lf.Metric], dict[str, list
 
 def test_a_label_extractor_on_a_missing_field_is_reported(dev: tuple[list[lf.Metric], dict[str, list[str]]]) -> None:
     metrics, services = dev
-    broken = [
-        dataclasses.replace(m, label_extractors={**m.label_extractors, "window": "EXTRACT(jsonPayload.windw)"})
-        if m.resource == "budget_held"
-        else m
-        for m in metrics
-    ]
+    broken = changed(
+        metrics,
+        "budget_held",
+        label_extractors=lambda m: {**m.label_extractors, "window": "EXTRACT(jsonPayload.windw)"},
+    )
     found = lf.problems(broken, contract_entries(services))
     assert any("budget_held" in p and "'window'" in p and "yields nothing" in p for p in found), found
     assert any("budget_held" in p and "names jsonPayload.windw" in p for p in found), found
@@ -353,12 +359,7 @@ def test_a_line_without_a_labelled_field_is_reported(dev: tuple[list[lf.Metric],
 
 def test_a_filter_outside_the_subset_is_reported(dev: tuple[list[lf.Metric], dict[str, list[str]]]) -> None:
     metrics, services = dev
-    broken = [
-        dataclasses.replace(m, filter=m.filter + ' AND jsonPayload.message:"queued"')
-        if m.resource == "api_throttled"
-        else m
-        for m in metrics
-    ]
+    broken = changed(metrics, "api_throttled", filter=lambda m: m.filter + ' AND jsonPayload.message:"queued"')
     found = lf.problems(broken, contract_entries(services))
     where = "google_logging_metric.api_throttled (bgr-dev-api-throttled)"
     assert found == [f"{where}: filter outside the checked subset: {_why(broken)}"]
@@ -373,12 +374,9 @@ def _why(metrics: list[lf.Metric]) -> str:
 
 def test_a_filter_for_another_function_is_reported(dev: tuple[list[lf.Metric], dict[str, list[str]]]) -> None:
     metrics, services = dev
-    broken = [
-        dataclasses.replace(m, filter=m.filter.replace("bgr-dev-webhook", "bgr-dev-tasks"))
-        if m.resource == "webhooks_unauthorized"
-        else m
-        for m in metrics
-    ]
+    broken = changed(
+        metrics, "webhooks_unauthorized", filter=lambda m: m.filter.replace("bgr-dev-webhook", "bgr-dev-tasks")
+    )
     found = lf.problems(broken, contract_entries(services))
     assert any("webhooks_unauthorized" in p and "names jsonPayload.outcome" in p for p in found), found
 
